@@ -1,0 +1,142 @@
+"""Throughput of ftcourse's training loop against the naive tutorial loop, side by side, in one run.
+
+Both loops train the same model on the same images for the same number of images, with the same augmentation
+(random crop with 4 pixels of padding, horizontal flip) and SGD:
+
+- naive: what introductory tutorials show -- a torch ``DataLoader`` whose dataset turns each uint8 array into a PIL
+  image and runs torchvision's per-sample transforms on the CPU (2 worker processes), fp32, ``.to(device)`` per batch
+  and ``loss.item()`` every step;
+- fit:   ``ftcourse.train.fit`` -- data resident on the device as uint8, batched augmentation on the device, mixed
+  precision where the GPU has it, channels_last, fused optimiser, no per-step host sync.
+
+On a GPU it also prints model FLOPs utilisation (MFU): training FLOPs per image (3 x the forward FLOPs counted by
+torch's FlopCounterMode) x images/s, divided by the GPU's bf16 matmul throughput measured here.
+
+    python benchmarks/bench_fit.py              # CPU: the course's ResNet (width 16), batch 128
+    python benchmarks/bench_fit.py --gpu-model  # the ResNet-10 (width 64), batch 512 used for the GPU target
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from ftcourse.env import precision_for, setup
+from ftcourse.models import resnet
+from ftcourse.train import fit
+
+
+class NaiveDataset(torch.utils.data.Dataset):
+    """Like torchvision's CIFAR10: uint8 HWC arrays, a PIL image per item, per-sample transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def naive_loop(model, images, labels, *, epochs, batch_size, lr, device, workers, warmup_steps=5) -> float:
+    loader = torch.utils.data.DataLoader(NaiveDataset(images, labels), batch_size=batch_size, shuffle=True,
+                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model.train()
+    seen, step, start = 0, 0, None
+    for _ in range(epochs):
+        for x, y in loader:
+            if step == warmup_steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start, seen = time.perf_counter(), 0
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            running_loss = loss.item()  # noqa: F841 -- the per-step sync every tutorial has
+            seen += len(y)
+            step += 1
+    return seen / (time.perf_counter() - start)
+
+
+def fit_loop(model, images, labels, *, epochs, batch_size, lr, compile) -> float:
+    data = (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long())
+    # A short warm-up run (cuDNN autotuning, torch.compile), then the timed run.
+    fit(model, (data[0][: 8 * batch_size], data[1][: 8 * batch_size]), epochs=1, lr=lr, batch_size=batch_size,
+        augment=True, schedule="constant", progress=False, compile=compile)
+    history = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, augment=True, schedule="constant",
+                  progress=False, compile=compile)
+    return history.images_per_second
+
+
+def training_flops_per_image(model, device) -> float:
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 32, 32, device=device))
+    return 3.0 * counter.get_total_flops()  # backward costs about twice the forward
+
+
+def bf16_peak_flops(device) -> float:
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return reps * 2 * 8192**3 / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu-model", action="store_true", help="ResNet-10 width 64, batch 512 (default on CUDA)")
+    parser.add_argument("--images", type=int, default=None, help="training images (default: 4096 CPU, 50000 GPU)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive loop")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model in fit")
+    args = parser.parse_args()
+
+    env = setup(seed=0, verbose=True)
+    device = env.device
+    big = args.gpu_model or device.type == "cuda"
+    width, batch_size = (64, 512) if big else (16, 128)
+    n = args.images or (50_000 if device.type == "cuda" else 4096)
+    epochs = args.epochs or (3 if device.type == "cuda" else 2)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n).astype(np.int64)
+
+    torch.manual_seed(0)
+    naive = naive_loop(resnet(10, width=width).to(device), images, labels, epochs=epochs, batch_size=batch_size,
+                       lr=0.05, device=device, workers=args.workers)
+    torch.manual_seed(0)
+    model = resnet(10, width=width).to(device)
+    fast = fit_loop(model, images, labels, epochs=epochs, batch_size=batch_size, lr=0.05, compile=args.compile)
+
+    flops = training_flops_per_image(resnet(10, width=width).to(device), device)
+    print(f"\nmodel: ResNet width {width}, blocks (1,1,1,1), {flops / 3 / 1e6:.1f} MFLOPs forward per 32x32 image; "
+          f"batch {batch_size}, {n} images x {epochs} epochs; precision of fit: {precision_for(device)}")
+    print(f"{'loop':<8}{'images/s':>12}{'TFLOP/s':>10}")
+    for name, speed in (("naive", naive), ("fit", fast)):
+        print(f"{name:<8}{speed:>12,.0f}{speed * flops / 1e12:>10.2f}")
+    print(f"fit / naive: {fast / naive:.2f}x")
+    if device.type == "cuda":
+        peak = bf16_peak_flops(device)
+        print(f"measured bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; MFU of fit: {fast * flops / peak:.1%}, "
+              f"of naive: {naive * flops / peak:.1%}")
+
+
+if __name__ == "__main__":
+    main()

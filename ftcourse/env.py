@@ -1,0 +1,155 @@
+"""Where the course runs: device, profile, seeds.
+
+Every notebook starts with ``env = setup()``. It decides three things and prints them on one line:
+
+- the **device**: CUDA if there is a GPU, then Apple's MPS, then the CPU;
+- the **profile**, i.e. how big the experiments are: ``quick`` (seconds; the test suite and CI), ``cpu`` (a laptop,
+  a few minutes per notebook) or ``gpu`` (full size, several seeds). It comes from the ``FTCOURSE_PROFILE``
+  environment variable, else ``gpu`` when CUDA is present and ``cpu`` otherwise;
+- the **seeds** of Python, NumPy and torch, so that a run can be repeated.
+
+The returned :class:`Env` carries the sizes of the chosen profile (``env.sizes.shots``, ``env.sizes.seeds`` ...),
+so notebooks never hard-code how big an experiment is.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+PROFILE_VARIABLE = "FTCOURSE_PROFILE"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big the experiments of one profile are."""
+
+    source_per_class: int  # images per class of the lab's source task
+    test_per_class: int  # held-out images per class of each target task
+    shots: tuple[int, ...]  # labels per class tried in "accuracy vs target size" experiments
+    seeds: tuple[int, ...]  # seeds for error bars
+    finetune_steps: int  # optimiser steps of one fine-tuning run
+    batch_size: int
+
+
+PROFILES: dict[str, Sizes] = {
+    "quick": Sizes(source_per_class=40, test_per_class=20, shots=(5, 20), seeds=(0,), finetune_steps=30,
+                   batch_size=64),
+    "cpu": Sizes(source_per_class=600, test_per_class=100, shots=(5, 20, 80), seeds=(0, 1, 2), finetune_steps=150,
+                 batch_size=64),
+    "gpu": Sizes(source_per_class=6000, test_per_class=500, shots=(5, 10, 20, 40, 80, 160), seeds=(0, 1, 2, 3, 4),
+                 finetune_steps=400, batch_size=128),
+}
+
+
+@dataclass
+class Env:
+    """What :func:`setup` chose. ``env.device`` goes to ``.to(...)``, ``env.sizes`` sizes the experiments."""
+
+    device: torch.device
+    profile: str
+    seed: int
+    precision: str
+    colab: bool
+    sizes: Sizes = field(repr=False)
+
+    def describe(self) -> str:
+        where = "Colab" if self.colab else "local"
+        name = device_name(self.device)
+        return (f"ftcourse: device={self.device.type} ({name}), precision={self.precision}, "
+                f"profile={self.profile}, seed={self.seed}, {where}, torch {torch.__version__}")
+
+
+def pick_device() -> torch.device:
+    """CUDA if available, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU"
+    return f"{os.cpu_count()} CPU cores"
+
+
+def pick_profile(profile: str | None = None, device: torch.device | None = None) -> str:
+    """The profile asked for, else ``$FTCOURSE_PROFILE``, else ``gpu`` on CUDA and ``cpu`` elsewhere."""
+    profile = profile or os.environ.get(PROFILE_VARIABLE) or None
+    if profile is None:
+        device = device or pick_device()
+        return "gpu" if device.type == "cuda" else "cpu"
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}. Use one of {sorted(PROFILES)} "
+                         f"(as setup(profile=...) or the {PROFILE_VARIABLE} environment variable).")
+    return profile
+
+
+def active_profile() -> str:
+    """The profile in force now: the one :func:`setup` chose last, else what :func:`pick_profile` would pick."""
+    return _active["profile"] or pick_profile()
+
+
+def precision_for(device: torch.device) -> str:
+    """The arithmetic the training loop uses on ``device``.
+
+    - ``bf16``: GPUs with native bfloat16 (NVIDIA compute capability 8.0+: A100, H100, RTX 30xx...). bfloat16 has
+      float32's exponent range, so no loss scaling is needed.
+    - ``fp16``: older GPUs (a Colab T4 is 7.5). float16 overflows and underflows easily, so gradients are scaled.
+    - ``fp32``: the CPU and MPS, where half precision brings no speed-up for these models.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return "bf16" if major >= 8 else "fp16"
+    return "fp32"
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def setup(seed: int = 0, profile: str | None = None, *, verbose: bool = True) -> Env:
+    """Pick device and profile, seed everything, print one line that says so, and return an :class:`Env`.
+
+    >>> env = setup(seed=0, profile="quick", verbose=False)
+    >>> env.profile, env.sizes.seeds
+    ('quick', (0,))
+    """
+    if not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    device = pick_device()
+    profile = pick_profile(profile, device)
+    seed_everything(seed)
+    if device.type == "cpu":
+        # One thread per physical core; more only adds contention on the small laptops this profile is for.
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # pick the fastest convolution kernels for our fixed input shapes
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    env = Env(device=device, profile=profile, seed=seed, precision=precision_for(device), colab=in_colab(),
+              sizes=PROFILES[profile])
+    _active["profile"] = profile
+    if verbose:
+        print(env.describe())
+    return env
+
+
+_active: dict[str, str | None] = {"profile": None}

@@ -1,0 +1,82 @@
+"""Figures the course draws again and again: image grids, training curves, a live loss plot.
+
+Every function returns its matplotlib figure (and never calls ``plt.show()``), so notebooks can display, save or
+inspect it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import torch
+
+
+def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str | None = None, size: float = 1.3):
+    """A grid of images ``(N, C, H, W)`` (uint8 or floats in [0, 1]) with an optional title under each."""
+    images = images.detach().cpu()
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            picture = images[k].permute(1, 2, 0).clamp(0, 1).numpy()
+            ax.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture,
+                      cmap="gray" if picture.shape[-1] == 1 else None)
+            if titles is not None:
+                ax.set_title(str(titles[k]), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history, axes=None):
+    """Left: the training loss of every step (and its moving average). Right: accuracy per epoch."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    else:
+        fig = axes[0].figure
+    loss_ax, acc_ax = axes
+    steps = range(len(history.step_loss))
+    loss_ax.plot(steps, history.step_loss, alpha=0.35, label="per step")
+    if len(history.step_loss) >= 10:
+        window = max(2, len(history.step_loss) // 20)
+        kernel = torch.ones(window) / window
+        smooth = torch.nn.functional.conv1d(torch.tensor(history.step_loss).view(1, 1, -1), kernel.view(1, 1, -1))
+        loss_ax.plot(range(window - 1, len(history.step_loss)), smooth.flatten().tolist(),
+                     label=f"mean of {window}")
+    if history.diverged:
+        loss_ax.axvline(history.diverged["step"], color="red", ls="--", label="diverged")
+    loss_ax.set(xlabel="step", ylabel="training loss (cross-entropy)", title="Loss")
+    loss_ax.legend()
+    epochs = range(1, history.epochs_done + 1)
+    acc_ax.plot(epochs, history.train_acc, marker="o", label="train")
+    if history.val_acc:
+        acc_ax.plot(epochs, history.val_acc, marker="o", label="validation")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
+    acc_ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+class LiveLossPlot:
+    """Redraws one figure in place in a notebook each time it is called with the history so far."""
+
+    def __init__(self):
+        from IPython.display import display
+
+        self.fig, self.axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        plt.close(self.fig)  # we display it ourselves; keep pyplot from showing a second copy
+        self.handle = display(self.fig, display_id=True)
+
+    def __call__(self, history) -> None:
+        for ax in self.axes:
+            ax.clear()
+        plot_history(history, axes=self.axes)
+        self.handle.update(self.fig)

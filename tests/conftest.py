@@ -1,0 +1,28 @@
+"""Test settings: the quick profile, a non-interactive matplotlib backend, and small shared datasets."""
+
+import os
+
+os.environ.setdefault("FTCOURSE_PROFILE", "quick")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def learnable():
+    """A tiny problem (256 images of 16x16) a ResNet learns in a few epochs: is the image bright (class 1) or dark (class 0)?"""
+    g = torch.Generator().manual_seed(0)
+    brightness = torch.rand(256, generator=g)
+    images = (brightness.view(-1, 1, 1, 1) * 255 * torch.ones(256, 3, 16, 16)
+              + torch.randint(-40, 40, (256, 3, 16, 16), generator=g)).clamp(0, 255).to(torch.uint8)
+    labels = (brightness > 0.5).long()
+    return images, labels
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_active_profile(monkeypatch):
+    """A test that calls env.setup() must not change the profile seen by the tests after it."""
+    from ftcourse import env
+
+    monkeypatch.setitem(env._active, "profile", None)

@@ -1,0 +1,47 @@
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ftcourse import env
+
+
+def test_setup_picks_the_profile_from_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("FTCOURSE_PROFILE", "cpu")
+    e = env.setup(seed=1)
+    assert e.profile == "cpu" and e.sizes == env.PROFILES["cpu"]
+    assert "profile=cpu" in capsys.readouterr().out
+    assert env.active_profile() == "cpu"
+
+
+def test_an_explicit_profile_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("FTCOURSE_PROFILE", "cpu")
+    assert env.setup(profile="quick", verbose=False).profile == "quick"
+
+
+def test_without_a_setting_the_profile_follows_the_device(monkeypatch):
+    monkeypatch.delenv("FTCOURSE_PROFILE", raising=False)
+    assert env.pick_profile(device=torch.device("cpu")) == "cpu"
+    assert env.pick_profile(device=torch.device("cuda")) == "gpu"
+
+
+def test_unknown_profile_is_refused_with_the_choices(monkeypatch):
+    with pytest.raises(ValueError, match=r"Use one of \['cpu', 'gpu', 'quick'\]"):
+        env.setup(profile="huge", verbose=False)
+
+
+def test_setup_seeds_python_numpy_and_torch():
+    env.setup(seed=5, verbose=False)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    env.setup(seed=5, verbose=False)
+    assert first == (random.random(), np.random.rand(), torch.rand(1).item())
+
+
+def test_device_is_cpu_without_gpu_and_colab_is_detected(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert env.pick_device() == torch.device("cpu")
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab")
+    assert env.in_colab()

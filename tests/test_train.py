@@ -1,0 +1,223 @@
+import math
+
+import pytest
+import torch
+
+from ftcourse import models
+from ftcourse.data import ImageData, Task, augment
+from ftcourse.env import precision_for
+from ftcourse.train import History, evaluate, fit
+
+
+def small_model(num_classes=2, seed=0):
+    torch.manual_seed(seed)
+    return models.resnet(num_classes, width=8, blocks=(1, 1))
+
+
+def test_loss_falls_and_accuracy_rises_on_a_learnable_problem(learnable):
+    images, labels = learnable
+    model = small_model()
+    before = evaluate(model, (images, labels))
+    history = fit(model, (images, labels), (images, labels), epochs=4, lr=0.05, batch_size=32)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert history.val_acc[-1] > 0.9 > before["accuracy"]
+    assert len(history.step_loss) == len(history.step_lr) == 4 * (256 // 32)
+    assert history.images_seen == 4 * 256 and history.images_per_second > 0
+
+
+def test_same_seed_gives_the_same_history_on_cpu(learnable):
+    runs = [fit(small_model(), learnable, epochs=2, lr=0.05, batch_size=32, augment=True, seed=3)
+            for _ in range(2)]
+    assert runs[0].step_loss == runs[1].step_loss
+    other = fit(small_model(), learnable, epochs=2, lr=0.05, batch_size=32, augment=True, seed=4)
+    assert other.step_loss != runs[0].step_loss
+
+
+def test_a_task_trains_on_its_train_split_and_validates_on_its_test_split(learnable):
+    images, labels = learnable
+    task = Task("bright", ImageData(images[:200], labels[:200], ["dark", "bright"]),
+                ImageData(images[200:], labels[200:], ["dark", "bright"]))
+    history = fit(small_model(), task, epochs=1, batch_size=50)
+    assert len(history.step_loss) == 200 // 50 and len(history.val_acc) == 1
+
+
+def test_a_dataset_smaller_than_a_batch_is_one_step_per_epoch(learnable):
+    images, labels = learnable
+    history = fit(small_model(), (images[:10], labels[:10]), epochs=3, batch_size=64)
+    assert len(history.step_loss) == 3 and history.images_seen == 30
+
+
+def test_dataloader_input_is_accepted(learnable):
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*learnable), batch_size=64, shuffle=True)
+    history = fit(small_model(), loader, loader, epochs=1)
+    assert len(history.step_loss) == 4 and history.val_acc
+
+
+def test_schedule_sets_the_learning_rate_of_every_step(learnable):
+    history = fit(small_model(), learnable, epochs=2, lr=0.1, batch_size=32, schedule="cosine")
+    lrs = history.step_lr
+    assert max(lrs) == pytest.approx(0.1, rel=1e-6) and lrs[-1] < 0.01
+    assert lrs[0] < lrs[1]  # warm-up
+
+
+def test_parameter_groups_keep_their_own_rates(learnable):
+    model = small_model()
+    groups = [{"params": model.head.parameters(), "lr": 0.1},
+              {"params": [p for n, p in model.named_parameters() if not n.startswith("head")], "lr": 0.001}]
+    weights = model.stem[0].weight.detach().clone()
+    history = fit(model, learnable, epochs=1, params=groups, schedule="constant", batch_size=32)
+    assert history.step_lr[0] == 0.1  # the first group's rate is the one recorded
+    assert not torch.equal(weights, model.stem[0].weight)
+
+
+def test_frozen_parameters_are_not_updated(learnable):
+    model = small_model()
+    for p in model.stem.parameters():
+        p.requires_grad_(False)
+    stem = [p.detach().clone() for p in model.stem.parameters()]
+    head = model.head.weight.detach().clone()
+    fit(model, learnable, epochs=1, batch_size=32, weight_decay=1e-2)
+    assert all(torch.equal(a, b) for a, b in zip(stem, model.stem.parameters()))
+    assert not torch.equal(head, model.head.weight)
+
+
+def test_adamw_and_onecycle_train(learnable):
+    history = fit(small_model(), learnable, learnable, epochs=3, lr=3e-3, optimizer="adamw", schedule="onecycle",
+                  batch_size=32)
+    assert history.val_acc[-1] > 0.85
+
+
+def test_divergence_stops_the_run_and_is_recorded(learnable):
+    with pytest.warns(UserWarning, match="diverged"):
+        history = fit(small_model(), learnable, learnable, epochs=5, lr=1e6, schedule="constant", batch_size=32)
+    assert history.diverged is not None
+    step = history.diverged["step"]
+    assert history.diverged["lr"] == pytest.approx(1e6)
+    assert step < 5 * 8 and len(history.step_loss) == len(history.step_lr) == step + 1
+    assert not math.isfinite(history.step_loss[-1])
+    assert all(math.isfinite(x) for x in history.step_loss[:-1])
+
+
+def test_divergence_found_at_a_sync_point_reports_the_first_bad_step(learnable):
+    """With sync_every > 1 (the GPU setting) the check happens later but still names the first bad step."""
+    def explode_at_step_5(model, calls=[0]):
+        calls[0] += 1
+        return torch.tensor(float("inf")) if calls[0] == 6 else torch.tensor(0.0)
+
+    with pytest.warns(UserWarning, match="step 5"):
+        history = fit(small_model(), learnable, epochs=2, schedule="constant", batch_size=32,
+                      penalty=explode_at_step_5, sync_every=4)
+    assert history.diverged["step"] == 5 and len(history.step_loss) == 6
+
+
+def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(learnable, tmp_path):
+    reference = small_model()
+    fit(reference, learnable, epochs=4, lr=0.05, batch_size=32, augment=True, seed=1)
+
+    def interrupt_in_epoch_3(model, calls=[0]):
+        calls[0] += 1
+        if calls[0] == 2 * 8 + 3:
+            raise KeyboardInterrupt
+        return torch.zeros(())
+
+    model = small_model()
+    path = tmp_path / "run.pt"
+    with pytest.warns(UserWarning, match="interrupted"):
+        partial = fit(model, learnable, epochs=4, lr=0.05, batch_size=32, augment=True, seed=1, checkpoint=path,
+                      penalty=interrupt_in_epoch_3)
+    assert partial.interrupted and partial.epochs_done == 2 and len(partial.step_loss) == 2 * 8 + 2
+    assert evaluate(model, learnable)["accuracy"] >= 0  # the model is still usable after Ctrl-C
+
+    resumed_model = small_model(seed=99)  # a different start: everything must come from the checkpoint
+    history = fit(resumed_model, learnable, epochs=4, lr=0.05, batch_size=32, augment=True, seed=1,
+                  checkpoint=path, resume=True)
+    assert history.epochs_done == 4
+    for a, b in zip(reference.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_is_not_overwritten_without_resume(learnable, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(small_model(), learnable, epochs=1, batch_size=64, checkpoint=path)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        fit(small_model(), learnable, epochs=1, batch_size=64, checkpoint=path)
+
+
+def test_resume_with_other_settings_is_refused(learnable, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(small_model(), learnable, epochs=1, batch_size=64, checkpoint=path)
+    with pytest.raises(ValueError, match="lr: checkpoint 0.05 vs now 0.1"):
+        fit(small_model(), learnable, epochs=1, lr=0.1, batch_size=64, checkpoint=path, resume=True)
+
+
+def test_checkpoint_files_load_with_weights_only(learnable, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(small_model(), learnable, epochs=1, batch_size=64, checkpoint=path)
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 1 and "optimizer" in state and "rng" in state
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_history_serialises_and_plots(learnable, tmp_path):
+    history = fit(small_model(), learnable, learnable, epochs=2, batch_size=64)
+    history.save(tmp_path / "h.json")
+    loaded = History.load(tmp_path / "h.json")
+    assert loaded == history
+    fig = loaded.plot()
+    assert fig.axes[0].get_xlabel() == "step" and fig.axes[1].get_ylabel() == "accuracy"
+
+
+def test_history_with_nan_loss_round_trips(tmp_path):
+    history = History(step_loss=[1.0, float("nan")], step_lr=[0.1, 0.1], diverged={"step": 1, "lr": 0.1})
+    history.save(tmp_path / "h.json")
+    assert math.isnan(History.load(tmp_path / "h.json").step_loss[1])
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (torch.zeros(4, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), "shape \\(N, channels"),
+    (torch.zeros(4, 3, 32, 32, dtype=torch.int32), torch.zeros(4, dtype=torch.long), "uint8 in \\[0, 255\\]"),
+    (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), "empty"),
+    (torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), "4 images but 3 labels"),
+    (torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 2, 7]), "label 7 .* only 2 classes"),
+    (torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0.0, 1.0, 0.0, 1.0]), "integer class indices"),
+    (torch.zeros(4, 1, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), "1 channels but the model"),
+])
+def test_bad_input_raises_a_message_that_says_what_to_do(images, labels, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        fit(small_model(), (images, labels), epochs=1)
+
+
+def test_a_model_without_trainable_parameters_is_refused(learnable):
+    model = small_model()
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        fit(model, learnable, epochs=1)
+
+
+def test_unknown_optimizer_and_schedule_are_refused(learnable):
+    with pytest.raises(ValueError, match="'sgd' or 'adamw'"):
+        fit(small_model(), learnable, epochs=1, optimizer="lion")
+    with pytest.raises(ValueError, match="Unknown schedule"):
+        fit(small_model(), learnable, epochs=1, schedule="linear-ish")
+
+
+def test_precision_is_fp32_on_cpu_and_by_capability_on_cuda(monkeypatch):
+    assert precision_for(torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert precision_for(torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a Colab T4
+    assert precision_for(torch.device("cuda")) == "fp16"
+
+
+def test_augment_moves_and_mirrors_images_without_changing_their_content():
+    g = torch.Generator().manual_seed(0)
+    image = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    image[0, 0, 2:4, 3:6] = 255  # a bright 2x3 rectangle
+    batch = image.repeat(64, 1, 1, 1)
+    out = augment(batch, g, pad=2)
+    assert out.shape == batch.shape and out.dtype == torch.uint8
+    assert (out.flatten(1) == 255).sum(1).eq(6).all()  # the rectangle never leaves an 8x8 frame here
+    positions = {tuple(o[0].nonzero().min(0).values.tolist()) for o in out}
+    assert len(positions) > 5  # it moved
+    flipped = augment(batch, g, pad=0)
+    assert torch.equal(flipped[flipped.flatten(1).argmax(1) != batch[0].flatten().argmax()][0], image[0].flip(2))
