@@ -1,6 +1,8 @@
 """The ``ftcourse`` command.
 
+- ``ftcourse tour``: the main job -- scratch vs linear probe vs fine-tuning on two lab targets, a table and a figure.
 - ``ftcourse check``: versions, device, precision, and a 5-second training run that shows the loop works here.
+- ``ftcourse pretrain``: make the shipped lab checkpoint again from its recipe.
 """
 
 from __future__ import annotations
@@ -47,12 +49,43 @@ def check(args) -> int:
     return 0 if ok else 1
 
 
+def tour(args) -> int:
+    from .tour import run_tour
+
+    run_tour(profile=args.profile, out=args.out)
+    return 0
+
+
+def pretrain(args) -> int:
+    from .pretrain import CHECKPOINT_DIR, QUICK_RECIPE, RECIPE, pretrain as run_recipe, save_checkpoint
+    from .env import pick_device
+
+    recipe = QUICK_RECIPE if args.quick else RECIPE
+    out = args.out or CHECKPOINT_DIR / "lab.pt"
+    device = args.device or pick_device()
+    print(f"pretraining on the lab source task ({'quick miniature' if args.quick else 'full recipe'}) on {device}")
+    model, info = run_recipe(recipe, device=device, progress=None)
+    digest = save_checkpoint(model, recipe, info, out)
+    print(f"source test accuracy {info['source_test_accuracy']:.3f}, {info['seconds']:.0f} s; "
+          f"wrote {out} (sha256 {digest[:16]}...)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ftcourse", description="Fine-tuning and transferability, hands on.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="versions, device, and a 5-second training smoke test")
     p.add_argument("--profile", choices=["quick", "cpu", "gpu"], default=None)
     p.set_defaults(run=check)
+    p = sub.add_parser("tour", help="the main job: scratch vs probe vs fine-tune on two lab targets")
+    p.add_argument("--profile", choices=["quick", "cpu", "gpu"], default=None)
+    p.add_argument("--out", default="ftcourse-tour.png", help="where to write the figure")
+    p.set_defaults(run=tour)
+    p = sub.add_parser("pretrain", help="make the lab checkpoint again from its recipe")
+    p.add_argument("--quick", action="store_true", help="a miniature of the recipe (seconds), for tests")
+    p.add_argument("--out", default=None, help="where to write it (default: the package's checkpoint)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=pretrain)
     args = parser.parse_args(argv)
     return args.run(args)
 

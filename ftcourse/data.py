@@ -158,3 +158,156 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None, *, p
         mirrored = torch.rand(n, device=device, generator=generator) < 0.5
         images = torch.where(mirrored.view(n, 1, 1, 1), images.flip(3), images)
     return images
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Real data: the bundled handwritten digits (offline), torchvision's datasets and a folder of your own images.
+
+def _to_uint8_rgb(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Float images (N, C, H, W) in [0, 1] -> uint8 RGB (N, 3, size, size), resized with antialiasing."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if images.shape[-2:] != (size, size):
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                                 align_corners=False)
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _split(images, labels, classes, *, test_fraction: float, seed: int, name: str, description: str) -> Task:
+    """A stratified train/test split: ``test_fraction`` of every class goes to the test set."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
+    g = torch.Generator().manual_seed(seed)
+    train_idx, test_idx = [], []
+    for c in range(len(classes)):
+        members = (labels == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        n_test = max(1, round(test_fraction * len(members))) if len(members) > 1 else 0
+        test_idx.append(members[:n_test])
+        train_idx.append(members[n_test:])
+    train_idx, test_idx = torch.cat(train_idx), torch.cat(test_idx)
+    return Task(name, ImageData(images[train_idx], labels[train_idx], list(classes)),
+                ImageData(images[test_idx], labels[test_idx], list(classes)), description)
+
+
+def digits(part: str = "target", *, size: int = 32, test_fraction: float = 0.3, seed: int = 0,
+           device=None) -> Task:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans; no download), as 32x32 RGB.
+
+    Split by class as in Yosinski et al. 2014: ``part="source"`` holds the digits 0-4, ``part="target"`` the
+    digits 5-9 (relabelled 0-4 with names "5".."9"), so a network pretrained on one half can be transferred to the
+    other. ``part="all"`` keeps all ten.
+    """
+    from sklearn.datasets import load_digits
+
+    parts = {"source": range(0, 5), "target": range(5, 10), "all": range(0, 10)}
+    if part not in parts:
+        raise ValueError(f"part must be one of {list(parts)}, got {part!r}.")
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0  # pixel values are 0..16
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    keep = torch.isin(labels, torch.tensor(list(parts[part])))
+    images, labels = images[keep], labels[keep] - parts[part].start
+    task = _split(_to_uint8_rgb(images, size), labels, [str(d) for d in parts[part]], test_fraction=test_fraction,
+                  seed=seed, name=f"digits-{part}", description=f"handwritten digits {parts[part].start}-"
+                                                                 f"{parts[part].stop - 1} (scikit-learn)")
+    return task.to(device) if device is not None else task
+
+
+def from_dataset(dataset, *, size: int = 32, limit: int | None = None, classes=None) -> ImageData:
+    """Any dataset of ``(PIL image or tensor, int label)`` pairs (torchvision's, for instance) as an ImageData.
+
+    Every image is decoded once, converted to RGB and resized to ``size`` x ``size``; from then on training reads
+    a tensor instead of decoding files.
+    """
+    from torchvision.transforms.functional import pil_to_tensor
+
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise ValueError("The dataset is empty: there is nothing to convert. Check its folder or split.")
+    images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    labels = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        image, label = dataset[i]
+        if not isinstance(image, torch.Tensor):
+            image = pil_to_tensor(image.convert("RGB"))
+        image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+        images[i] = _to_uint8_rgb(image[None], size)[0]
+        labels[i] = int(label)
+    names = classes or getattr(dataset, "classes", None) or [str(c) for c in range(int(labels.max()) + 1)]
+    return ImageData(images, labels, [str(c) for c in names])
+
+
+# name -> (how its train and test splits are asked for)
+TORCHVISION_SPLITS = {
+    "CIFAR10": ({"train": True}, {"train": False}),
+    "CIFAR100": ({"train": True}, {"train": False}),
+    "FashionMNIST": ({"train": True}, {"train": False}),
+    "MNIST": ({"train": True}, {"train": False}),
+    "SVHN": ({"split": "train"}, {"split": "test"}),
+    "STL10": ({"split": "train"}, {"split": "test"}),
+    "Flowers102": ({"split": "train"}, {"split": "test"}),
+    "OxfordIIITPet": ({"split": "trainval"}, {"split": "test"}),
+    "DTD": ({"split": "train"}, {"split": "test"}),
+    "EuroSAT": None,  # one split only: divided here
+}
+
+
+def torchvision_dataset(name: str, root="data", *, download: bool = True, size: int = 32,
+                        train_limit: int | None = None, test_limit: int | None = None, seed: int = 0) -> Task:
+    """A torchvision dataset (``"CIFAR10"``, ``"Flowers102"``, ``"OxfordIIITPet"``...) as a :class:`Task`.
+
+    Downloads into ``root`` the first time when ``download=True`` (this needs the network: Colab has it); offline,
+    put the dataset's files in ``root`` yourself or use :func:`digits` or :func:`image_folder`.
+    """
+    import torchvision
+
+    if name not in TORCHVISION_SPLITS:
+        raise ValueError(f"Unknown dataset {name!r}; supported: {sorted(TORCHVISION_SPLITS)}. For your own images "
+                         f"use ftcourse.data.image_folder(path).")
+    cls = getattr(torchvision.datasets, name)
+    splits = TORCHVISION_SPLITS[name]
+    try:
+        if splits is None:
+            whole = cls(root, download=download)
+            data = from_dataset(whole, size=size)
+            task = _split(data.images, data.labels, data.classes, test_fraction=0.2, seed=seed, name=name,
+                          description=f"torchvision's {name}")
+            return task
+        train = cls(root, download=download, **splits[0])
+        test = cls(root, download=download, **splits[1])
+    except (RuntimeError, OSError) as error:  # torchvision: "Dataset not found"; no network: URLError (an OSError)
+        how = ("The download failed: are you online? In Colab you are; on an offline machine copy the files into "
+               f"{str(root)!r} by hand." if download else
+               f"Its files are not in {str(root)!r}: pass download=True (needs the network) or copy them there.")
+        raise RuntimeError(f"Could not load torchvision's {name} from {str(root)!r}: {error}. {how} Offline "
+                           f"alternatives: ftcourse.data.digits() (bundled) or ftcourse.data.image_folder(path)."
+                           ) from error
+    classes = getattr(train, "classes", None)
+    return Task(name, from_dataset(train, size=size, limit=train_limit, classes=classes),
+                from_dataset(test, size=size, limit=test_limit, classes=classes), f"torchvision's {name}")
+
+
+def image_folder(path, *, size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Task:
+    """Your own images: one sub-folder per class (``path/cats/*.jpg``, ``path/dogs/*.jpg``), as a :class:`Task`.
+
+    Images are resized to ``size`` x ``size`` and split into train and test per class (``test_fraction``).
+    """
+    from pathlib import Path
+
+    import torchvision
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder. image_folder expects one sub-folder per class, e.g. "
+                                f"{path}/cats/1.jpg and {path}/dogs/1.jpg.")
+    try:
+        dataset = torchvision.datasets.ImageFolder(str(path))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"No images found under {path}: {error}. Put each class's images (.jpg, .png...) "
+                                f"in a sub-folder named after the class.") from error
+    if len(dataset.classes) < 2:
+        raise ValueError(f"{path} has only the class folder(s) {dataset.classes}; a classifier needs two or more.")
+    data = from_dataset(dataset, size=size)
+    return _split(data.images, data.labels, data.classes, test_fraction=test_fraction, seed=seed,
+                  name=path.name, description=f"images from {path}")

@@ -29,21 +29,18 @@ PROFILE_VARIABLE = "FTCOURSE_PROFILE"
 class Sizes:
     """How big the experiments of one profile are."""
 
-    source_per_class: int  # images per class of the lab's source task
-    test_per_class: int  # held-out images per class of each target task
+    test_per_class: int  # held-out images per class of each lab target task
     shots: tuple[int, ...]  # labels per class tried in "accuracy vs target size" experiments
-    seeds: tuple[int, ...]  # seeds for error bars
-    finetune_steps: int  # optimiser steps of one fine-tuning run
-    batch_size: int
+    seeds: tuple[int, ...]  # seeds, for means and error bars
+    steps: int  # optimiser steps of one fine-tuning (or scratch) run on a target task
+    batch_size: int  # of those runs
 
 
 PROFILES: dict[str, Sizes] = {
-    "quick": Sizes(source_per_class=40, test_per_class=20, shots=(5, 20), seeds=(0,), finetune_steps=30,
-                   batch_size=64),
-    "cpu": Sizes(source_per_class=600, test_per_class=100, shots=(5, 20, 80), seeds=(0, 1, 2), finetune_steps=150,
-                 batch_size=64),
-    "gpu": Sizes(source_per_class=6000, test_per_class=500, shots=(5, 10, 20, 40, 80, 160), seeds=(0, 1, 2, 3, 4),
-                 finetune_steps=400, batch_size=128),
+    "quick": Sizes(test_per_class=20, shots=(5, 20), seeds=(0,), steps=20, batch_size=32),
+    "cpu": Sizes(test_per_class=100, shots=(5, 20, 80), seeds=(0, 1, 2), steps=100, batch_size=32),
+    "gpu": Sizes(test_per_class=300, shots=(5, 10, 20, 40, 80, 160), seeds=(0, 1, 2, 3, 4), steps=200,
+                 batch_size=32),
 }
 
 

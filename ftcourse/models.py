@@ -17,6 +17,8 @@ themselves, so data never has to remember which statistics a model was trained w
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -39,6 +41,7 @@ class StagedNet(nn.Module):
             setattr(self, f"layer{i}", layer)
         self.head = head
         self.stage_names: tuple[str, ...] = ("stem", *[f"layer{i}" for i in range(1, len(layers) + 1)], "head")
+        self.config: dict = {}  # how the model was built (resnet() fills it in), so it can be rebuilt
 
     @property
     def num_classes(self) -> int:
@@ -112,12 +115,15 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-def resnet(num_classes: int = 10, width: int = 16, blocks: tuple[int, ...] = (1, 1, 1, 1)) -> StagedNet:
+def resnet(num_classes: int = 10, width: int = 16, blocks: tuple[int, ...] = (1, 1, 1, 1),
+           stem_stride: int = 1) -> StagedNet:
     """The course's ResNet for 32x32 images.
 
     ``width`` is the number of channels of the stem; stage i has ``width * 2**(i-1)`` channels and halves the
     resolution (except layer1). ``blocks`` gives the number of residual blocks per stage, so its length is the number
-    of stages. ``resnet(width=64)`` is a ResNet-10, the size of the fast CIFAR-10 ResNets.
+    of stages. ``stem_stride=2`` halves the resolution in the stem, which makes the network about 3x cheaper (the
+    course's lab model uses it: its 32x32 shapes need no more than 16x16 feature maps). ``resnet(width=64)`` is a
+    ResNet-10, the size of the fast CIFAR-10 ResNets.
 
     >>> model = resnet(num_classes=5)
     >>> model.stage_names
@@ -128,7 +134,8 @@ def resnet(num_classes: int = 10, width: int = 16, blocks: tuple[int, ...] = (1,
     if num_classes < 1 or width < 1 or not blocks or min(blocks) < 1:
         raise ValueError(f"resnet needs num_classes >= 1, width >= 1 and at least one block per stage; got "
                          f"num_classes={num_classes}, width={width}, blocks={blocks}.")
-    stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=stem_stride, padding=1, bias=False), nn.BatchNorm2d(width),
+                         nn.ReLU(inplace=True))
     layers, channels = [], width
     for i, n_blocks in enumerate(blocks):
         out = width * 2**i
@@ -137,6 +144,7 @@ def resnet(num_classes: int = 10, width: int = 16, blocks: tuple[int, ...] = (1,
         layers.append(nn.Sequential(*stage))
         channels = out
     model = StagedNet(stem, layers, nn.Linear(channels, num_classes))
+    model.config = {"num_classes": num_classes, "width": width, "blocks": tuple(blocks), "stem_stride": stem_stride}
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -158,6 +166,11 @@ def from_torchvision(tv_resnet: nn.Module) -> StagedNet:
     stem = nn.Sequential(tv_resnet.conv1, tv_resnet.bn1, tv_resnet.relu, tv_resnet.maxpool)
     layers = [tv_resnet.layer1, tv_resnet.layer2, tv_resnet.layer3, tv_resnet.layer4]
     return StagedNet(stem, layers, tv_resnet.fc, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def copy_model(model: StagedNet) -> StagedNet:
+    """An independent copy (weights, buffers, frozen flags): fine-tune the copy, keep the original."""
+    return copy.deepcopy(model)
 
 
 def replace_head(model: StagedNet, num_classes: int) -> StagedNet:
@@ -185,3 +198,62 @@ def stage_parameter_counts(model: StagedNet) -> dict[str, dict[str, int]]:
         trainable = sum(p.numel() for p in params if p.requires_grad)
         counts[name] = {"trainable": trainable, "frozen": sum(p.numel() for p in params) - trainable}
     return counts
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pretrained models.
+
+PRETRAINED = {
+    "lab": "the course ResNet pretrained on the lab's source task (shipped with the package; see ftcourse.pretrain)",
+    "resnet18-imagenet": "torchvision's ResNet-18 with ImageNet weights (downloaded once, needs the network)",
+}
+
+
+def pretrained(name: str = "lab") -> StagedNet:
+    """A pretrained model by name: ``"lab"`` (shipped, offline) or ``"resnet18-imagenet"`` (torchvision).
+
+    ``"lab"`` is loaded with ``torch.load(weights_only=True)`` -- a checkpoint can hold only tensors and plain
+    values, never code -- after its sha256 is compared with the one recorded when it was made.
+    """
+    if name == "lab":
+        return _load_lab_checkpoint()
+    if name == "resnet18-imagenet":
+        return _torchvision_resnet18()
+    raise ValueError(f"Unknown pretrained model {name!r}; available: " +
+                     "; ".join(f"{k!r}: {v}" for k, v in PRETRAINED.items()))
+
+
+def _load_lab_checkpoint() -> StagedNet:
+    import hashlib
+    import json
+
+    from .pretrain import CHECKPOINT_DIR
+
+    path = CHECKPOINT_DIR / "lab.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"The course checkpoint {path} is missing. Reinstall ftcourse, or make it again "
+                                f"with `ftcourse pretrain` (about 2 minutes on a CPU).")
+    expected = json.loads(path.with_suffix(".json").read_text())["sha256"]
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise ValueError(f"{path} is not the checkpoint that was recorded (sha256 {actual[:12]}... instead of "
+                         f"{expected[:12]}...): it was changed or damaged. Reinstall ftcourse, or run "
+                         f"`ftcourse pretrain` to make it again.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = resnet(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def _torchvision_resnet18() -> StagedNet:
+    import torchvision
+
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    try:
+        tv = torchvision.models.resnet18(weights=weights)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a broken download is a RuntimeError
+        raise RuntimeError(f"Could not get torchvision's ImageNet ResNet-18 weights ({error}). They are downloaded "
+                           f"once from {weights.url} into torch's hub cache (TORCH_HOME, by default "
+                           f"~/.cache/torch). Offline, copy that file there by hand, or use the course's own "
+                           f"checkpoint: ftcourse.models.pretrained('lab').") from error
+    return from_torchvision(tv).eval()

@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .files import save_json
+
 JSON_VALUES = "ints, floats, strings, bools, None, or lists/tuples of these"
 CONFIG_FIX = ("The cache names each run by its configuration, so grid values must be JSON values: " + JSON_VALUES +
               ". Pass a name or a number and build the object inside run, e.g. {'optimizer': ['sgd', 'adam']}.")
@@ -155,7 +157,7 @@ def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=Fals
                 record = {"function": _name(run), "config": plain_config, "seed": seed, "code_version": code_version,
                           "metrics": metrics, "seconds": round(time.perf_counter() - start, 4),
                           "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-                _write_json_atomically(path, record)
+                save_json(path, record, indent=2)  # NaN and inf are written as NaN and Infinity
         diverged = bool(metrics.get("diverged")) or any(
             isinstance(v, float) and not math.isfinite(v) for v in metrics.values())
         config = {name: tuple(v) if isinstance(v, list) else v for name, v in config.items()}  # so pandas can group
@@ -229,13 +231,6 @@ def _file_name(run, config, seed, code_version):
                      sort_keys=True)
     readable = re.sub(r"\W+", "_", _name(run).split(".")[-1])
     return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-
-
-def _write_json_atomically(path, record):
-    """Write to a temporary file in the same folder, then rename it: a reader never sees a half-written file."""
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(record, indent=2))  # NaN and inf are written as NaN and Infinity
-    os.replace(temporary, path)  # atomic on POSIX and Windows: the old name or the new file, nothing in between
 
 
 def plot_metric(result, x, metric, hue=None, ax=None, logx=False):

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -38,6 +36,7 @@ from torch import nn
 
 from .data import ImageData, Task, augment as augment_batch, check_images
 from .env import active_profile, precision_for
+from .files import save_state, save_json
 from .lr import get_schedule
 
 CHECKPOINT_FORMAT = 1
@@ -93,7 +92,7 @@ class History:
 
     def save(self, path) -> None:
         """Write the history as JSON (atomically)."""
-        _atomic_write(Path(path), lambda f: f.write(json.dumps(self.to_dict()).encode()))
+        save_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> History:
@@ -412,27 +411,7 @@ def _found_divergence(history: History, step_losses: torch.Tensor, start: int, e
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: written atomically (a temporary file, then a rename), so a crash mid-write never leaves a broken one.
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_state(path, state: dict) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
-
+# Checkpoints: written atomically (see ftcourse.files), so a crash mid-write never leaves a broken one.
 
 def _save_checkpoint(path, model, opt, scaler, generator, history, epoch) -> None:
     state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),

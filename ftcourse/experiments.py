@@ -1,0 +1,86 @@
+"""The course's three ways to learn a target task, as one function each.
+
+Given a target task with few labels, you can
+
+- **scratch**: train a freshly initialised network on the target alone: min L_fin(theta) from random theta;
+- **probe** (linear probe, "feature extraction"): keep the pretrained network frozen and train only a new head on
+  its features;
+- **finetune**: start from the pretrained weights theta_pre, give the network a new head, and train everything:
+  min L_fin(theta) starting at theta = theta_pre.
+
+:func:`run` trains one of them with the same budget of optimiser steps and returns its test accuracy, so the three
+can be compared fairly; :func:`compare` runs several methods and seeds and returns the table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from . import lab, models
+from .data import Task
+from .train import evaluate, fit
+
+METHODS = ("scratch", "probe", "finetune")
+# Learning rates per method (SGD, Nesterov momentum, cosine schedule). A pretrained network needs a smaller rate
+# than a random one: large steps would wreck the features it came with (lesson 03 measures this).
+DEFAULT_LR = {"scratch": 0.05, "probe": 0.05, "finetune": 0.01}
+
+
+def epochs_for(steps: int, n_train: int, batch_size: int) -> int:
+    """Epochs that give about ``steps`` optimiser steps on ``n_train`` images (at least one epoch)."""
+    per_epoch = max(1, n_train // batch_size)
+    return max(1, math.ceil(steps / per_epoch))
+
+
+def make_model(method: str, num_classes: int, *, pretrained: models.StagedNet | None = None, seed: int = 0,
+               device=None) -> models.StagedNet:
+    """A network ready for ``method``: random (scratch) or a copy of ``pretrained`` with a new head."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
+    torch.manual_seed(seed)
+    if method == "scratch":
+        reference = pretrained or models.pretrained("lab")
+        model = models.resnet(**{**reference.config, "num_classes": num_classes})
+    else:
+        model = models.copy_model(pretrained or models.pretrained("lab"))
+        models.replace_head(model, num_classes)
+        if method == "probe":
+            model.requires_grad_(False)
+            model.head.requires_grad_(True)
+    return model.to(device or "cpu")
+
+
+def run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, seed: int = 0, steps: int = 100,
+        batch_size: int = 32, lr: float | None = None, augment: bool = True, device=None, **fit_kwargs) -> dict:
+    """Train ``method`` on ``task.train`` for about ``steps`` steps; return test accuracy, time and the history."""
+    device = torch.device(device or task.train.device)
+    model = make_model(method, task.num_classes, pretrained=pretrained, seed=seed, device=device)
+    start = time.perf_counter()
+    history = fit(model, task.train, epochs=epochs_for(steps, len(task.train), batch_size),
+                  lr=lr or DEFAULT_LR[method], batch_size=batch_size, augment=augment, seed=seed,
+                  progress=fit_kwargs.pop("progress", False), **fit_kwargs)
+    seconds = time.perf_counter() - start
+    accuracy = evaluate(model, task.test)["accuracy"]
+    return {"method": method, "accuracy": accuracy, "error": 1 - accuracy, "seconds": seconds,
+            "diverged": history.diverged is not None, "history": history, "model": model}
+
+
+def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 100, batch_size: int = 32,
+            test_per_class: int = 100, pretrained: models.StagedNet | None = None, device=None,
+            relatedness: float = 1.0) -> list[dict]:
+    """Each method x labels-per-class x seed on one lab target; a list of result rows (accuracy, seconds)."""
+    pretrained = pretrained or models.pretrained("lab")
+    rows = []
+    for n in shots:
+        for seed in seeds:
+            task = lab.target(task_name, n, test_per_class=test_per_class, seed=seed, relatedness=relatedness,
+                              device=device)
+            for method in methods:
+                result = run(task, method, pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size,
+                             device=device)
+                rows.append({"task": task_name, "shots": n, "seed": seed, "method": method,
+                             "accuracy": result["accuracy"], "seconds": result["seconds"]})
+    return rows

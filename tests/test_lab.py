@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from ftcourse import lab
+from ftcourse.data import ImageData, Task
+
+
+def test_images_are_deterministic_for_a_seed_and_differ_between_seeds():
+    a = lab.make_images("source", 3, seed=1)
+    b = lab.make_images("source", 3, seed=1)
+    c = lab.make_images("source", 3, seed=2)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert a.images.dtype == torch.uint8 and a.images.shape == (24, 3, 32, 32)
+
+
+def test_every_task_is_balanced_with_named_classes():
+    for name, (classes, _) in lab.TASKS.items():
+        task = lab.target(name, 4, test_per_class=2)
+        assert isinstance(task, Task) and task.classes == list(classes)
+        assert torch.bincount(task.train.labels).tolist() == [4] * len(classes)
+        assert torch.bincount(task.test.labels).tolist() == [2] * len(classes)
+
+
+def test_smaller_training_sets_are_prefixes_of_larger_ones():
+    small, large = lab.make_images("related", 5, seed=3), lab.make_images("related", 20, seed=3)
+    assert torch.equal(small.images, large.images[: len(small)])
+
+
+def test_the_test_set_does_not_depend_on_the_training_seed():
+    assert torch.equal(lab.target("conflict", 2, seed=0).test.images, lab.target("conflict", 2, seed=7).test.images)
+
+
+def test_conflict_labels_are_the_hue_and_source_colours_are_random():
+    task = lab.target("conflict", 30, test_per_class=1)
+    images = task.train.images.float()
+    # Mean colour of the brightest pixels (the shape) per class: red has most red, blue most blue, ...
+    rgb = torch.stack([images[task.train.labels == c].amax(dim=(2, 3)).mean(0) for c in range(5)])
+    assert rgb[0].argmax() == 0 and rgb[2].argmax() == 1 and rgb[3].argmax() == 2  # red, green, blue
+    source = lab.make_images("source", 30).images.float().amax(dim=(2, 3))
+    per_class = torch.stack([source[lab.make_images("source", 30).labels == c].mean(0) for c in range(8)])
+    assert per_class.std(0).max() < 25  # colour says nothing about a source class
+
+
+def test_relatedness_interpolates_between_conflict_and_related():
+    shapes_of = lambda r: lab._factors_for("mixed", torch.arange(2000) % 5, torch.Generator().manual_seed(0), r)
+    for r in (0.0, 0.3, 1.0):
+        by_new_shape = (shapes_of(r)["shape"] >= len(lab.SOURCE_SHAPES)).float().mean().item()
+        assert by_new_shape == pytest.approx(r, abs=0.04)
+
+
+def test_shifted_keeps_the_source_labels_under_other_conditions():
+    shifted, source = lab.target("shifted", 10), lab.source(10, test_per_class=1)
+    assert shifted.classes == source.classes
+    assert shifted.train.images.float().mean() > source.train.images.float().mean() + 50  # light backgrounds
+
+
+def test_bad_arguments_say_what_is_allowed():
+    with pytest.raises(ValueError, match="the lab has"):
+        lab.target("cats", 5)
+    with pytest.raises(ValueError, match="positive int"):
+        lab.target("related", 0)
+    with pytest.raises(ValueError, match=r"relatedness must lie in \[0, 1\]"):
+        lab.target("mixed", 5, relatedness=1.5)
+
+
+def test_every_shape_draws_a_visible_distinct_mask():
+    u = torch.linspace(-1.2, 1.2, 48)
+    v, u = torch.meshgrid(u, u, indexing="ij")
+    masks = {name: (lab.shape_distance(name, u, v) < 0) for name in lab.SHAPES}
+    for name, mask in masks.items():
+        assert 0.05 < mask.float().mean() < 0.7, name
+    names = list(masks)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert (masks[a] ^ masks[b]).float().mean() > 0.05, (a, b)
+
+
+def test_show_draws_a_labelled_grid():
+    fig = lab.target("related", 2).show(n=8)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 8 and set(titles) <= set(lab.NEW_SHAPES)
+
+
+def test_rendering_on_another_device_gives_the_same_images():
+    cpu = lab.make_images("unrelated", 2, seed=0, device="cpu")
+    meta = lab.make_images("unrelated", 2, seed=0, device=None)
+    assert torch.equal(cpu.images, meta.images)
+    assert isinstance(cpu, ImageData)
