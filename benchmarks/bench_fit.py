@@ -12,8 +12,10 @@ Both loops train the same model on the same images for the same number of images
 On a GPU it also prints model FLOPs utilisation (MFU): training FLOPs per image (3 x the forward FLOPs counted by
 torch's FlopCounterMode) x images/s, divided by the GPU's bf16 matmul throughput measured here.
 
-    python benchmarks/bench_fit.py              # CPU: the course's ResNet (width 16), batch 128
+    python benchmarks/bench_fit.py              # CPU: the course's lab ResNet, batch 128
     python benchmarks/bench_fit.py --gpu-model  # the ResNet-10 (width 64), batch 512 used for the GPU target
+
+The images are the lab's source task (8 shapes), rendered once before either loop starts.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from ftcourse.env import precision_for, setup
+from ftcourse import lab
 from ftcourse.models import resnet
+from ftcourse.pretrain import RECIPE
 from ftcourse.train import fit
 
 
@@ -111,23 +115,26 @@ def main():
     env = setup(seed=0, verbose=True)
     device = env.device
     big = args.gpu_model or device.type == "cuda"
-    width, batch_size = (64, 512) if big else (16, 128)
-    n = args.images or (50_000 if device.type == "cuda" else 4096)
+    config = ({"width": 64, "blocks": (1, 1, 1, 1), "stem_stride": 1} if big
+              else {k: v for k, v in RECIPE["model"].items() if k != "num_classes"})
+    batch_size = 512 if big else 128
+    n = args.images or (50_000 if device.type == "cuda" else 8192)
     epochs = args.epochs or (3 if device.type == "cuda" else 2)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n).astype(np.int64)
+    source = lab.make_images("source", n // len(lab.SOURCE_SHAPES))
+    images = source.images.permute(0, 2, 3, 1).contiguous().numpy()  # HWC uint8, as a tutorial's dataset holds
+    labels = source.labels.numpy()
+    model_name = "ResNet-10 (width 64)" if big else "the course's lab ResNet (width 16, stride-2 stem)"
 
     torch.manual_seed(0)
-    naive = naive_loop(resnet(10, width=width).to(device), images, labels, epochs=epochs, batch_size=batch_size,
+    naive = naive_loop(resnet(10, **config).to(device), images, labels, epochs=epochs, batch_size=batch_size,
                        lr=0.05, device=device, workers=args.workers)
     torch.manual_seed(0)
-    model = resnet(10, width=width).to(device)
+    model = resnet(10, **config).to(device)
     fast = fit_loop(model, images, labels, epochs=epochs, batch_size=batch_size, lr=0.05, compile=args.compile)
 
-    flops = training_flops_per_image(resnet(10, width=width).to(device), device)
-    print(f"\nmodel: ResNet width {width}, blocks (1,1,1,1), {flops / 3 / 1e6:.1f} MFLOPs forward per 32x32 image; "
-          f"batch {batch_size}, {n} images x {epochs} epochs; precision of fit: {precision_for(device)}")
+    flops = training_flops_per_image(resnet(10, **config).to(device), device)
+    print(f"\nmodel: {model_name}, {flops / 3 / 1e6:.1f} MFLOPs forward per 32x32 image; batch {batch_size}, "
+          f"{len(labels)} images x {epochs} epochs; precision of fit: {precision_for(device)}")
     print(f"{'loop':<8}{'images/s':>12}{'TFLOP/s':>10}")
     for name, speed in (("naive", naive), ("fit", fast)):
         print(f"{name:<8}{speed:>12,.0f}{speed * flops / 1e12:>10.2f}")

@@ -69,9 +69,11 @@ def plot_tour(table: pd.DataFrame):
         chance = 1 / len(experiments.lab.TASKS[task][0])
         ax.axhline(chance, color="grey", ls=":", label="chance")
         ax.set(xscale="log", xlabel="labels per class (log scale)", title=f"target: {task}", ylim=(0, 1.02))
-        ax.set_xticks(sorted(part["shots"].unique()), [str(s) for s in sorted(part["shots"].unique())])
+        shots = sorted(part["shots"].unique())
+        ax.set_xticks(shots, [str(s) for s in shots])
+        ax.minorticks_off()
     axes[0][0].set_ylabel("test accuracy (mean ± std over seeds)")
-    axes[0][-1].legend(loc="lower right")
+    axes[0][-1].legend(loc="center right")
     fig.suptitle("From the lab checkpoint: scratch vs linear probe vs fine-tuning")
     fig.tight_layout()
     return fig
