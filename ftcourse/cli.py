@@ -3,6 +3,8 @@
 - ``ftcourse tour``: the main job -- scratch vs linear probe vs fine-tuning on two lab targets, a table and a figure.
 - ``ftcourse check``: versions, device, precision, and a 5-second training run that shows the loop works here.
 - ``ftcourse pretrain``: make the shipped lab checkpoint again from its recipe.
+- ``ftcourse exercises [--check]``: generate exercises/ from solutions/ (or check that they agree).
+- ``ftcourse grade SUBMISSIONS --out grades.csv``: run students' notebooks and write a grade table.
 """
 
 from __future__ import annotations
@@ -71,6 +73,27 @@ def pretrain(args) -> int:
     return 0
 
 
+def exercises(args) -> int:
+    from .exercises import generate
+
+    paths = generate(args.root, check=args.check)
+    if args.check:
+        if paths:
+            print("Out of sync with solutions/ (run `ftcourse exercises` to regenerate):\n  " + "\n  ".join(paths))
+            return 1
+        print("exercises/ is in sync with solutions/.")
+        return 0
+    print("wrote " + ", ".join(paths) if paths else "exercises/ was already up to date.")
+    return 0
+
+
+def grade(args) -> int:
+    from .grade import grade as run_grade
+
+    run_grade(args.submissions, args.out, timeout=args.timeout)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ftcourse", description="Fine-tuning and transferability, hands on.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +109,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="where to write it (default: the package's checkpoint)")
     p.add_argument("--device", default=None)
     p.set_defaults(run=pretrain)
+    p = sub.add_parser("exercises", help="generate exercises/ from solutions/ (or --check that they agree)")
+    p.add_argument("--check", action="store_true", help="fail if exercises/ differs from what solutions/ gives")
+    p.add_argument("--root", default=".", help="the course folder holding solutions/ and exercises/")
+    p.set_defaults(run=exercises)
+    p = sub.add_parser("grade", help="run submitted exercise notebooks and write a grade table")
+    p.add_argument("submissions", help="a folder with NAME.ipynb or NAME/*.ipynb per student")
+    p.add_argument("--out", default="grades.csv")
+    p.add_argument("--timeout", type=int, default=600, help="seconds a single cell may run")
+    p.set_defaults(run=grade)
     args = parser.parse_args(argv)
     return args.run(args)
 

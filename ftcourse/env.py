@@ -18,6 +18,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +55,8 @@ class Env:
     precision: str
     colab: bool
     sizes: Sizes = field(repr=False)
+    cache_dir: Path = field(default=Path(".ftcourse-cache"), repr=False)  # cached experiment results
+    runs_dir: Path = field(default=Path("runs"), repr=False)  # checkpoints of long runs
 
     def describe(self) -> str:
         where = "Colab" if self.colab else "local"
@@ -122,6 +125,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def storage_dirs() -> tuple[Path, Path]:
+    """Where results and checkpoints go: ``$FTCOURSE_CACHE`` and ``$FTCOURSE_RUNS``, else beside the notebook.
+
+    In Colab, when Google Drive is mounted (``from google.colab import drive; drive.mount("/content/drive")``),
+    both go to ``MyDrive/ftcourse`` so that they survive a disconnect: re-running the notebook then resumes.
+    """
+    drive = Path("/content/drive/MyDrive")
+    base = drive / "ftcourse" if in_colab() and drive.is_dir() else None
+    cache = os.environ.get("FTCOURSE_CACHE") or (base / "cache" if base else ".ftcourse-cache")
+    runs = os.environ.get("FTCOURSE_RUNS") or (base / "runs" if base else "runs")
+    return Path(cache), Path(runs)
+
+
 def setup(seed: int = 0, profile: str | None = None, *, verbose: bool = True) -> Env:
     """Pick device and profile, seed everything, print one line that says so, and return an :class:`Env`.
 
@@ -141,8 +157,9 @@ def setup(seed: int = 0, profile: str | None = None, *, verbose: bool = True) ->
         torch.backends.cudnn.benchmark = True  # pick the fastest convolution kernels for our fixed input shapes
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    cache_dir, runs_dir = storage_dirs()
     env = Env(device=device, profile=profile, seed=seed, precision=precision_for(device), colab=in_colab(),
-              sizes=PROFILES[profile])
+              sizes=PROFILES[profile], cache_dir=cache_dir, runs_dir=runs_dir)
     _active["profile"] = profile
     if verbose:
         print(env.describe())

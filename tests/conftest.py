@@ -1,12 +1,7 @@
-"""Test settings: the quick profile, a non-interactive matplotlib backend, and small shared datasets."""
+"""Shared fixtures of the unit tests (the profile and backend are set in the root conftest.py)."""
 
-import os
-
-os.environ.setdefault("FTCOURSE_PROFILE", "quick")
-os.environ.setdefault("MPLBACKEND", "Agg")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture

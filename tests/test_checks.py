@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from ftcourse import checks, models
+
+
+def right_finetune_start(pretrained, num_classes):
+    model = models.copy_model(pretrained)
+    return models.replace_head(model, num_classes)
+
+
+def right_advantage(rows):
+    def mean(method, shots):
+        values = [r["accuracy"] for r in rows if r["method"] == method and r["shots"] == shots]
+        return sum(values) / len(values)
+    return {n: mean("finetune", n) - mean("scratch", n) for n in {r["shots"] for r in rows}}
+
+
+def right_freeze_first(model, k):
+    for name in model.stage_names[:k]:
+        model.stage(name).requires_grad_(False)
+    return model
+
+
+def right_count(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("check, answer", [
+    (checks.check_finetune_start, right_finetune_start),
+    (checks.check_finetuning_advantage, right_advantage),
+    (checks.check_freeze_first, right_freeze_first),
+    (checks.check_count_trainable, right_count),
+])
+def test_a_right_answer_passes_and_says_so(check, answer, capsys):
+    assert check(answer) is True
+    assert "PASSED" in capsys.readouterr().out
+
+
+def test_changing_the_pretrained_model_in_place_is_caught():
+    with pytest.raises(checks.ExerciseFailed, match="instead of a copy.*\nHint: start from models.copy_model"):
+        checks.check_finetune_start(lambda m, n: models.replace_head(m, n))
+
+
+def test_a_frozen_body_is_not_full_fine_tuning():
+    def frozen(pretrained, n):
+        model = right_finetune_start(pretrained, n)
+        model.stem.requires_grad_(False)
+        return model
+    with pytest.raises(checks.ExerciseFailed, match="parameters are frozen"):
+        checks.check_finetune_start(frozen)
+
+
+def test_averaging_the_differences_of_unpaired_rows_is_caught():
+    def includes_probe(rows):
+        return {n: sum(r["accuracy"] for r in rows if r["shots"] == n and r["method"] != "scratch") / 4
+                for n in (5, 80)}
+    with pytest.raises(checks.ExerciseFailed, match="ignore the probe"):
+        checks.check_finetuning_advantage(includes_probe)
+
+
+def test_freezing_one_stage_too_many_names_the_stages():
+    with pytest.raises(checks.ExerciseFailed, match=r"with k=0 the trainable stages are \['layer1'"):
+        checks.check_freeze_first(lambda model, k: right_freeze_first(model, k + 1))
+
+
+def test_counting_tensors_instead_of_numbers_gets_a_hint():
+    with pytest.raises(checks.ExerciseFailed, match="number of trainable tensors"):
+        checks.check_count_trainable(lambda m: sum(1 for p in m.parameters() if p.requires_grad))
+
+
+def test_a_crash_in_the_learners_code_is_a_failed_check_with_the_error():
+    with pytest.raises(checks.ExerciseFailed, match="raised ZeroDivisionError"):
+        checks.check_count_trainable(lambda m: 1 / 0)
+
+
+def test_a_stub_passes_its_not_implemented_error_through(tmp_path, monkeypatch):
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv(checks.REPORT_VARIABLE, str(report))
+
+    def stub(model):
+        raise NotImplementedError("count them")
+    with pytest.raises(NotImplementedError, match="count them"):
+        checks.check_count_trainable(stub)
+    checks.check_count_trainable(right_count)
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(r["exercise"], r["passed"]) for r in lines] == [("02.2", False), ("02.2", True)]
