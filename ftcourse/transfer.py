@@ -1,0 +1,277 @@
+"""How to fine-tune: freezing, layer-wise learning rates, L2-SP, LP-FT and re-initialisation.
+
+Fine-tuning starts from pretrained weights theta_pre and minimises the target loss L_fin(theta). This module holds
+the knobs that decide *how far* and *which parts* of theta may move away from theta_pre:
+
+- :func:`freeze` / :func:`unfreeze` choose which stages train at all (lesson 02: feature extraction, partial and
+  full fine-tuning), and :func:`summary` shows what that leaves trainable;
+- :func:`param_groups` gives each stage its own learning rate, and :class:`GradualUnfreezing` lets stages join the
+  training one at a time (Howard & Ruder 2018, ULMFiT; lesson 03);
+- :class:`L2SP` pulls the weights back towards theta_pre (Li et al. 2018; lesson 03);
+- :func:`lp_ft` trains the head on frozen features before fine-tuning everything (Kumar et al. 2022);
+- :func:`reinit` throws away the pretrained weights of chosen stages, a remedy for negative transfer (lesson 04).
+
+Every function works on a :class:`~ftcourse.models.StagedNet` and talks in its stage names
+``stem, layer1, ..., head``; the regularisers and schedules plug into :func:`ftcourse.train.fit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .models import StagedNet, stage_parameter_counts
+from .train import History, fit
+
+
+def _check_model(model, caller: str) -> StagedNet:
+    if not isinstance(model, StagedNet):
+        raise TypeError(f"{caller} works on stages, so it needs a StagedNet (ftcourse.models.resnet(), "
+                        f"models.pretrained(...) or models.from_torchvision(...)); got {type(model).__name__}.")
+    return model
+
+
+def _stage_list(model: StagedNet, stages, first, default: tuple[str, ...], caller: str) -> list[str]:
+    """The stage names meant by ``stages`` (a name or a list of names) or ``first=k``, validated before any change."""
+    names = list(model.stage_names)
+    if stages is not None and first is not None:
+        raise ValueError(f"{caller}: give stages (names) or first (a count), not both.")
+    if first is not None:
+        if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first <= len(names):
+            raise ValueError(f"{caller}: first must be an int from 0 to {len(names)} (this model has the stages "
+                             f"{names}); got {first!r}.")
+        return names[:first]
+    if stages is None:
+        return list(default)
+    if isinstance(stages, str):
+        stages = [stages]
+    elif isinstance(stages, int):
+        hint = f" To {caller} the first {stages} stages, write first={stages}." if caller != "reinit" else ""
+        raise TypeError(f"{caller}: stages are names from {names}, not a number; got {stages!r}.{hint}")
+    stages = list(stages)
+    unknown = [s for s in stages if s not in names]
+    if unknown:
+        raise ValueError(f"{caller}: this model has no stage {', '.join(map(repr, unknown))}; its stages are {names}.")
+    return stages
+
+
+def freeze(model: StagedNet, stages=None, *, first: int | None = None) -> StagedNet:
+    """Stop the given stages from training (``requires_grad=False``); returns the model.
+
+    ``freeze(model)`` freezes everything except the head (a linear probe, "feature extraction");
+    ``freeze(model, "stem")`` or ``freeze(model, ["stem", "layer1"])`` freezes stages by name;
+    ``freeze(model, first=2)`` freezes the first two stages counted from the stem (Yosinski et al. 2014's "AnB").
+
+    The trap: ``requires_grad=False`` stops the *weights* of a BatchNorm layer, but in training mode BatchNorm still
+    normalises with each batch's statistics and overwrites its running averages -- so a "frozen" stage would drift.
+    :meth:`StagedNet.train` keeps BatchNorm layers whose parameters are all frozen in evaluation mode; ``freeze``
+    re-applies the model's mode so that this holds from now on, not only after the next ``model.train()``.
+
+    >>> from ftcourse import models
+    >>> model = freeze(models.resnet(10, width=8, blocks=(1, 1)), first=2)
+    >>> [name for name, c in models.stage_parameter_counts(model).items() if c["trainable"] == 0]
+    ['stem', 'layer1']
+    """
+    model = _check_model(model, "freeze")
+    for name in _stage_list(model, stages, first, model.stage_names[:-1], "freeze"):
+        model.stage(name).requires_grad_(False)
+    return model.train(model.training)
+
+
+def unfreeze(model: StagedNet, stages=None, *, first: int | None = None) -> StagedNet:
+    """Let the given stages train again; ``unfreeze(model)`` unfreezes everything. Same arguments as :func:`freeze`."""
+    model = _check_model(model, "unfreeze")
+    for name in _stage_list(model, stages, first, model.stage_names, "unfreeze"):
+        model.stage(name).requires_grad_(True)
+    return model.train(model.training)  # unfrozen BatchNorm layers go back to training mode
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that an optimiser step can change (those with ``requires_grad``)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def summary(model: StagedNet) -> str:
+    """A table of trainable, frozen and total parameters per stage, with totals: what freezing leaves to train."""
+    counts = stage_parameter_counts(_check_model(model, "summary"))
+    rows = [(name, c["trainable"], c["frozen"]) for name, c in counts.items()]
+    rows.append(("total", sum(r[1] for r in rows), sum(r[2] for r in rows)))
+    lines = [f"{'stage':<8}{'trainable':>12}{'frozen':>12}{'total':>12}"]
+    lines += [f"{name:<8}{trainable:>12,}{frozen:>12,}{trainable + frozen:>12,}" for name, trainable, frozen in rows]
+    lines.insert(-1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def param_groups(model: StagedNet, lr: float, decay: float = 2.6) -> list[dict]:
+    """Discriminative (layer-wise) learning rates: the head learns at ``lr``, each stage below ``decay`` times slower.
+
+    For stages counted down from the head, d = 0 (head), 1, 2, ... (stem), the rate is::
+
+        lr_d = lr / decay**d
+
+    Lower stages hold general features that the target task needs least changed, so they get the smallest steps.
+    ``decay=2.6`` is the factor Howard & Ruder found best ("Universal language model fine-tuning for text
+    classification", ACL 2018). Every parameter is in exactly one group, frozen ones included, so stages unfrozen
+    later (:class:`GradualUnfreezing`) train at their rate. The head's group comes first, so ``History.step_lr``
+    records the head's rate. Use: ``fit(model, data, lr=lr, params=param_groups(model, lr))``.
+
+    >>> from ftcourse import models
+    >>> [(g["stage"], round(g["lr"], 5)) for g in param_groups(models.resnet(10, blocks=(1, 1)), 0.01)]
+    [('head', 0.01), ('layer2', 0.00385), ('layer1', 0.00148), ('stem', 0.00057)]
+    """
+    model = _check_model(model, "param_groups")
+    if not lr > 0 or not decay > 0:
+        raise ValueError(f"param_groups needs lr > 0 and decay > 0 (decay=1 gives every stage the same rate; "
+                         f"Howard & Ruder use 2.6); got lr={lr}, decay={decay}.")
+    top_down = reversed(model.stage_names)
+    return [{"params": list(model.stage(name).parameters()), "lr": lr / decay**depth, "stage": name}
+            for depth, name in enumerate(top_down)]
+
+
+class GradualUnfreezing:
+    """Unfreeze one stage per ``every`` epochs, from the top: pass it as ``fit(..., before_epoch=...)``.
+
+    At epoch 0 only the head trains; at epoch e the top ``1 + e // every`` stages train, until all do. The new head
+    first learns from fixed features, so its large, random early gradients cannot wreck the pretrained stages below
+    (Howard & Ruder 2018, ULMFiT's "gradual unfreezing"). Build it from the model or from its stage names::
+
+        fit(model, data, epochs=6, before_epoch=GradualUnfreezing(model, every=2))
+    """
+
+    def __init__(self, model_or_stage_names, every: int = 1):
+        if isinstance(model_or_stage_names, nn.Module):
+            model_or_stage_names = _check_model(model_or_stage_names, "GradualUnfreezing").stage_names
+        self.stage_names = tuple(model_or_stage_names)
+        if not self.stage_names or self.stage_names[-1] != "head":
+            raise ValueError(f"GradualUnfreezing needs a StagedNet or its stage names ending in 'head'; got "
+                             f"{self.stage_names}.")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1 (epochs between unfreezing two stages); got {every!r}.")
+        self.every = every
+
+    def trainable_stages(self, epoch: int) -> tuple[str, ...]:
+        """The stages that train during ``epoch`` (counted from 0)."""
+        n = min(len(self.stage_names), 1 + epoch // self.every)
+        return self.stage_names[-n:]
+
+    def __call__(self, model: StagedNet, epoch: int) -> None:
+        model = _check_model(model, "GradualUnfreezing")
+        if model.stage_names != self.stage_names:
+            raise ValueError(f"GradualUnfreezing was built for the stages {list(self.stage_names)}, but this model "
+                             f"has {list(model.stage_names)}. Build it from this model: GradualUnfreezing(model).")
+        trainable = self.trainable_stages(epoch)
+        freeze(model, [name for name in self.stage_names if name not in trainable])
+        unfreeze(model, list(trainable))
+
+    def __repr__(self) -> str:
+        return f"GradualUnfreezing({list(self.stage_names)}, every={self.every})"
+
+
+class L2SP:
+    """The L2-SP regulariser: weight decay towards the pretrained weights w0 instead of towards zero.
+
+    Plain weight decay pulls every weight to 0, which erases what pretraining gave. L2-SP (Li, Grandvalet & Davoine,
+    "Explicit inductive bias for transfer learning with convolutional networks", ICML 2018) pulls the feature
+    extractor back to where it started, and only the new head, which has no starting point, towards zero::
+
+        Omega(w) = alpha/2 * ||w_S - w0_S||^2  +  beta/2 * ||w_head||^2
+
+    where S are all parameters except the head's (weights, biases, BatchNorm scales) and w_head are all the head's
+    parameters. w0 is copied when the object is built, so build it from the pretrained model just before
+    fine-tuning (before or after :func:`~ftcourse.models.replace_head`: the head is not copied), and turn fit's own
+    weight decay off, as the paper does, so the two don't pull in different directions::
+
+        fit(model, data, weight_decay=0, penalty=L2SP(model, alpha=0.01, beta=0.01))
+    """
+
+    def __init__(self, model: StagedNet, alpha: float = 0.01, beta: float = 0.01):
+        model = _check_model(model, "L2SP")
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"L2SP needs alpha >= 0 and beta >= 0; got alpha={alpha}, beta={beta}.")
+        self.alpha, self.beta = alpha, beta
+        self.w0 = {name: p.detach().clone() for name, p in model.named_parameters()
+                      if not name.startswith("head.")}
+
+    def _features(self, model: StagedNet):
+        """Pairs (w, w0) of the model's current feature parameters and their starting values."""
+        params = dict(model.named_parameters())
+        missing = [name for name in self.w0 if name not in params]
+        if missing:
+            raise ValueError(f"This model has no parameters {missing[:3]}...: L2SP was built from another "
+                             f"architecture. Build it from the model you fine-tune: L2SP(model).")
+        return [(params[name], w0.to(params[name].device)) for name, w0 in self.w0.items()]
+
+    def distance(self, model: StagedNet) -> float:
+        """||w_S - w0_S||: how far the feature extractor has moved from the pretrained weights."""
+        with torch.no_grad():
+            return sum(((w - w0) ** 2).sum() for w, w0 in self._features(model)).sqrt().item()
+
+    def penalty(self, model: StagedNet) -> torch.Tensor:
+        """Omega(w), a scalar tensor with gradients, to be added to the loss."""
+        features = sum(((w - w0) ** 2).sum() for w, w0 in self._features(model))
+        head = sum((p ** 2).sum() for p in model.head.parameters())
+        return self.alpha / 2 * features + self.beta / 2 * head
+
+    __call__ = penalty  # so that an L2SP object can be passed as fit(..., penalty=L2SP(model))
+
+    def __repr__(self) -> str:
+        return f"L2SP(alpha={self.alpha}, beta={self.beta}, {len(self.w0)} pretrained tensors)"
+
+
+@dataclass
+class LPFTHistory:
+    """The two phases of :func:`lp_ft`: the linear probe, then the fine-tuning of everything."""
+
+    probe: History
+    finetune: History
+
+
+def lp_ft(model: StagedNet, train, val=None, *, probe_epochs: int, finetune_epochs: int, probe_lr: float,
+          finetune_lr: float, **fit_kwargs) -> LPFTHistory:
+    """LP-FT: first a linear probe (train only the head on frozen features), then fine-tune everything from there.
+
+    Fine-tuning with a new, random head sends large, meaningless gradients into the pretrained features while the
+    head is still wrong, and distorts them; that costs accuracy most on data unlike the training set (Kumar et al.,
+    "Fine-tuning can distort pretrained features and underperform out-of-distribution", ICLR 2022). Fine-tuning that
+    starts from a probed head changes the features less. Trains ``model`` in place (every stage trainable at the
+    end); ``fit_kwargs`` (batch_size, augment, seed, ...) go to both calls of :func:`~ftcourse.train.fit`.
+    """
+    model = _check_model(model, "lp_ft")
+    if "checkpoint" in fit_kwargs or "epochs" in fit_kwargs or "lr" in fit_kwargs:
+        raise ValueError("lp_ft runs fit twice: give probe_epochs/finetune_epochs and probe_lr/finetune_lr instead "
+                         "of epochs and lr, and no checkpoint (one file cannot hold two runs).")
+    unfreeze(freeze(model), "head")
+    probe = fit(model, train, val, epochs=probe_epochs, lr=probe_lr, **fit_kwargs)
+    unfreeze(model)
+    finetune = fit(model, train, val, epochs=finetune_epochs, lr=finetune_lr, **fit_kwargs)
+    return LPFTHistory(probe, finetune)
+
+
+def reinit(model: StagedNet, stages, seed: int = 0) -> StagedNet:
+    """Give the named stages fresh random weights, as a new network would have them; returns the model.
+
+    Re-using only the lower stages is a remedy for negative transfer: when the source's top features are too
+    specialised to help the target task, start those stages afresh (lesson 04). Convolutions are initialised as in
+    :func:`~ftcourse.models.resnet` (He et al. 2015: normal, fan_out); BatchNorm to the identity (weight 1, bias 0)
+    with its running statistics reset; linear layers with PyTorch's default. The same ``seed`` gives the same
+    weights, and the global random state is left as it was.
+    """
+    model = _check_model(model, "reinit")
+    if stages is None:
+        raise ValueError(f"reinit needs the stages to re-initialise, e.g. reinit(model, ['layer2', 'head']); this "
+                         f"model's stages are {list(model.stage_names)}.")
+    names = _stage_list(model, stages, None, (), "reinit")
+    cuda = list({p.device for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        for name in names:
+            for module in model.stage(name).modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.Linear)):
+                    module.reset_parameters()  # BatchNorm: weight 1, bias 0 and running statistics reset
+    return model
