@@ -8,13 +8,20 @@ fact, whether transfer hurt.
 
 Every function takes NumPy arrays or torch tensors with one row per example, computes in float64 (the probe in float32)
 and returns a Python float.
+
+Three helpers at the end work on models instead: `features` (the arrays the scores take), `weight_distance` (how far
+fine-tuning moved each stage from the pretrained weights) and `source_accuracy` (how much of the source task a
+fine-tuned body still supports: forgetting).
 """
 
+import copy
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .train import _as_data, _autocast, _is_loader, _model_device, evaluate
 
 
 def _check(x, name, *, ndim=2, labels=False, min_classes=2, rows_of=None, cols_of=None):
@@ -326,3 +333,126 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, k=5, 
         winner = neighbours.gather(1, is_top.long().argmax(1, keepdim=True)).squeeze(1)
         correct += int((classes[winner] == yte[start:start + 1024]).sum())
     return correct / len(xte)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Model-level helpers: features to score, and what fine-tuning did to a pretrained model.
+
+@torch.no_grad()
+def features(model, data, stage=None, *, batch_size=1024, precision="fp32"):
+    """The average-pooled activations after `stage` for every image of `data`, in order: an (n, channels) tensor.
+
+    This is what the scores above take as "features": `model.features(images, upto=stage)` run over the whole
+    dataset in batches, without gradients and in evaluation mode (BatchNorm uses its running statistics, so an
+    image's features do not depend on the rest of its batch). `stage` defaults to the last stage before the head.
+    `data` is an ImageData, a pair (images, labels), a tensor of images or a DataLoader; as with
+    `ftcourse.train.predict`, a Task means its test split, so pass `task.train` for the training images. Labels
+    are not used, so they may go beyond the model's head (features of a source model on a target task).
+
+    The result is float32 on the model's device. `precision="fp32"` by default, because these numbers are measured
+    rather than trained on; "auto" uses the training loop's mixed precision, faster on a GPU. The model's train/eval
+    modes are restored afterwards.
+
+    >>> features(model, task.train, "layer2").shape    # doctest: +SKIP
+    torch.Size([200, 32])
+    """
+    stage = stage or model.stage_names[-2]
+    if stage == "head":
+        raise ValueError("features stop before the head; for class scores use ftcourse.train.predict(model, data).")
+    model.stage(stage)  # raises a ValueError that lists the stages when there is no such stage
+    device = _model_device(model)
+    if torch.is_tensor(data):
+        images = data
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape (N, channels, height, width), got {tuple(images.shape)}.")
+        batches = (images[i:i + batch_size].to(device) for i in range(0, len(images), batch_size))
+    else:
+        data = _as_data(data, "data", None, device)  # None: don't check the labels against the model's head
+        if _is_loader(data):
+            batches = (x.to(device, non_blocking=True) for x, _ in data)
+        else:
+            batches = (data.images[i:i + batch_size] for i in range(0, len(data), batch_size))
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        with _autocast(device, precision):
+            out = [model.features(x, upto=stage).float() for x in batches]
+    finally:
+        for module, mode in zip(model.modules(), modes):
+            module.training = mode
+    return torch.cat(out)
+
+
+def weight_distance(model, reference, *, relative=False):
+    """How far each stage's weights are from a reference model's: {stage: ‖w − w_ref‖, ..., "total": ...}.
+
+    For the parameters θ of one stage (every weight and bias in it, flattened into one vector),
+
+        distance = ‖θ − θ_ref‖₂,        relative distance = ‖θ − θ_ref‖₂ / ‖θ_ref‖₂,
+
+    and "total" is the same over all the stages compared together (so total² = Σ stage² for absolute distances).
+    With the pretrained model as the reference this shows where and how far fine-tuning moved the weights from
+    θ_pre: larger learning rates move them further, the idea behind L2-SP (Li et al. 2018, which penalises
+    ‖θ − θ_pre‖²) and behind Neyshabur et al. 2020 ("What is being transferred in transfer learning?"), who find
+    fine-tuned models stay close to their pretrained start. Only parameters count, not BatchNorm's running
+    statistics.
+
+    Stages whose parameters differ in name or shape are skipped and do not appear in the result -- typically the
+    head after `ftcourse.models.replace_head` gave it another number of classes. (A new head of the *same* size is
+    compared, though it has nothing to do with the old one.)
+
+    >>> weight_distance(finetuned, pretrained)          # doctest: +SKIP
+    {'stem': 0.21, 'layer1': 0.93, 'layer2': 1.4, 'total': 1.7}
+    """
+    distances, squared, squared_ref = {}, 0.0, 0.0
+    for name in model.stage_names:
+        if name not in reference.stage_names:
+            continue
+        mine = dict(model.stage(name).named_parameters())
+        theirs = dict(reference.stage(name).named_parameters())
+        if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+            continue
+        diff = sum(float((mine[k].detach().double() - theirs[k].detach().double().to(mine[k].device)).square().sum())
+                   for k in mine)
+        ref = sum(float(theirs[k].detach().double().square().sum()) for k in theirs)
+        distances[name] = _root_ratio(diff, ref) if relative else math.sqrt(diff)
+        squared, squared_ref = squared + diff, squared_ref + ref
+    if not distances:
+        raise ValueError(f"No stage of the two models has parameters of the same shapes (stages "
+                         f"{list(model.stage_names)} vs {list(reference.stage_names)}); compare a fine-tuned model "
+                         f"with the model it started from.")
+    distances["total"] = _root_ratio(squared, squared_ref) if relative else math.sqrt(squared)
+    return distances
+
+
+def _root_ratio(squared, squared_ref):
+    """sqrt(squared / squared_ref): a relative distance; infinite when the reference weights are all zero."""
+    return math.sqrt(squared / squared_ref) if squared_ref > 0 else (0.0 if squared == 0 else math.inf)
+
+
+def source_accuracy(finetuned, pretrained, source, *, batch_size=1024):
+    """Forgetting: the accuracy on the source task of the fine-tuned body under the pretrained model's own head.
+
+    Fine-tuning replaces the head (the source classes mean nothing for the target) and then changes the body. How
+    much of what pretraining learned is left? Put the pretrained head back on a copy of the fine-tuned body and
+    test it on the source task. With the body unchanged this is the pretrained model's own accuracy; the more
+    fine-tuning moved the body (a larger learning rate, more epochs), the more it drops towards chance. Neural
+    networks are known for this "catastrophic forgetting" (McCloskey & Cohen 1989; French 1999); lesson 03 watches
+    it grow with the learning rate, next to `weight_distance`.
+
+    Note that the old head expects the old features exactly: a body that only rotated its features would score
+    badly here although a new linear probe could still read the source task from it. So this measures forgetting
+    as seen by the original classifier, an upper bound on what was lost.
+
+    `source` is the source Task (its test split is used) or its data; `finetuned` and `pretrained` are left
+    unchanged. Returns the accuracy in [0, 1].
+    """
+    if finetuned.stage_names != pretrained.stage_names:
+        raise ValueError(f"The two models have different stages ({list(finetuned.stage_names)} vs "
+                         f"{list(pretrained.stage_names)}); pass a model fine-tuned from `pretrained`.")
+    if finetuned.head.in_features != pretrained.head.in_features:
+        raise ValueError(f"The fine-tuned body makes {finetuned.head.in_features} features but the pretrained head "
+                         f"takes {pretrained.head.in_features}; pass a model fine-tuned from `pretrained`.")
+    body = copy.deepcopy(finetuned)
+    body.head = copy.deepcopy(pretrained.head).to(_model_device(body))
+    return evaluate(body, source, batch_size=batch_size)["accuracy"]

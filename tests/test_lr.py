@@ -1,0 +1,252 @@
+"""Tests for ftcourse.lr: the schedules against hand-computed values, and the LR range test (lr_find)."""
+
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from ftcourse import models
+from ftcourse.data import ImageData, Task
+from ftcourse.lr import (Constant, Cosine, LRFinderResult, OneCycle, SlantedTriangular, _read_curve,
+                         get_schedule, lr_find)
+from ftcourse.train import evaluate, fit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: a second thread gains nothing, and on a busy CPU two threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_model(num_classes=2, seed=0):
+    torch.manual_seed(seed)
+    return models.resnet(num_classes, width=8, blocks=(1, 1))
+
+
+def factors(schedule, total):
+    return [schedule(step, total) for step in range(total)]
+
+
+# --- Schedules: values computed by hand ------------------------------------------------------------------------------
+
+def test_constant_warms_up_linearly_then_stays_at_one():
+    schedule = Constant(warmup=0.1)  # 10 warm-up steps of 100: 1/11, 2/11, ..., 10/11, then 1
+    assert schedule(0, 100) == pytest.approx(1 / 11)
+    assert schedule(9, 100) == pytest.approx(10 / 11)
+    assert schedule(10, 100) == schedule(99, 100) == 1.0
+    assert Constant()(0, 100) == 1.0
+
+
+def test_cosine_is_half_way_down_in_the_middle_of_its_decay_and_reaches_final_at_the_end():
+    schedule = Cosine(warmup=0.1, final=0.1)  # 10 warm-up steps, then a half cosine over the other 90
+    assert schedule(0, 100) == pytest.approx(1 / 11)
+    assert schedule(10, 100) == pytest.approx(1.0)
+    assert schedule(55, 100) == pytest.approx(0.1 + 0.9 * 0.5)  # t = 45 / 90 = 1/2: cos(pi / 2) = 0
+    assert schedule(100, 100) == pytest.approx(0.1)
+    assert Cosine(warmup=0.0)(0, 100) == pytest.approx(1.0)
+
+
+def test_onecycle_rises_from_one_over_div_to_one_then_falls_to_one_over_final_div():
+    schedule = OneCycle(peak_at=0.2, div=25, final_div=1e4)  # peak at step 20 of 100
+    assert schedule(0, 100) == pytest.approx(1 / 25)
+    assert schedule(10, 100) == pytest.approx(1 / 25 + (1 - 1 / 25) * 0.5)
+    assert schedule(20, 100) == pytest.approx(1.0)
+    assert schedule(60, 100) == pytest.approx(1e-4 + (1 - 1e-4) * 0.5)  # half way down the cosine
+    assert schedule(100, 100) == pytest.approx(1e-4)
+
+
+def test_slanted_triangular_matches_ulmfit_with_t_1000_cut_frac_01_ratio_32():
+    schedule = SlantedTriangular(cut_frac=0.1, ratio=32)  # cut = 100; decay over 100 * (1/0.1 - 1) = 900 steps
+    assert schedule(0, 1000) == pytest.approx(1 / 32)
+    assert schedule(50, 1000) == pytest.approx((1 + 0.5 * 31) / 32)
+    assert schedule(100, 1000) == pytest.approx(1.0)
+    assert schedule(550, 1000) == pytest.approx((1 + 0.5 * 31) / 32)  # p = 1 - 450/900
+    assert schedule(999, 1000) == pytest.approx((1 + 31 / 900) / 32)  # the last step fit takes: near 1/32
+    assert schedule(1000, 1000) == pytest.approx(1 / 32)
+
+
+@pytest.mark.parametrize("schedule, peak", [(Constant(warmup=0.1), 10), (Cosine(warmup=0.1), 10),
+                                            (OneCycle(peak_at=0.25), 25), (SlantedTriangular(cut_frac=0.1), 10)],
+                         ids=["constant", "cosine", "onecycle", "slanted"])
+def test_schedules_rise_to_their_peak_then_never_rise_again(schedule, peak):
+    values = factors(schedule, 100)
+    assert max(values) == pytest.approx(1.0) and values[peak] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(values[:peak], values[1:peak + 1]))  # strictly up during the warm-up
+    assert all(a >= b for a, b in zip(values[peak:], values[peak + 1:]))  # never up afterwards
+    assert all(v > 0 for v in values)
+
+
+def test_get_schedule_builds_named_schedules_and_passes_functions_through():
+    assert get_schedule("constant") == Constant()
+    assert get_schedule("cosine") == Cosine()
+    assert get_schedule("onecycle") == OneCycle()
+    assert get_schedule("slanted") == SlantedTriangular()
+
+    def halve(step, total):
+        return 0.5
+
+    assert get_schedule(halve) is halve
+
+
+def test_get_schedule_refuses_an_unknown_name_and_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"Unknown schedule 'linear'.*'cosine'"):
+        get_schedule("linear")
+
+
+# --- lr_find -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bright_or_dark():
+    """The `learnable` problem of conftest.py (is the image bright or dark?), shared by the tests of this module."""
+    g = torch.Generator().manual_seed(0)
+    brightness = torch.rand(256, generator=g)
+    images = (brightness.view(-1, 1, 1, 1) * 255 * torch.ones(256, 3, 16, 16)
+              + torch.randint(-40, 40, (256, 3, 16, 16), generator=g)).clamp(0, 255).to(torch.uint8)
+    return images, (brightness > 0.5).long()
+
+
+@pytest.fixture(scope="module")
+def full_test(bright_or_dark):
+    """One complete range test on the learnable problem (100 steps, up to lr 10 or the blow-up)."""
+    return lr_find(small_model(), bright_or_dark, batch_size=32)
+
+
+def test_the_model_is_exactly_as_before_afterwards(bright_or_dark):
+    model = small_model()
+    for p in model.stem.parameters():  # a frozen stage, whose flags must survive too
+        p.requires_grad_(False)
+    model.eval()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    result = lr_find(model, bright_or_dark, steps=20, end_lr=1.0, batch_size=32)
+    after = model.state_dict()
+    assert len(result.lrs) > 1
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)  # weights and BatchNorm statistics
+    assert not any(p.requires_grad for p in model.stem.parameters())
+    assert all(p.requires_grad for p in model.layer1.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m.training for m in model.modules())
+
+
+def test_the_rate_grows_exponentially_from_start_to_end(bright_or_dark):
+    result = lr_find(small_model(), bright_or_dark, start_lr=1e-5, end_lr=1e-2, steps=20, batch_size=32)
+    assert len(result.lrs) == len(result.losses) == len(result.smoothed) == 20  # 1e-2 is too small to blow up
+    assert not result.diverged
+    assert result.lrs[0] == pytest.approx(1e-5) and result.lrs[-1] == pytest.approx(1e-2)
+    expected = [1e-5 * 1000 ** (i / 19) for i in range(20)]
+    assert result.lrs == pytest.approx(expected, rel=1e-9)
+    ratios = [b / a for a, b in zip(result.lrs, result.lrs[1:])]
+    assert ratios == pytest.approx([1000 ** (1 / 19)] * 19)
+
+
+def test_smoothed_loss_is_the_bias_corrected_moving_average_of_the_raw_losses(bright_or_dark):
+    result = lr_find(small_model(), bright_or_dark, end_lr=1e-2, steps=12, batch_size=32, smoothing=0.9)
+    average, expected = 0.0, []
+    for i, loss in enumerate(result.losses):
+        average = 0.9 * average + 0.1 * loss
+        expected.append(average / (1 - 0.9 ** (i + 1)))
+    assert result.smoothed == pytest.approx(expected, rel=1e-12)
+    assert result.smoothed[0] == pytest.approx(result.losses[0])  # bias correction: no pull towards 0
+
+
+def test_the_test_stops_early_when_the_loss_blows_up(bright_or_dark):
+    result = lr_find(small_model(), bright_or_dark, end_lr=1e6, steps=100, batch_size=32)
+    assert result.diverged and len(result.lrs) < 100
+    last, best = result.smoothed[-1], min(result.smoothed[:-1])
+    assert not math.isfinite(last) or last > 4.0 * best
+
+
+def test_the_suggestion_lies_inside_the_range_and_trains_the_model(full_test, bright_or_dark):
+    assert full_test.lrs[0] < full_test.suggestion < full_test.lr_at_min <= full_test.lrs[-1]
+    assert full_test.min_over_10 == pytest.approx(full_test.lr_at_min / 10)
+    model = small_model()
+    before = evaluate(model, bright_or_dark)["loss"]
+    history = fit(model, bright_or_dark, epochs=2, lr=full_test.suggestion, batch_size=32, schedule="constant")
+    assert not history.diverged
+    assert evaluate(model, bright_or_dark)["loss"] < 0.7 * before
+
+
+def test_suggestion_is_the_steepest_descent_before_the_minimum():
+    lrs = [10.0 ** (i - 5) for i in range(11)]
+    # Central slopes before the minimum (index 6): -0.10, -0.48, -0.45, -0.10, -0.15 per factor 100 of rate. After
+    # the minimum there is a steeper fall (index 9), which must not count.
+    smoothed = [1.0, 0.98, 0.9, 0.5, 0.45, 0.4, 0.3, 3.0, 4.0, 0.31, 0.32]
+    suggestion, lr_at_min = _read_curve(lrs, smoothed)
+    assert suggestion == lrs[2] and lr_at_min == lrs[6]
+
+
+def test_a_loss_that_never_falls_gives_a_warning():
+    with pytest.warns(UserWarning, match="did not fall"):
+        suggestion, lr_at_min = _read_curve([1e-3, 1e-2, 1e-1], [0.5, 0.6, 0.9])
+    assert suggestion == lr_at_min == 1e-3
+
+
+def test_parameter_groups_keep_their_ratio_along_the_ramp(bright_or_dark):
+    def stem_changes(body_lr):
+        model = small_model()
+        seen = []
+        model.stem.register_forward_pre_hook(lambda module, args: seen.append(module[0].weight.detach().clone()))
+        groups = [{"params": model.head.parameters(), "lr": 1.0},
+                  {"params": [p for n, p in model.named_parameters() if not n.startswith("head")], "lr": body_lr}]
+        result = lr_find(model, bright_or_dark, params=groups, end_lr=1.0, steps=15, batch_size=32)
+        return result, (seen[-1] - seen[0]).abs().max().item()
+
+    result, frozen_ish = stem_changes(body_lr=1e-9)  # the body's rate stays a billionth of the head's
+    _, moving = stem_changes(body_lr=1.0)
+    assert result.lrs[0] == pytest.approx(1e-5)  # the recorded rates are the first group's
+    assert frozen_ish < 1e-8 < 1e-3 < moving
+
+
+def test_a_task_is_tested_on_its_training_split(bright_or_dark):
+    images, labels = bright_or_dark
+    # The test split has a label the 2-class head cannot produce: lr_find must not touch it.
+    task = Task("bright", ImageData(images, labels, ["dark", "bright"]),
+                ImageData(images[:4], torch.full((4,), 7), [str(c) for c in range(8)]))
+    result = lr_find(small_model(), task, end_lr=1e-2, steps=10, batch_size=32)
+    assert len(result.lrs) == 10
+    with pytest.raises(ValueError, match="head has only 2 classes"):
+        lr_find(small_model(), task.test, steps=10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"start_lr": 1.0, "end_lr": 1.0}, "start_lr must be smaller than end_lr"),
+    ({"start_lr": 10.0, "end_lr": 1e-3}, "start_lr must be smaller than end_lr"),
+    ({"steps": 9}, "steps must be at least 10"),
+    ({"start_lr": 0.0}, "must be positive"),
+    ({"start_lr": -1e-3, "end_lr": 1.0}, "must be positive"),
+    ({"end_lr": -1.0}, "must be positive"),
+    ({"smoothing": 1.0}, r"smoothing must lie in \[0, 1\)"),
+    ({"diverge_factor": 1.0}, "diverge_factor must be greater than 1"),
+    ({"optimizer": "adam"}, "Unknown optimizer"),
+], ids=["equal rates", "reversed rates", "few steps", "zero rate", "negative start", "negative end", "smoothing",
+        "diverge factor", "optimizer"])
+def test_bad_arguments_raise_a_message_that_says_what_to_do(bright_or_dark, kwargs, message):
+    model = small_model()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        lr_find(model, bright_or_dark, **kwargs)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_plot_has_a_log_rate_axis_labelled_axes_and_the_suggestion(full_test):
+    fig = full_test.plot()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert "learning rate" in ax.get_xlabel() and "loss" in ax.get_ylabel()
+    assert any("steepest" in text.get_text() for text in ax.get_legend().get_texts())
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    assert full_test.plot(ax=ax) is fig
+    plt.close(fig)
+
+
+def test_repr_names_the_steps_and_the_suggested_rate(full_test):
+    text = repr(full_test)
+    assert text.startswith("LRFinderResult(") and f"{len(full_test.lrs)} steps" in text
+    assert f"suggestion {full_test.suggestion:.2g}" in text
+    assert isinstance(full_test, LRFinderResult)
