@@ -1,14 +1,22 @@
 """ftcourse: a hands-on course on fine-tuning and transferability.
 
-The notebooks tell the story; this package holds the mechanisms they use:
+The notebooks tell the story; this package holds the mechanisms they use, one module per idea:
 
-- ``env``      device, profile and seeding (``setup``)
-- ``data``     image datasets as device tensors, GPU augmentation, real datasets
-- ``models``   a small ResNet with named stages, and torchvision's ResNet-18 in the same shape
-- ``train``    the training loop (``fit``, ``evaluate``) and its ``History``
-- ``lr``       learning-rate schedules and the range test
-- ``measure``  transferability scores and representation similarity
-- ``sweep``    grids of runs with an on-disk cache
+- ``env``          device, profile and seeding (``setup``)
+- ``lab``          the transfer lab: procedural images from latent factors, source and target tasks
+- ``data``         image datasets as device tensors, batched augmentation, real datasets
+- ``models``       a small ResNet with named stages, torchvision's ResNets in the same shape, ``pretrained("lab")``
+- ``pretrain``     the recipe of the shipped lab checkpoint
+- ``train``        the training loop (``fit``, ``evaluate``) and its ``History``
+- ``lr``           learning-rate schedules and the range test (``lr_find``)
+- ``transfer``     freezing, layer-wise rates, gradual unfreezing, L2-SP, LP-FT, re-initialisation
+- ``measure``      transferability scores, representation similarity, weight distance, forgetting
+- ``experiments``  scratch vs linear probe vs fine-tune, and Yosinski's copied-stages experiment
+- ``sweep``        grids of runs with an on-disk cache
+- ``plots``, ``widgets``  figures and explorers
+- ``checks``, ``exercises``, ``grade``  exercise feedback, exercises generated from solutions, the autograder
+- ``files``        atomic writes
+- ``cli``          the ``ftcourse`` command
 """
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from . import lab, models
+from . import lab, models, transfer
 from .data import Task
 from .train import evaluate, fit
 
@@ -48,8 +48,7 @@ def make_model(method: str, num_classes: int, *, pretrained: models.StagedNet | 
         model = models.copy_model(pretrained or models.pretrained("lab"))
         models.replace_head(model, num_classes)
         if method == "probe":
-            model.requires_grad_(False)
-            model.head.requires_grad_(True)
+            transfer.freeze(model)  # every stage but the new head
     return model.to(device or "cpu")
 
 
@@ -84,3 +83,36 @@ def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 
                 rows.append({"task": task_name, "shots": n, "seed": seed, "method": method,
                              "accuracy": result["accuracy"], "seconds": result["seconds"]})
     return rows
+
+
+def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained: models.StagedNet | None = None,
+                      seed: int = 0, steps: int = 100, batch_size: int = 32, lr: float | None = None,
+                      device=None) -> dict:
+    """Yosinski et al. 2014's transfer experiment: copy the first ``n_copied`` stages, re-initialise the rest.
+
+    The first ``n_copied`` stages come from the pretrained network and the others (and the head) start from random
+    weights. Then either the copied stages stay **frozen** ("AnB" in the paper) or everything is **fine-tuned**
+    ("AnB+"). ``n_copied = 0`` is training from scratch; copying every stage and freezing it is a linear probe.
+    Returns the test accuracy, the number of trainable parameters and the training time per step.
+    """
+    device = torch.device(device or task.train.device)
+    pretrained = pretrained or models.pretrained("lab")
+    feature_stages = pretrained.stage_names[:-1]
+    if not 0 <= n_copied <= len(feature_stages):
+        raise ValueError(f"n_copied must be between 0 and {len(feature_stages)} (the stages before the head), "
+                         f"got {n_copied}.")
+    model = models.copy_model(pretrained)
+    if n_copied < len(feature_stages):
+        transfer.reinit(model, list(feature_stages[n_copied:]), seed=seed)
+    torch.manual_seed(seed)
+    models.replace_head(model, task.num_classes)
+    model.to(device)
+    if not fine_tune and n_copied > 0:
+        transfer.freeze(model, first=n_copied)
+    # One learning rate for every n and both modes, as in the paper: the only difference is what was copied.
+    lr = lr or DEFAULT_LR["scratch"]
+    history = fit(model, task.train, epochs=epochs_for(steps, len(task.train), batch_size), lr=lr,
+                  batch_size=batch_size, augment=True, seed=seed, progress=False)
+    return {"accuracy": evaluate(model, task.test)["accuracy"],
+            "trainable": models.count_parameters(model, trainable_only=True),
+            "seconds_per_step": sum(history.epoch_time) / max(1, len(history.step_loss))}

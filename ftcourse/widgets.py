@@ -42,7 +42,8 @@ def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: 
         output.clear_output(wait=True)
         with output:
             ax = bars(table, knob, value, metric=metric, group=group)
-            plt.show(ax.figure)
+            display(ax.figure)
+            plt.close(ax.figure)
 
     slider = ipywidgets.SelectionSlider(options=values, value=values[0], description=knob)
     widget = ipywidgets.interactive(show, value=slider)
