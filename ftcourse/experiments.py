@@ -15,6 +15,7 @@ can be compared fairly; :func:`compare` runs several methods and seeds and retur
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import torch
@@ -115,4 +116,5 @@ def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained:
                   batch_size=batch_size, augment=True, seed=seed, progress=False)
     return {"accuracy": evaluate(model, task.test)["accuracy"],
             "trainable": models.count_parameters(model, trainable_only=True),
-            "seconds_per_step": sum(history.epoch_time) / max(1, len(history.step_loss))}
+            # The median epoch, so that one-off costs of a process's first run (imports, allocations) do not count.
+            "seconds_per_step": statistics.median(history.epoch_time) * history.epochs_done / len(history.step_loss)}

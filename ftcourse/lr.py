@@ -198,7 +198,6 @@ def lr_find(model, data, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps:
     >>> fit(model, task, lr=result.suggestion)  # doctest: +SKIP
     """
     from . import train  # imported here, not at the top: train imports this module for its schedules
-    from .env import precision_for
 
     if not (start_lr > 0 and end_lr > 0):
         raise ValueError(f"start_lr and end_lr must be positive learning rates, got start_lr={start_lr} and "
@@ -217,12 +216,8 @@ def lr_find(model, data, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps:
                          f"diverge_factor x its best so far; 4 is usual), got {diverge_factor}.")
     device = train._model_device(model)
     data = train._as_data(data, "train", model, device)
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("The model has no trainable parameters: every parameter has requires_grad=False. "
-                         "Unfreeze some stages first.")
-    precision = precision_for(device) if precision == "auto" else precision
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {precision!r}.")
+    train._check_trainable(model)
+    precision = train._resolve_precision(device, precision)
     groups = train._param_groups(model, params, start_lr)
     if not all(group["base_lr"] > 0 for group in groups):
         raise ValueError(f"Every parameter group needs a positive 'lr' (the ramp keeps their ratios), got "

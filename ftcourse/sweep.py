@@ -254,8 +254,11 @@ def plot_metric(result, x, metric, hue=None, ax=None, logx=False):
             ax.plot(diverged[x], [0.97] * len(diverged), "x", markersize=9, color=bars.lines[0].get_color(),
                     transform=ax.get_xaxis_transform(), label="_nolegend_" if marked else "diverged (any seed)")
             marked = True
-    if logx:
+    if logx:  # label the values that were run, not powers of ten
         ax.set_xscale("log")
+        values = sorted(table[x].unique())
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
     ax.set(xlabel=x, ylabel=metric, title=f"{metric}: mean ± std over {table['n_seeds'].max()} seeds")
     if hue is not None or marked:
         handles, labels = ax.get_legend_handles_labels()

@@ -145,12 +145,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 10, lr: float = 0.05
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"fit needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={epochs}, "
                          f"batch_size={batch_size}, lr={lr}.")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("The model has no trainable parameters: every parameter has requires_grad=False. "
-                         "Unfreeze some stages first, e.g. ftcourse.transfer.unfreeze(model, 'head').")
-    precision = precision_for(device) if precision == "auto" else precision
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {precision!r}.")
+    _check_trainable(model)
+    precision = _resolve_precision(device, precision)
     schedule_fn = get_schedule(schedule)
 
     # Every parameter goes into the optimiser; frozen ones get no gradient and so are never updated. This way a
@@ -282,7 +278,7 @@ def predict(model: nn.Module, data, *, batch_size: int = 1024, precision: str = 
     """The model's class scores (float32 logits) for every image of ``data``, in order."""
     device = _model_device(model)
     data = _as_data(data, "data", model, device)
-    precision = precision_for(device) if precision == "auto" else precision
+    precision = _resolve_precision(device, precision)
     was_training = model.training
     model.eval()
     outputs, labels = [], []
@@ -310,6 +306,20 @@ def _model_device(model: nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         raise ValueError("The model has no parameters at all; fit and evaluate need a network with weights.")
+
+
+def _check_trainable(model: nn.Module) -> None:
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("The model has no trainable parameters: every parameter has requires_grad=False. "
+                         "Unfreeze some stages first, e.g. ftcourse.transfer.unfreeze(model, 'head').")
+
+
+def _resolve_precision(device: torch.device, precision: str) -> str:
+    """``"auto"`` becomes the device's precision (see :func:`ftcourse.env.precision_for`); others are checked."""
+    precision = precision_for(device) if precision == "auto" else precision
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {precision!r}.")
+    return precision
 
 
 def _is_loader(data) -> bool:

@@ -21,3 +21,12 @@ def _forget_the_active_profile(monkeypatch):
     from ftcourse import env
 
     monkeypatch.setitem(env._active, "profile", None)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny models: a second thread gains nothing there, and on a busy CPU threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,13 +13,7 @@ from ftcourse.lr import (Constant, Cosine, LRFinderResult, OneCycle, SlantedTria
 from ftcourse.train import evaluate, fit
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: a second thread gains nothing, and on a busy CPU two threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(num_classes=2, seed=0):

@@ -8,14 +8,7 @@ from ftcourse.transfer import (L2SP, GradualUnfreezing, freeze, lp_ft, param_gro
                                trainable_parameters, unfreeze)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are too small to gain from parallel threads, and on a busy 2-core machine OpenMP threads spend
-    most of their time waiting for each other (a 1-thread run here is about 5x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(num_classes=2, seed=0):
