@@ -45,3 +45,19 @@ def test_device_is_cpu_without_gpu_and_colab_is_detected(monkeypatch):
     assert env.pick_device() == torch.device("cpu")
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab")
     assert env.in_colab()
+
+
+def test_results_and_checkpoints_go_where_the_environment_says(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTCOURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FTCOURSE_RUNS", str(tmp_path / "runs"))
+    e = env.setup(verbose=False)
+    assert (e.cache_dir, e.runs_dir) == (tmp_path / "cache", tmp_path / "runs")
+
+
+def test_in_colab_with_drive_mounted_results_survive_a_disconnect(monkeypatch):
+    monkeypatch.delenv("FTCOURSE_CACHE", raising=False)
+    monkeypatch.delenv("FTCOURSE_RUNS", raising=False)
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab")
+    monkeypatch.setattr(env.Path, "is_dir", lambda self: str(self) == "/content/drive/MyDrive")
+    cache, runs = env.storage_dirs()
+    assert str(cache) == "/content/drive/MyDrive/ftcourse/cache" and str(runs) == "/content/drive/MyDrive/ftcourse/runs"
