@@ -26,6 +26,8 @@ EXERCISES = {
     "01.2": "finetuning_advantage: accuracy gain of fine-tuning over scratch per target size",
     "02.1": "freeze_first: freeze the first k stages",
     "02.2": "count_trainable: number of trainable parameters",
+    "03.1": "discriminative_rates: ULMFiT's layer-wise learning rates",
+    "03.2": "best_rate: the learning rate with the best mean accuracy, diverged runs excluded",
 }
 REPORT_VARIABLE = "FTCOURSE_GRADE_REPORT"
 
@@ -145,3 +147,38 @@ def check_count_trainable(count_trainable) -> bool:
     if answer != expected:
         _fail("02.2", f"got {answer}, expected {expected}.", "sum(p.numel() for p in model.parameters() if ...).")
     return _passed("02.2", f"{expected:,} trainable parameters counted correctly.")
+
+
+def check_discriminative_rates(discriminative_rates) -> bool:
+    """03.1: ``discriminative_rates(stage_names, lr, decay)`` -> {stage: rate}, the head at lr, each stage below /decay."""
+    names = ("stem", "layer1", "layer2", "head")
+    answer = _call("03.1", discriminative_rates, names, 0.1, 2.0)
+    expected = {"head": 0.1, "layer2": 0.05, "layer1": 0.025, "stem": 0.0125}
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        _fail("03.1", f"expected a rate for each of {list(names)}, got {answer!r}.", "return a dict {stage: rate}.")
+    if abs(answer["stem"] - 0.1) < 1e-12 and abs(answer["head"] - 0.1) > 1e-12:
+        _fail("03.1", "the stem got the largest rate: the order is upside down.",
+              "the head (the last stage) gets lr; go down the list dividing by decay each time.")
+    wrong = {k: answer[k] for k in expected if abs(answer[k] - expected[k]) > 1e-12}
+    if wrong:
+        _fail("03.1", f"wrong rates {wrong}; with lr=0.1 and decay=2 they should be {expected}.",
+              "stage i from the top gets lr / decay**i (the head is i = 0).")
+    return _passed("03.1", "head at lr, every stage below divided by decay once more.")
+
+
+def check_best_rate(best_rate) -> bool:
+    """03.2: ``best_rate(rows, method)`` -> the lr whose mean accuracy over seeds is highest, skipping diverged runs."""
+    rows = [{"method": m, "lr": lr, "seed": s, "accuracy": a, "diverged": d} for m, lr, s, a, d in [
+        ("finetune", 0.01, 0, 0.90, False), ("finetune", 0.01, 1, 0.94, False),
+        ("finetune", 0.1, 0, 0.97, False), ("finetune", 0.1, 1, 0.85, False),
+        ("finetune", 1.0, 0, 0.99, True), ("finetune", 1.0, 1, 0.20, True),
+        ("scratch", 0.1, 0, 0.95, False), ("scratch", 0.01, 0, 0.50, False)]]
+    answer = _call("03.2", best_rate, rows, "finetune")
+    if answer == 1.0:
+        _fail("03.2", "you picked a rate whose runs diverged.", "skip rows with row['diverged'] True.")
+    if answer == 0.1:
+        _fail("03.2", "0.1 has the single best run, but not the best mean over seeds.",
+              "average the accuracy over seeds for each rate, then take the best average.")
+    if answer != 0.01:
+        _fail("03.2", f"got {answer!r}, expected 0.01 for these rows.", "only rows of the given method count.")
+    return _passed("03.2", "the best mean accuracy over seeds, diverged runs excluded.")

@@ -27,7 +27,21 @@ def right_count(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def right_rates(stage_names, lr, decay):
+    return {name: lr / decay**i for i, name in enumerate(reversed(stage_names))}
+
+
+def right_best_rate(rows, method):
+    means = {}
+    for r in rows:
+        if r["method"] == method and not r["diverged"]:
+            means.setdefault(r["lr"], []).append(r["accuracy"])
+    return max(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
+
+
 @pytest.mark.parametrize("check, answer", [
+    (checks.check_discriminative_rates, right_rates),
+    (checks.check_best_rate, right_best_rate),
     (checks.check_finetune_start, right_finetune_start),
     (checks.check_finetuning_advantage, right_advantage),
     (checks.check_freeze_first, right_freeze_first),
@@ -86,3 +100,20 @@ def test_a_stub_passes_its_not_implemented_error_through(tmp_path, monkeypatch):
     checks.check_count_trainable(right_count)
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     assert [(r["exercise"], r["passed"]) for r in lines] == [("02.2", False), ("02.2", True)]
+
+
+def test_upside_down_rates_are_named():
+    with pytest.raises(checks.ExerciseFailed, match="upside down"):
+        checks.check_discriminative_rates(lambda names, lr, decay: {n: lr / decay**i for i, n in enumerate(names)})
+
+
+def test_a_diverged_best_rate_is_refused():
+    with pytest.raises(checks.ExerciseFailed, match="diverged"):
+        checks.check_best_rate(lambda rows, method: max(rows, key=lambda r: r["accuracy"])["lr"])
+
+
+def test_the_best_single_run_is_not_the_best_mean():
+    def best_single(rows, method):
+        return max((r for r in rows if r["method"] == method and not r["diverged"]), key=lambda r: r["accuracy"])["lr"]
+    with pytest.raises(checks.ExerciseFailed, match="best mean over seeds"):
+        checks.check_best_rate(best_single)
