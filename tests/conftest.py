@@ -4,9 +4,12 @@ import pytest
 import torch
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def learnable():
-    """A tiny problem (256 images of 16x16) a ResNet learns in a few epochs: is the image bright (class 1) or dark (class 0)?"""
+    """A tiny problem (256 images of 16x16) a ResNet learns in a few epochs: bright (class 1) or dark (class 0)?
+
+    Shared by all tests; nothing may change these tensors in place.
+    """
     g = torch.Generator().manual_seed(0)
     brightness = torch.rand(256, generator=g)
     images = (brightness.view(-1, 1, 1, 1) * 255 * torch.ones(256, 3, 16, 16)

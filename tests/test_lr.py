@@ -95,28 +95,18 @@ def test_get_schedule_refuses_an_unknown_name_and_lists_the_known_ones():
 
 
 @pytest.fixture(scope="module")
-def bright_or_dark():
-    """The `learnable` problem of conftest.py (is the image bright or dark?), shared by the tests of this module."""
-    g = torch.Generator().manual_seed(0)
-    brightness = torch.rand(256, generator=g)
-    images = (brightness.view(-1, 1, 1, 1) * 255 * torch.ones(256, 3, 16, 16)
-              + torch.randint(-40, 40, (256, 3, 16, 16), generator=g)).clamp(0, 255).to(torch.uint8)
-    return images, (brightness > 0.5).long()
-
-
-@pytest.fixture(scope="module")
-def full_test(bright_or_dark):
+def full_test(learnable):
     """One complete range test on the learnable problem (100 steps, up to lr 10 or the blow-up)."""
-    return lr_find(small_model(), bright_or_dark, batch_size=32)
+    return lr_find(small_model(), learnable, batch_size=32)
 
 
-def test_the_model_is_exactly_as_before_afterwards(bright_or_dark):
+def test_the_model_is_exactly_as_before_afterwards(learnable):
     model = small_model()
     for p in model.stem.parameters():  # a frozen stage, whose flags must survive too
         p.requires_grad_(False)
     model.eval()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    result = lr_find(model, bright_or_dark, steps=20, end_lr=1.0, batch_size=32)
+    result = lr_find(model, learnable, steps=20, end_lr=1.0, batch_size=32)
     after = model.state_dict()
     assert len(result.lrs) > 1
     assert before.keys() == after.keys()
@@ -127,8 +117,8 @@ def test_the_model_is_exactly_as_before_afterwards(bright_or_dark):
     assert not any(m.training for m in model.modules())
 
 
-def test_the_rate_grows_exponentially_from_start_to_end(bright_or_dark):
-    result = lr_find(small_model(), bright_or_dark, start_lr=1e-5, end_lr=1e-2, steps=20, batch_size=32)
+def test_the_rate_grows_exponentially_from_start_to_end(learnable):
+    result = lr_find(small_model(), learnable, start_lr=1e-5, end_lr=1e-2, steps=20, batch_size=32)
     assert len(result.lrs) == len(result.losses) == len(result.smoothed) == 20  # 1e-2 is too small to blow up
     assert not result.diverged
     assert result.lrs[0] == pytest.approx(1e-5) and result.lrs[-1] == pytest.approx(1e-2)
@@ -138,8 +128,8 @@ def test_the_rate_grows_exponentially_from_start_to_end(bright_or_dark):
     assert ratios == pytest.approx([1000 ** (1 / 19)] * 19)
 
 
-def test_smoothed_loss_is_the_bias_corrected_moving_average_of_the_raw_losses(bright_or_dark):
-    result = lr_find(small_model(), bright_or_dark, end_lr=1e-2, steps=12, batch_size=32, smoothing=0.9)
+def test_smoothed_loss_is_the_bias_corrected_moving_average_of_the_raw_losses(learnable):
+    result = lr_find(small_model(), learnable, end_lr=1e-2, steps=12, batch_size=32, smoothing=0.9)
     average, expected = 0.0, []
     for i, loss in enumerate(result.losses):
         average = 0.9 * average + 0.1 * loss
@@ -148,21 +138,21 @@ def test_smoothed_loss_is_the_bias_corrected_moving_average_of_the_raw_losses(br
     assert result.smoothed[0] == pytest.approx(result.losses[0])  # bias correction: no pull towards 0
 
 
-def test_the_test_stops_early_when_the_loss_blows_up(bright_or_dark):
-    result = lr_find(small_model(), bright_or_dark, end_lr=1e6, steps=100, batch_size=32)
+def test_the_test_stops_early_when_the_loss_blows_up(learnable):
+    result = lr_find(small_model(), learnable, end_lr=1e6, steps=100, batch_size=32)
     assert result.diverged and len(result.lrs) < 100
     last, best = result.smoothed[-1], min(result.smoothed[:-1])
     assert not math.isfinite(last) or last > 4.0 * best
 
 
-def test_the_suggestion_lies_inside_the_range_and_trains_the_model(full_test, bright_or_dark):
+def test_the_suggestion_lies_inside_the_range_and_trains_the_model(full_test, learnable):
     assert full_test.lrs[0] < full_test.suggestion < full_test.lr_at_min <= full_test.lrs[-1]
     assert full_test.min_over_10 == pytest.approx(full_test.lr_at_min / 10)
     model = small_model()
-    before = evaluate(model, bright_or_dark)["loss"]
-    history = fit(model, bright_or_dark, epochs=2, lr=full_test.suggestion, batch_size=32, schedule="constant")
+    before = evaluate(model, learnable)["loss"]
+    history = fit(model, learnable, epochs=2, lr=full_test.suggestion, batch_size=32, schedule="constant")
     assert not history.diverged
-    assert evaluate(model, bright_or_dark)["loss"] < 0.7 * before
+    assert evaluate(model, learnable)["loss"] < 0.7 * before
 
 
 def test_suggestion_is_the_steepest_descent_before_the_minimum():
@@ -180,14 +170,14 @@ def test_a_loss_that_never_falls_gives_a_warning():
     assert suggestion == lr_at_min == 1e-3
 
 
-def test_parameter_groups_keep_their_ratio_along_the_ramp(bright_or_dark):
+def test_parameter_groups_keep_their_ratio_along_the_ramp(learnable):
     def stem_changes(body_lr):
         model = small_model()
         seen = []
         model.stem.register_forward_pre_hook(lambda module, args: seen.append(module[0].weight.detach().clone()))
         groups = [{"params": model.head.parameters(), "lr": 1.0},
                   {"params": [p for n, p in model.named_parameters() if not n.startswith("head")], "lr": body_lr}]
-        result = lr_find(model, bright_or_dark, params=groups, end_lr=1.0, steps=15, batch_size=32)
+        result = lr_find(model, learnable, params=groups, end_lr=1.0, steps=15, batch_size=32)
         return result, (seen[-1] - seen[0]).abs().max().item()
 
     result, frozen_ish = stem_changes(body_lr=1e-9)  # the body's rate stays a billionth of the head's
@@ -196,8 +186,8 @@ def test_parameter_groups_keep_their_ratio_along_the_ramp(bright_or_dark):
     assert frozen_ish < 1e-8 < 1e-3 < moving
 
 
-def test_a_task_is_tested_on_its_training_split(bright_or_dark):
-    images, labels = bright_or_dark
+def test_a_task_is_tested_on_its_training_split(learnable):
+    images, labels = learnable
     # The test split has a label the 2-class head cannot produce: lr_find must not touch it.
     task = Task("bright", ImageData(images, labels, ["dark", "bright"]),
                 ImageData(images[:4], torch.full((4,), 7), [str(c) for c in range(8)]))
@@ -219,11 +209,11 @@ def test_a_task_is_tested_on_its_training_split(bright_or_dark):
     ({"optimizer": "adam"}, "Unknown optimizer"),
 ], ids=["equal rates", "reversed rates", "few steps", "zero rate", "negative start", "negative end", "smoothing",
         "diverge factor", "optimizer"])
-def test_bad_arguments_raise_a_message_that_says_what_to_do(bright_or_dark, kwargs, message):
+def test_bad_arguments_raise_a_message_that_says_what_to_do(learnable, kwargs, message):
     model = small_model()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     with pytest.raises(ValueError, match=message):
-        lr_find(model, bright_or_dark, **kwargs)
+        lr_find(model, learnable, **kwargs)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

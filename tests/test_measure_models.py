@@ -20,34 +20,24 @@ def small_model(num_classes=2, seed=0):
 
 
 @pytest.fixture(scope="module")
-def bright_or_dark():
-    """The `learnable` problem of conftest.py (is the image bright or dark?), shared by the tests of this module."""
-    g = torch.Generator().manual_seed(0)
-    brightness = torch.rand(256, generator=g)
-    images = (brightness.view(-1, 1, 1, 1) * 255 * torch.ones(256, 3, 16, 16)
-              + torch.randint(-40, 40, (256, 3, 16, 16), generator=g)).clamp(0, 255).to(torch.uint8)
-    return images, (brightness > 0.5).long()
-
-
-@pytest.fixture(scope="module")
-def pretrained(bright_or_dark):
+def pretrained(learnable):
     """A small model trained on the learnable problem: the "source task" it is pretrained on."""
     model = small_model()
-    fit(model, bright_or_dark, epochs=3, lr=0.05, batch_size=32)
+    fit(model, learnable, epochs=3, lr=0.05, batch_size=32)
     return model.eval()
 
 
 # --- features ------------------------------------------------------------------------------------------------------
 
-def test_features_have_one_row_per_image_and_the_width_of_the_last_stage(bright_or_dark):
-    out = features(small_model(), bright_or_dark)
+def test_features_have_one_row_per_image_and_the_width_of_the_last_stage(learnable):
+    out = features(small_model(), learnable)
     assert out.shape == (256, 16)
     assert out.dtype == torch.float32 and out.device.type == "cpu" and not out.requires_grad
 
 
 @pytest.mark.parametrize("stage, width", [("stem", 8), ("layer1", 8), ("layer2", 16)])
-def test_features_equal_model_features_in_eval_mode_for_every_stage(bright_or_dark, stage, width):
-    images, labels = bright_or_dark
+def test_features_equal_model_features_in_eval_mode_for_every_stage(learnable, stage, width):
+    images, labels = learnable
     model = small_model()
     out = features(model, (images[:40], labels[:40]), stage, batch_size=16)  # three batches: 16, 16, 8
     model.eval()
@@ -57,12 +47,12 @@ def test_features_equal_model_features_in_eval_mode_for_every_stage(bright_or_da
     torch.testing.assert_close(out, direct)
 
 
-def test_features_do_not_depend_on_the_batch_size(bright_or_dark):
+def test_features_do_not_depend_on_the_batch_size(learnable):
     model = small_model().train()  # in training mode BatchNorm would use each batch's statistics
-    torch.testing.assert_close(features(model, bright_or_dark, batch_size=7), features(model, bright_or_dark))
+    torch.testing.assert_close(features(model, learnable, batch_size=7), features(model, learnable))
 
 
-def test_features_run_in_eval_mode_and_restore_every_module_mode(bright_or_dark):
+def test_features_run_in_eval_mode_and_restore_every_module_mode(learnable):
     model = small_model()
     for p in model.stem.parameters():
         p.requires_grad_(False)
@@ -71,16 +61,16 @@ def test_features_run_in_eval_mode_and_restore_every_module_mode(bright_or_dark)
     assert True in modes and False in modes
     seen = []
     model.layer1.register_forward_hook(lambda module, args, out: seen.append(module.training))
-    features(model, bright_or_dark, batch_size=100)
+    features(model, learnable, batch_size=100)
     assert seen == [False, False, False]
     assert [m.training for m in model.modules()] == modes
     model.eval()
-    features(model, bright_or_dark)
+    features(model, learnable)
     assert not any(m.training for m in model.modules())
 
 
-def test_features_accept_images_a_task_and_labels_beyond_the_head(bright_or_dark):
-    images, labels = bright_or_dark
+def test_features_accept_images_a_task_and_labels_beyond_the_head(learnable):
+    images, labels = learnable
     model = small_model()
     from_images = features(model, images[:20])
     # A task's test split is used (as by predict); its 10 classes are more than the model's head has.
@@ -90,9 +80,9 @@ def test_features_accept_images_a_task_and_labels_beyond_the_head(bright_or_dark
 
 
 @pytest.mark.parametrize("stage, message", [("head", "stop before the head"), ("layer3", "no stage 'layer3'")])
-def test_features_refuse_the_head_and_unknown_stages(bright_or_dark, stage, message):
+def test_features_refuse_the_head_and_unknown_stages(learnable, stage, message):
     with pytest.raises(ValueError, match=message):
-        features(small_model(), bright_or_dark, stage)
+        features(small_model(), learnable, stage)
 
 
 # --- weight_distance -----------------------------------------------------------------------------------------------
@@ -145,15 +135,15 @@ def test_weight_distance_refuses_models_with_nothing_in_common():
 
 # --- source_accuracy -----------------------------------------------------------------------------------------------
 
-def test_an_unchanged_body_keeps_the_pretrained_accuracy(pretrained, bright_or_dark):
+def test_an_unchanged_body_keeps_the_pretrained_accuracy(pretrained, learnable):
     finetuned = models.replace_head(models.copy_model(pretrained), 3)  # a new head for a 3-class target
-    own = evaluate(pretrained, bright_or_dark)["accuracy"]
+    own = evaluate(pretrained, learnable)["accuracy"]
     assert own > 0.9
-    assert source_accuracy(finetuned, pretrained, bright_or_dark) == own
+    assert source_accuracy(finetuned, pretrained, learnable) == own
     assert finetuned.num_classes == 3  # the fine-tuned model itself is left as it was
 
 
-def test_a_scrambled_body_forgets_the_source_task(pretrained, bright_or_dark):
+def test_a_scrambled_body_forgets_the_source_task(pretrained, learnable):
     finetuned = models.replace_head(models.copy_model(pretrained), 3)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -161,20 +151,20 @@ def test_a_scrambled_body_forgets_the_source_task(pretrained, bright_or_dark):
             if not name.startswith("head"):
                 p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].view_as(p))
     before = [p.clone() for p in pretrained.parameters()]
-    forgotten = source_accuracy(finetuned, pretrained, bright_or_dark)
-    assert forgotten < evaluate(pretrained, bright_or_dark)["accuracy"] - 0.2
+    forgotten = source_accuracy(finetuned, pretrained, learnable)
+    assert forgotten < evaluate(pretrained, learnable)["accuracy"] - 0.2
     assert all(torch.equal(a, b) for a, b in zip(before, pretrained.parameters()))
 
 
-def test_source_accuracy_uses_the_test_split_of_a_source_task(pretrained, bright_or_dark):
-    images, labels = bright_or_dark
+def test_source_accuracy_uses_the_test_split_of_a_source_task(pretrained, learnable):
+    images, labels = learnable
     task = Task("bright", ImageData(images[:200], labels[:200]), ImageData(images[200:], labels[200:]))
     finetuned = models.replace_head(models.copy_model(pretrained), 3)
     expected = evaluate(pretrained, (images[200:], labels[200:]))["accuracy"]
     assert source_accuracy(finetuned, pretrained, task) == expected
 
 
-def test_source_accuracy_refuses_a_body_of_another_model(pretrained, bright_or_dark):
+def test_source_accuracy_refuses_a_body_of_another_model(pretrained, learnable):
     other = models.resnet(3, width=4, blocks=(1, 1))
     with pytest.raises(ValueError, match="fine-tuned from `pretrained`"):
-        source_accuracy(other, pretrained, bright_or_dark)
+        source_accuracy(other, pretrained, learnable)
