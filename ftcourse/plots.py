@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 
 
@@ -60,6 +61,7 @@ def plot_history(history, axes=None):
     if history.val_acc:
         acc_ax.plot(epochs, history.val_acc, marker="o", label="validation")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
+    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.legend()
     fig.tight_layout()
     return fig
