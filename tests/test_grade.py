@@ -38,9 +38,9 @@ def test_grade_scores_right_wrong_broken_and_timed_out_submissions(tmp_path):
     submission(folder / "alice" / "02_freezing.ipynb", RIGHT)
     submission(folder / "bob.ipynb", WRONG)
     folder.joinpath("carol.ipynb").write_text("{ this is not a notebook")
-    submission(folder / "dave.ipynb", RIGHT, extra=["import time\ntime.sleep(60)"])
+    submission(folder / "dave.ipynb", RIGHT, extra=["import time\ntime.sleep(120)"])
     out = tmp_path / "grades.csv"
-    assert cli.main(["grade", str(folder), "--out", str(out), "--timeout", "8"]) == 0
+    assert cli.main(["grade", str(folder), "--out", str(out), "--timeout", "20"]) == 0
     rows = {r["student"]: r for r in csv.DictReader(out.open())}
     assert set(rows) == {"alice", "bob", "carol", "dave"}
     assert (rows["alice"]["02.1"], rows["alice"]["02.2"], rows["alice"]["total"]) == ("1", "1", "2")
