@@ -70,6 +70,15 @@ def _call(exercise: str, fn, *args):
               "run it on its own in a new cell and read the traceback.")
 
 
+def _compare_dict(exercise: str, answer, expected: dict, *, shape_hint: str, value_hint: str, tol: float) -> None:
+    """Fail unless ``answer`` is a dict with ``expected``'s keys and values (within ``tol``)."""
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        _fail(exercise, f"expected a dict with keys {sorted(expected, key=str)}, got {answer!r}.", shape_hint)
+    wrong = {k: answer[k] for k in expected if abs(answer[k] - expected[k]) > tol}
+    if wrong:
+        _fail(exercise, f"wrong values {wrong}; they should be {expected}.", value_hint)
+
+
 def _tiny_model(num_classes: int = 8) -> models.StagedNet:
     torch.manual_seed(0)
     return models.resnet(num_classes, width=4, blocks=(1, 1, 1))
@@ -108,13 +117,9 @@ def check_finetuning_advantage(finetuning_advantage) -> bool:
              [(0, "scratch", 0.9), (1, "scratch", 0.95), (0, "finetune", 0.97), (1, "finetune", 0.98)]]
     answer = _call("01.2", finetuning_advantage, rows)
     expected = {5: 0.5, 80: 0.05}
-    if not isinstance(answer, dict) or set(answer) != set(expected):
-        _fail("01.2", f"expected a dict with keys {sorted(expected)}, got {answer!r}.",
-              "one entry per value of row['shots'].")
-    wrong = {k: answer[k] for k in expected if abs(answer[k] - expected[k]) > 1e-9}
-    if wrong:
-        _fail("01.2", f"wrong values {wrong}; for these rows they should be {expected}.",
-              "average over seeds first (fine-tune and scratch separately), then subtract; ignore the probe.")
+    _compare_dict("01.2", answer, expected, shape_hint="one entry per value of row['shots'].", tol=1e-9,
+                  value_hint="average over seeds first (fine-tune and scratch separately), then subtract; "
+                             "ignore the probe.")
     return _passed("01.2", "the mean fine-tune minus mean scratch accuracy for each target size.")
 
 
@@ -154,15 +159,13 @@ def check_discriminative_rates(discriminative_rates) -> bool:
     names = ("stem", "layer1", "layer2", "head")
     answer = _call("03.1", discriminative_rates, names, 0.1, 2.0)
     expected = {"head": 0.1, "layer2": 0.05, "layer1": 0.025, "stem": 0.0125}
-    if not isinstance(answer, dict) or set(answer) != set(expected):
-        _fail("03.1", f"expected a rate for each of {list(names)}, got {answer!r}.", "return a dict {stage: rate}.")
-    if abs(answer["stem"] - 0.1) < 1e-12 and abs(answer["head"] - 0.1) > 1e-12:
+    if isinstance(answer, dict) and set(answer) == set(expected) and abs(answer["stem"] - 0.1) < 1e-12 \
+            and abs(answer["head"] - 0.1) > 1e-12:
         _fail("03.1", "the stem got the largest rate: the order is upside down.",
               "the head (the last stage) gets lr; go down the list dividing by decay each time.")
-    wrong = {k: answer[k] for k in expected if abs(answer[k] - expected[k]) > 1e-12}
-    if wrong:
-        _fail("03.1", f"wrong rates {wrong}; with lr=0.1 and decay=2 they should be {expected}.",
-              "stage i from the top gets lr / decay**i (the head is i = 0).")
+    _compare_dict("03.1", answer, expected, shape_hint="return a dict {stage: rate} with a rate for every stage.",
+                  value_hint="stage i from the top gets lr / decay**i (the head is i = 0), here lr=0.1, decay=2.",
+                  tol=1e-12)
     return _passed("03.1", "head at lr, every stage below divided by decay once more.")
 
 

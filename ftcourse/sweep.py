@@ -24,7 +24,6 @@ import inspect
 import itertools
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path

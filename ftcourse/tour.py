@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import experiments, models
+from . import experiments, lab, models
 from .env import setup
 
 TASKS = ("related", "conflict")
@@ -66,7 +66,7 @@ def plot_tour(table: pd.DataFrame):
         for method, rows in part.groupby("method", sort=False):
             ax.errorbar(rows["shots"], rows["accuracy"], yerr=rows["accuracy_std"], marker="o", capsize=3,
                         label=method)
-        chance = 1 / len(experiments.lab.TASKS[task][0])
+        chance = 1 / len(lab.TASKS[task][0])
         ax.axhline(chance, color="grey", ls=":", label="chance")
         ax.set(xscale="log", xlabel="labels per class (log scale)", title=f"target: {task}", ylim=(0, 1.02))
         shots = sorted(part["shots"].unique())

@@ -22,7 +22,6 @@ divergence rather than crash.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import warnings

@@ -1,7 +1,6 @@
 """The course's notebooks: committed clean, badged for Colab, exercises in sync with solutions and runnable."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-from ftcourse import cli, lab
+from ftcourse import cli
 from ftcourse.tour import run_tour
 
 
