@@ -28,6 +28,11 @@ EXERCISES = {
     "02.2": "count_trainable: number of trainable parameters",
     "03.1": "discriminative_rates: ULMFiT's layer-wise learning rates",
     "03.2": "best_rate: the learning rate with the best mean accuracy, diverged runs excluded",
+    "04.1": "ntg_by_setting: the mean negative-transfer gap per (relatedness, labels per class)",
+    "04.2": "keep_lower_stages: copy the first stages of a pretrained model, re-initialise the rest",
+    "05.1": "leep_score: LEEP from source-class probabilities and target labels",
+    "05.2": "kendall_tau: rank agreement between a score and fine-tuned accuracy",
+    "07.1": "capstone: the best fine-tuning recipe for a new target within a compute budget",
 }
 REPORT_VARIABLE = "FTCOURSE_GRADE_REPORT"
 
@@ -185,3 +190,167 @@ def check_best_rate(best_rate) -> bool:
     if answer != 0.01:
         _fail("03.2", f"got {answer!r}, expected 0.01 for these rows.", "only rows of the given method count.")
     return _passed("03.2", "the best mean accuracy over seeds, diverged runs excluded.")
+
+
+def check_ntg_by_setting(ntg_by_setting) -> bool:
+    """04.1: ``ntg_by_setting(rows)`` -> {(relatedness, shots): mean over seeds of err_finetune - err_scratch}."""
+    rows = [{"relatedness": r, "shots": n, "seed": s, "err_scratch": es, "err_finetune": ef}
+            for r, n, s, es, ef in [(0.0, 5, 0, 0.10, 0.50), (0.0, 5, 1, 0.20, 0.40), (0.0, 20, 0, 0.0, 0.2),
+                                    (1.0, 5, 0, 0.70, 0.10), (1.0, 5, 1, 0.60, 0.20), (1.0, 20, 0, 0.2, 0.05)]]
+    answer = _call("04.1", ntg_by_setting, rows)
+    expected = {(0.0, 5): 0.3, (0.0, 20): 0.2, (1.0, 5): -0.5, (1.0, 20): -0.15}
+    if isinstance(answer, dict) and set(answer) == set(expected) and abs(answer[(0.0, 5)] + 0.3) < 1e-9:
+        _fail("04.1", "the signs are the wrong way round.",
+              "NTG = err(transfer) - err(scratch): positive when fine-tuning made more errors than scratch.")
+    _compare_dict("04.1", answer, expected,
+                  shape_hint="return a dict keyed by (relatedness, shots) tuples, one entry per setting.",
+                  value_hint="average err_finetune - err_scratch over the seeds of each setting.", tol=1e-9)
+    return _passed("04.1", "mean NTG per setting, positive where pretraining hurt.")
+
+
+def check_keep_lower_stages(keep_lower_stages) -> bool:
+    """04.2: ``keep_lower_stages(pretrained, num_classes, keep)``: a copy with the first ``keep`` stages of
+    ``pretrained``, the other feature stages re-initialised and a new head of ``num_classes`` outputs."""
+    pretrained = _tiny_model()
+    before = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    answer = _call("04.2", keep_lower_stages, pretrained, 3, 2)
+    if any(not torch.equal(v, pretrained.state_dict()[k]) for k, v in before.items()):
+        _fail("04.2", "the pretrained model itself was changed.", "work on models.copy_model(pretrained).")
+    if not isinstance(answer, models.StagedNet) or answer is pretrained:
+        _fail("04.2", f"expected a new StagedNet, got {type(answer).__name__}.", "return the copy you changed.")
+    if answer.num_classes != 3:
+        _fail("04.2", f"the head has {answer.num_classes} outputs, expected 3.", "models.replace_head(model, 3).")
+    same = {name: all(torch.equal(p, q) for p, q in zip(answer.stage(name).parameters(),
+                                                         pretrained.stage(name).parameters()))
+            for name in pretrained.stage_names[:-1]}
+    expected = {name: i < 2 for i, name in enumerate(pretrained.stage_names[:-1])}
+    if same != expected:
+        kept = [n for n, s in same.items() if s]
+        _fail("04.2", f"with keep=2 the stages equal to the pretrained ones are {kept}, expected "
+                      f"{[n for n, s in expected.items() if s]}.",
+              "copy everything, then transfer.reinit(model, stages[keep:]) for the feature stages after the first "
+              "keep (not the head: it is replaced anyway).")
+    return _passed("04.2", "the first 2 stages kept, the rest re-initialised, a new 3-class head, the original "
+                           "untouched.")
+
+
+def check_leep_score(leep_score) -> bool:
+    """05.1: ``leep_score(source_probs, labels)`` -> LEEP (Nguyen et al. 2020), as ``ftcourse.measure.leep``."""
+    from .measure import leep
+
+    generator = torch.Generator().manual_seed(5)
+    source_probs = torch.softmax(torch.randn(60, 4, generator=generator) * 2, dim=1)
+    labels = torch.arange(60) % 3
+    answer = _call("05.1", leep_score, source_probs.clone(), labels.clone())
+    expected = leep(source_probs, labels)
+    try:
+        answer = float(answer)
+    except (TypeError, ValueError):
+        _fail("05.1", f"expected a number, got {answer!r}.", "return a float (the mean log-likelihood).")
+    if answer > 0:
+        _fail("05.1", f"got {answer:.4f}: LEEP is a mean log-probability, never positive.",
+              "take the log of Σ_z P(y|z) θ(x)_z for each example, then the mean.")
+    if abs(answer - expected) > 1e-6:
+        _fail("05.1", f"got {answer:.6f}, expected {expected:.6f}.",
+              "P(y, z) = mean over examples of θ(x)_z [label is y]; P(y|z) = P(y, z) / P(z); "
+              "score = mean_i log Σ_z P(y_i|z) θ(x_i)_z.")
+    return _passed("05.1", f"LEEP = {expected:.4f} on 60 examples, as ftcourse.measure.leep computes it.")
+
+
+def check_kendall_tau(kendall_tau) -> bool:
+    """05.2: ``kendall_tau(x, y)`` -> (concordant - discordant) / (n (n - 1) / 2), for values without ties."""
+    cases = [([1, 2, 3, 4], [10, 20, 30, 40], 1.0), ([1, 2, 3, 4], [4, 3, 2, 1], -1.0),
+             ([0.1, 0.5, 0.3, 0.9, 0.7], [0.6, 0.8, 0.7, 0.95, 0.5], 0.4)]
+    for x, y, expected in cases:
+        answer = _call("05.2", kendall_tau, list(x), list(y))
+        try:
+            answer = float(answer)
+        except (TypeError, ValueError):
+            _fail("05.2", f"expected a number, got {answer!r}.", "return a float between -1 and 1.")
+        if abs(answer - expected) > 1e-9:
+            _fail("05.2", f"kendall_tau({x}, {y}) gave {answer}, expected {expected}.",
+                  "for every pair i < j: concordant if x and y order the pair the same way, discordant if not; "
+                  "divide the difference by the number of pairs.")
+    return _passed("05.2", "Kendall's τ on three rankings: same order, reversed, and mixed.")
+
+
+# The capstone's target: mostly colour, partly new shapes, 20 labels per class. The test images are drawn with a
+# seed of their own, so nothing but the training images given to the recipe says anything about them.
+CAPSTONE = {"task": "mixed", "relatedness": 0.3, "shots": 20, "seed": 2026, "test_per_class": 100,
+            "test_seed": 77_777, "budget": 3200}
+# Plain fine-tuning of the lab checkpoint with the course defaults (experiments.run, 100 steps of 32, lr 0.01) on
+# this target: 0.584, 0.594 and 0.648 for seeds 0-2 on a 2-core CPU (torch 2.14.1); their mean. PASS_MARGIN above
+# it passes. (Training from scratch got 0.716-0.734 and fine-tuning lab-colours with the budget 0.764-0.766.)
+CAPSTONE_BASELINE = 0.609
+PASS_MARGIN = 0.05
+
+
+class _ImageCounter:
+    """Counts images that go through a network's first convolution (3 input channels) with gradients enabled.
+
+    That is the compute of training: forward passes that will be backpropagated. Forward passes under
+    ``torch.no_grad()`` (evaluation, extracting features once) are free.
+    """
+
+    def __init__(self):
+        self.images = 0
+
+    def __call__(self, module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels == 3 and torch.is_grad_enabled():
+            self.images += inputs[0].shape[0]
+
+    def __enter__(self):
+        self.handle = torch.nn.modules.module.register_module_forward_hook(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def capstone_train():
+    """The capstone target's training images and labels (an ImageData): all a recipe may learn from."""
+    return _capstone_data()[0]
+
+
+def _capstone_data():
+    """The capstone's training data and its hidden test set."""
+    from . import lab
+
+    c = CAPSTONE
+    train = lab.make_images(c["task"], c["shots"], seed=c["seed"], split="train", relatedness=c["relatedness"])
+    test = lab.make_images(c["task"], c["test_per_class"], seed=c["test_seed"], split="test",
+                           relatedness=c["relatedness"])
+    return train, test
+
+
+def check_capstone(recipe) -> bool:
+    """07.1: ``recipe(train, budget)`` -> a trained StagedNet for ``train``'s classes, within ``budget`` images.
+
+    The check calls your recipe on the capstone target's training images, counts the images it trains on
+    (:class:`_ImageCounter`), and tests the returned model on a hidden test set. It passes when the budget was kept
+    and the accuracy is at least ``PASS_MARGIN`` above plain fine-tuning's.
+    """
+    from .train import evaluate
+
+    train, test = _capstone_data()
+    budget = CAPSTONE["budget"]
+    with _ImageCounter() as counter:
+        model = _call("07.1", recipe, train, budget)
+    if not isinstance(model, models.StagedNet):
+        _fail("07.1", f"the recipe returned {type(model).__name__}, not a StagedNet.",
+              "return the trained model (a course network from ftcourse.models).")
+    if model.num_classes != len(train.classes):
+        _fail("07.1", f"the model has {model.num_classes} outputs but the target has {len(train.classes)} classes.",
+              "models.replace_head(model, len(train.classes)).")
+    if counter.images > budget:
+        _fail("07.1", f"the recipe trained on {counter.images:,} images; the budget is {budget:,}.",
+              "epochs x training images (plus any probe or LR-finder steps) must stay within the budget.")
+    accuracy = evaluate(model, test)["accuracy"]
+    needed = CAPSTONE_BASELINE + PASS_MARGIN
+    if accuracy < needed:
+        _fail("07.1", f"test accuracy {accuracy:.3f} with {counter.images:,} images; it needs {needed:.3f} "
+                     f"(plain fine-tuning gets {CAPSTONE_BASELINE:.3f}).",
+              "which source learned what this target needs? Compare sources and rates on a split of the "
+              "training images first (lessons 04 and 05).")
+    return _passed("07.1", f"test accuracy {accuracy:.3f} (plain fine-tuning {CAPSTONE_BASELINE:.3f}) with "
+                          f"{counter.images:,} of {budget:,} images.")

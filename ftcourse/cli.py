@@ -59,17 +59,23 @@ def tour(args) -> int:
 
 
 def pretrain(args) -> int:
-    from .pretrain import CHECKPOINT_DIR, QUICK_RECIPE, RECIPE, pretrain as run_recipe, save_checkpoint
+    from .pretrain import CHECKPOINT_DIR, RECIPES, pretrain as run_recipe, quick_version, save_checkpoint
     from .env import pick_device
 
-    recipe = QUICK_RECIPE if args.quick else RECIPE
-    out = args.out or CHECKPOINT_DIR / "lab.pt"
+    names = list(RECIPES) if args.source == "all" else [args.source]
+    if args.out and len(names) > 1:
+        raise SystemExit("--out names one file: use it with one --source, not 'all'.")
     device = args.device or pick_device()
-    print(f"pretraining on the lab source task ({'quick miniature' if args.quick else 'full recipe'}) on {device}")
-    model, info = run_recipe(recipe, device=device, progress=None)
-    digest = save_checkpoint(model, recipe, info, out)
-    print(f"source test accuracy {info['source_test_accuracy']:.3f}, {info['seconds']:.0f} s; "
-          f"wrote {out} (sha256 {digest[:16]}...)")
+    for name in names:
+        recipe = quick_version(RECIPES[name]) if args.quick else RECIPES[name]
+        out = args.out or CHECKPOINT_DIR / f"{name}.pt"
+        task = recipe["data"].get("task", "source")
+        print(f"pretraining {name} on the lab task {task!r} ({'quick miniature' if args.quick else 'full recipe'}) "
+              f"on {device}")
+        model, info = run_recipe(recipe, device=device, progress=None)
+        digest = save_checkpoint(model, recipe, info, out)
+        print(f"source test accuracy {info['source_test_accuracy']:.3f}, {info['seconds']:.0f} s; "
+              f"wrote {out} (sha256 {digest[:16]}...)")
     return 0
 
 
@@ -94,7 +100,7 @@ def grade(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftcourse", description="Fine-tuning and transferability, hands on.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="versions, device, and a 5-second training smoke test")
@@ -104,7 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--profile", choices=["quick", "cpu", "gpu"], default=None)
     p.add_argument("--out", default="ftcourse-tour.png", help="where to write the figure")
     p.set_defaults(run=tour)
-    p = sub.add_parser("pretrain", help="make the lab checkpoint again from its recipe")
+    p = sub.add_parser("pretrain", help="make the shipped lab checkpoints again from their recipes")
+    p.add_argument("--source", default="lab", choices=["lab", "lab-early", "lab-textures", "lab-colours", "all"],
+                   help="which checkpoint (default: lab, the main one; all: every one)")
     p.add_argument("--quick", action="store_true", help="a miniature of the recipe (seconds), for tests")
     p.add_argument("--out", default=None, help="where to write it (default: the package's checkpoint)")
     p.add_argument("--device", default=None)
@@ -118,7 +126,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="grades.csv")
     p.add_argument("--timeout", type=int, default=600, help="seconds a single cell may run")
     p.set_defaults(run=grade)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     return args.run(args)
 
 

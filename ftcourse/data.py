@@ -101,6 +101,13 @@ class Task:
     def to(self, device) -> Task:
         return Task(self.name, self.train.to(device), self.test.to(device), self.description)
 
+    def per_class(self, n: int, seed: int = 0) -> Task:
+        """The same task with only ``n`` training images per class (a seeded draw) and the whole test set.
+
+        Real datasets come with all their labels; this makes the few-shot targets the course compares methods on.
+        """
+        return Task(self.name, self.train.per_class(n, seed=seed), self.test, self.description)
+
     def show(self, n: int = 32, ncols: int = 8):
         return self.train.show(n, ncols, title=f"{self.name}: {self.description}")
 

@@ -118,3 +118,46 @@ def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained:
             "trainable": models.count_parameters(model, trainable_only=True),
             # The median epoch, so that one-off costs of a process's first run (imports, allocations) do not count.
             "seconds_per_step": statistics.median(history.epoch_time) * history.epochs_done / len(history.step_loss)}
+
+
+REMEDIES = {
+    "fine-tune": "plain fine-tuning from the lab checkpoint (lr 0.01): what the remedies are measured against",
+    "lower rate": "fine-tuning with a 10x smaller rate (lr 0.001): stay closer to θ_pre",
+    "L2-SP": "fine-tuning with a penalty α/2·‖w − w⁰‖² that pulls the weights towards θ_pre (Li et al. 2018)",
+    "LP-FT": "a linear probe first, then fine-tuning from the probed head (Kumar et al. 2022)",
+    "re-init top": "keep the lower stages of θ_pre, give layer3 and layer4 fresh random weights, fine-tune all",
+    "another source": "fine-tune a checkpoint pretrained on a source that needed the target's factor",
+}
+
+
+def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None = None,
+               other_source: str = "lab-colours", seed: int = 0, steps: int = 100, batch_size: int = 32,
+               device=None) -> dict:
+    """Fine-tune ``task`` with one of the :data:`REMEDIES` for negative transfer; returns accuracy and error.
+
+    Every remedy gets the same budget of fine-tuning steps as plain fine-tuning (LP-FT adds a cheap probe before
+    it). ``other_source`` names the checkpoint that ``"another source"`` starts from (see models.PRETRAINED).
+    """
+    if remedy not in REMEDIES:
+        raise ValueError(f"Unknown remedy {remedy!r}; choose from {list(REMEDIES)}.")
+    device = torch.device(device or task.train.device)
+    if remedy == "another source":
+        pretrained = models.pretrained(other_source)
+    model = make_model("finetune", task.num_classes, pretrained=pretrained, seed=seed, device=device)
+    epochs = epochs_for(steps, len(task.train), batch_size)
+    common = {"batch_size": batch_size, "augment": True, "seed": seed, "progress": False}
+    lr = DEFAULT_LR["finetune"]
+    if remedy == "LP-FT":
+        transfer.lp_ft(model, task.train, probe_epochs=max(1, epochs // 2), finetune_epochs=epochs,
+                       probe_lr=DEFAULT_LR["probe"], finetune_lr=lr, **common)
+    else:
+        extra = {}
+        if remedy == "lower rate":
+            lr = lr / 10
+        elif remedy == "L2-SP":
+            extra = {"penalty": transfer.L2SP(model, alpha=0.1, beta=0.01), "weight_decay": 0.0}
+        elif remedy == "re-init top":
+            transfer.reinit(model, ["layer3", "layer4"], seed=seed)
+        fit(model, task.train, epochs=epochs, lr=lr, **common, **extra)
+    accuracy = evaluate(model, task.test)["accuracy"]
+    return {"remedy": remedy, "accuracy": accuracy, "error": 1 - accuracy}

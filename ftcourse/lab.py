@@ -16,6 +16,8 @@ what a source task taught and how a target task relates to it:
 - ``target("conflict")``: the hue of the shape (5 colours). The source learned to ignore exactly this factor.
 - ``target("shifted")``: the source's own 8 shape labels under a domain shift (textured backgrounds, inverted
   contrast, more noise): the same task in new conditions.
+- ``target("hues")``: 8 bins of the shape's hue, shapes random: a second *source*, for a network that learned colour
+  (the ``"lab-colours"`` checkpoint), where the main source network learned to ignore it.
 - ``target("mixed", relatedness=r)``: a continuous knob. Each class is a (new shape, colour) pair; a fraction ``r``
   of the images shows the class by its shape (colour random), the rest by its colour (shape random). ``r = 1`` is
   ``related``, ``r = 0`` is ``conflict``.
@@ -37,6 +39,7 @@ NEW_SHAPES = ("frame", "crescent", "L", "X", "two-dots")
 SHAPES = SOURCE_SHAPES + NEW_SHAPES
 COLOURS = ("red", "yellow", "green", "blue", "magenta")  # hues 0, 0.2, 0.4, 0.6, 0.8 of the colour wheel
 TEXTURES = ("plain", "stripes", "checks", "dots", "grid")
+HUES = tuple(f"hue {k}/8" for k in range(8))  # the colour source's classes: hue bins centred on (k + 0.5) / 8
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -246,6 +249,9 @@ def _factors_for(task: str, labels: torch.Tensor, g: torch.Generator, relatednes
         f["bg_level"] = 0.55 + 0.3 * torch.rand(n, generator=g)  # light backgrounds...
         f["value"] = 0.05 + 0.35 * torch.rand(n, generator=g)  # ...and dark shapes: inverted contrast
         f["noise"] = torch.full((n,), 0.08)
+    elif task == "hues":
+        f["hue"] = (labels + 0.5 + (torch.rand(n, generator=g) - 0.5) * 0.5) / len(HUES)
+        f["saturation"] = 0.75 + 0.25 * torch.rand(n, generator=g)
     elif task == "mixed":
         by_shape = torch.rand(n, generator=g) < relatedness
         f["shape"] = torch.where(by_shape, labels + len(SOURCE_SHAPES), f["shape"])
@@ -263,6 +269,7 @@ TASKS = {
     "unrelated": (TEXTURES, "the background's texture, which the source never saw: unrelated"),
     "conflict": (COLOURS, "the shape's colour, which the source learned to ignore: conflicting"),
     "shifted": (SOURCE_SHAPES, "the source's 8 shapes on textured light backgrounds, dark and noisier: shifted"),
+    "hues": (HUES, "8 bins of the shape's hue, any source shape: a colour source, for the 'lab-colours' checkpoint"),
     "mixed": (tuple(f"{s}/{c}" for s, c in zip(NEW_SHAPES, COLOURS)),
               "class k is shown by shape k (a fraction r of the images) or by colour k (the rest)"),
 }

@@ -456,3 +456,34 @@ def source_accuracy(finetuned, pretrained, source, *, batch_size=1024):
     body = copy.deepcopy(finetuned)
     body.head = copy.deepcopy(pretrained.head).to(_model_device(body))
     return evaluate(body, source, batch_size=batch_size)["accuracy"]
+
+
+@torch.no_grad()
+def transferability(model, data, *, k=5):
+    """Every score above for one pretrained `model` on a labelled target set `data`, before any fine-tuning.
+
+    The question lesson 05 asks: of several pretrained models, which will fine-tune best on my target? Each score
+    answers from one forward pass over the target's *training* images (never its test set):
+
+    - on the features before the head (`features`): LogME, H-score, and a k-NN accuracy, 2-fold (each half of
+      every class is labelled by its k nearest neighbours in the other half, and the two accuracies averaged);
+    - on the source-task predictions, softmax(head(features)): LEEP, and NCE with the most likely source class.
+
+    `data` is an ImageData or an (images, labels) pair: pass `task.train`. Returns a dict of floats; for every
+    score, larger means "expected to transfer better".
+    """
+    if hasattr(data, "train") and hasattr(data, "test"):
+        raise ValueError("transferability scores a model on the target's training data only: pass task.train, "
+                         "not the whole task (its test set must stay unseen until the end).")
+    data = _as_data(data, "data", None, _model_device(model))
+    feats, labels = features(model, data), data.labels
+    was_training = model.head.training
+    source_probs = torch.softmax(model.head.eval()(feats).double(), dim=1)
+    model.head.train(was_training)
+    fold = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+    for c in labels.unique():
+        fold[(labels == c).nonzero().flatten()[1::2]] = True  # every second example of each class
+    knn = (knn_accuracy(feats[fold], labels[fold], feats[~fold], labels[~fold], k=k)
+           + knn_accuracy(feats[~fold], labels[~fold], feats[fold], labels[fold], k=k)) / 2
+    return {"logme": logme(feats, labels), "hscore": hscore(feats, labels), "knn": knn,
+            "leep": leep(source_probs, labels), "nce": nce(source_probs.argmax(1), labels)}

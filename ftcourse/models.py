@@ -205,40 +205,44 @@ def stage_parameter_counts(model: StagedNet) -> dict[str, dict[str, int]]:
 
 PRETRAINED = {
     "lab": "the course ResNet pretrained on the lab's source task (shipped with the package; see ftcourse.pretrain)",
+    "lab-early": "the same, pretrained for 1 epoch instead of 10 (shipped)",
+    "lab-textures": "the course ResNet pretrained on the lab's background textures instead of shapes (shipped)",
+    "lab-colours": "the course ResNet pretrained on the lab's hue bins: it learned colour, not shape (shipped)",
     "resnet18-imagenet": "torchvision's ResNet-18 with ImageNet weights (downloaded once, needs the network)",
 }
 
 
 def pretrained(name: str = "lab") -> StagedNet:
-    """A pretrained model by name: ``"lab"`` (shipped, offline) or ``"resnet18-imagenet"`` (torchvision).
+    """A pretrained model by name: ``"lab"`` and its siblings (shipped, offline; see :data:`PRETRAINED`) or
+    ``"resnet18-imagenet"`` (torchvision).
 
-    ``"lab"`` is loaded with ``torch.load(weights_only=True)`` -- a checkpoint can hold only tensors and plain
+    The shipped ones are loaded with ``torch.load(weights_only=True)`` -- a checkpoint can hold only tensors and plain
     values, never code -- after its sha256 is compared with the one recorded when it was made.
     """
-    if name == "lab":
-        return _load_lab_checkpoint()
+    if name.startswith("lab") and name in PRETRAINED:
+        return _load_lab_checkpoint(name)
     if name == "resnet18-imagenet":
         return _torchvision_resnet18()
     raise ValueError(f"Unknown pretrained model {name!r}; available: " +
                      "; ".join(f"{k!r}: {v}" for k, v in PRETRAINED.items()))
 
 
-def _load_lab_checkpoint() -> StagedNet:
+def _load_lab_checkpoint(name: str = "lab") -> StagedNet:
     import hashlib
     import json
 
     from .pretrain import CHECKPOINT_DIR
 
-    path = CHECKPOINT_DIR / "lab.pt"
+    path = CHECKPOINT_DIR / f"{name}.pt"
     if not path.exists():
         raise FileNotFoundError(f"The course checkpoint {path} is missing. Reinstall ftcourse, or make it again "
-                                f"with `ftcourse pretrain` (about 2 minutes on a CPU).")
+                                f"with `ftcourse pretrain --source {name}` (about 2 minutes on a CPU).")
     expected = json.loads(path.with_suffix(".json").read_text())["sha256"]
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != expected:
         raise ValueError(f"{path} is not the checkpoint that was recorded (sha256 {actual[:12]}... instead of "
                          f"{expected[:12]}...): it was changed or damaged. Reinstall ftcourse, or run "
-                         f"`ftcourse pretrain` to make it again.")
+                         f"`ftcourse pretrain --source {name}` to make it again.")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = resnet(**state["config"])
     model.load_state_dict(state["state_dict"])

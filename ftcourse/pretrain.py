@@ -7,6 +7,10 @@ and this module is how that file was made: ``ftcourse pretrain`` runs :data:`REC
 The recipe: the course ResNet (width 16, four stages, a stride-2 stem) trained on the lab's source task (8 shapes,
 random colours, plain backgrounds; 1,500 images per class) for 10 epochs of SGD with a cosine schedule and
 crop/flip augmentation. It takes about 2 minutes on a 2-core CPU and a few seconds on a GPU.
+
+Three more shipped checkpoints (:data:`RECIPES`) give lessons 04 and 05 several sources to choose between:
+``lab-early`` (the same source, 1 epoch), ``lab-textures`` (pretrained on background textures) and ``lab-colours``
+(pretrained on hue bins). ``ftcourse pretrain --source all`` makes all four again (about 5 minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -33,17 +37,33 @@ RECIPE = {
     "init_seed": 0,
 }
 
-# A miniature of the recipe for tests: the same code path end to end in seconds.
-QUICK_RECIPE = {**RECIPE, "data": {"n_per_class": 40, "test_per_class": 10, "seed": 0},
-                "fit": {**RECIPE["fit"], "epochs": 2, "batch_size": 64}}
+# More pretrained sources, for comparing sources (lessons 04 and 05): the same network and training, on a different
+# source task or for less time. Each is shipped as checkpoints/NAME.pt and loaded by models.pretrained(NAME).
+RECIPES = {
+    "lab": RECIPE,
+    # The same source, pretrained for 1 epoch instead of 10: a weaker version of the same features.
+    "lab-early": {**RECIPE, "fit": {**RECIPE["fit"], "epochs": 1}},
+    # Pretrained on the background's texture (5 classes; shape and colour random).
+    "lab-textures": {**RECIPE, "model": {**RECIPE["model"], "num_classes": len(lab.TEXTURES)},
+                     "data": {**RECIPE["data"], "task": "unrelated"}},
+    # Pretrained on the shape's hue (8 hue bins; shape random): the one source that learned colour.
+    "lab-colours": {**RECIPE, "model": {**RECIPE["model"], "num_classes": len(lab.HUES)},
+                    "data": {**RECIPE["data"], "task": "hues"}},
+}
+
+def quick_version(recipe: dict) -> dict:
+    """A miniature of ``recipe`` for tests: the same code path end to end in seconds (40 images per class, 2 epochs)."""
+    return {**recipe, "data": {**recipe["data"], "n_per_class": 40, "test_per_class": 10},
+            "fit": {**recipe["fit"], "epochs": 2, "batch_size": 64}}
 
 
 def pretrain(recipe: dict = RECIPE, *, device=None, progress: bool | None = None):
     """Run ``recipe``; returns ``(model, info)`` where ``info`` records the source accuracy and time taken."""
     start = time.perf_counter()
     device = torch.device(device or "cpu")
-    task = lab.source(recipe["data"]["n_per_class"], test_per_class=recipe["data"]["test_per_class"],
-                      seed=recipe["data"]["seed"], device=device)
+    data = recipe["data"]
+    task = lab.target(data.get("task", "source"), data["n_per_class"], test_per_class=data["test_per_class"],
+                      seed=data["seed"], device=device)
     torch.manual_seed(recipe["init_seed"])
     model = resnet(**recipe["model"]).to(device)
     history = fit(model, task, progress=progress, **recipe["fit"])

@@ -28,6 +28,7 @@ import re
 import time
 from pathlib import Path
 
+import matplotlib.colors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -266,10 +267,12 @@ def plot_metric(result, x, metric, hue=None, ax=None, logx=False):
     return ax
 
 
-def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis"):
+def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", center=None):
     """A heatmap of ``metric``'s mean over seeds for each pair of values of the knobs ``x`` and ``y``.
 
-    Each cell shows its number (formatted with ``fmt``); a cell whose runs all diverged says "diverged".
+    Each cell shows its number (formatted with ``fmt``); a cell whose runs all diverged says "diverged". For a
+    metric with a meaningful middle (a gap that can be negative or positive), pass ``center=0`` and a diverging
+    ``cmap`` such as ``"RdBu_r"``: the colour scale is then symmetric around it.
     Any other knob of the sweep must have a single value: pick one first with ``result.select(knob=value)``.
     """
     table = _summary_for_plot(result, [x, y], metric)
@@ -278,13 +281,16 @@ def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis"):
     diverged = table.pivot(index=y, columns=x, values="n_diverged").reindex(index=rows, columns=columns)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    image = ax.imshow(means.to_numpy(dtype=float), cmap=cmap, origin="lower", aspect="auto")
+    norm = None if center is None else matplotlib.colors.CenteredNorm(vcenter=center)
+    image = ax.imshow(means.to_numpy(dtype=float), cmap=cmap, norm=norm, origin="lower", aspect="auto")
     for i, j in itertools.product(range(len(rows)), range(len(columns))):
         value = means.iat[i, j]
         if math.isnan(value):
             text, colour = ("diverged" if diverged.iat[i, j] > 0 else "n/a"), "black"
         else:
-            text, colour = format(value, fmt), "black" if image.norm(value) > 0.5 else "white"
+            shade = float(image.norm(value))  # where the value sits on the colour scale, 0..1
+            light = 0.2 < shade < 0.8 if center is not None else shade > 0.5
+            text, colour = format(value, fmt), "black" if light else "white"
         ax.text(j, i, text, ha="center", va="center", color=colour)
     ax.set_xticks(range(len(columns)), labels=[str(v) for v in columns])
     ax.set_yticks(range(len(rows)), labels=[str(v) for v in rows])

@@ -1,8 +1,10 @@
 import json
 
 import pytest
+import torch
 
-from ftcourse import checks, models
+from ftcourse import checks, models, transfer
+from ftcourse.train import fit
 
 
 def right_finetune_start(pretrained, num_classes):
@@ -39,7 +41,35 @@ def right_best_rate(rows, method):
     return max(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
 
 
+def right_ntg(rows):
+    gaps = {}
+    for r in rows:
+        gaps.setdefault((r["relatedness"], r["shots"]), []).append(r["err_finetune"] - r["err_scratch"])
+    return {k: sum(v) / len(v) for k, v in gaps.items()}
+
+
+def right_keep_lower(pretrained, num_classes, keep):
+    model = models.copy_model(pretrained)
+    transfer.reinit(model, list(model.stage_names[keep:-1]))
+    return models.replace_head(model, num_classes)
+
+
+def right_leep(source_probs, labels):
+    joint = torch.nn.functional.one_hot(labels).double().T @ source_probs.double() / len(labels)
+    conditional = joint / joint.sum(0)
+    return float((source_probs.double() @ conditional.T).gather(1, labels[:, None]).log().mean())
+
+
+def right_tau(x, y):
+    pairs = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x))]
+    return sum(1 if (x[i] - x[j]) * (y[i] - y[j]) > 0 else -1 for i, j in pairs) / len(pairs)
+
+
 @pytest.mark.parametrize("check, answer", [
+    (checks.check_ntg_by_setting, right_ntg),
+    (checks.check_keep_lower_stages, right_keep_lower),
+    (checks.check_leep_score, right_leep),
+    (checks.check_kendall_tau, right_tau),
     (checks.check_discriminative_rates, right_rates),
     (checks.check_best_rate, right_best_rate),
     (checks.check_finetune_start, right_finetune_start),
@@ -117,3 +147,67 @@ def test_the_best_single_run_is_not_the_best_mean():
         return max((r for r in rows if r["method"] == method and not r["diverged"]), key=lambda r: r["accuracy"])["lr"]
     with pytest.raises(checks.ExerciseFailed, match="best mean over seeds"):
         checks.check_best_rate(best_single)
+
+
+def test_ntg_with_the_sign_reversed_is_named():
+    def reversed_sign(rows):
+        return {k: -v for k, v in right_ntg(rows).items()}
+    with pytest.raises(checks.ExerciseFailed, match="signs are the wrong way round"):
+        checks.check_ntg_by_setting(reversed_sign)
+
+
+def test_keeping_the_wrong_stages_or_changing_the_original_is_caught():
+    def keeps_all(pretrained, num_classes, keep):
+        return models.replace_head(models.copy_model(pretrained), num_classes)
+    with pytest.raises(checks.ExerciseFailed, match=r"equal to the pretrained ones are \['stem', 'layer1', 'layer2', "
+                                                    r"'layer3'\], expected \['stem', 'layer1'\]"):
+        checks.check_keep_lower_stages(keeps_all)
+    with pytest.raises(checks.ExerciseFailed, match="pretrained model itself was changed"):
+        checks.check_keep_lower_stages(lambda m, n, k: models.replace_head(transfer.reinit(m, ["layer3"]), n))
+
+
+def test_a_leep_without_the_log_or_with_the_wrong_conditional_fails():
+    with pytest.raises(checks.ExerciseFailed, match="expected"):
+        checks.check_leep_score(lambda p, y: float(p.max(1).values.mean().log()))
+    with pytest.raises(checks.ExerciseFailed, match="never positive"):
+        checks.check_leep_score(lambda p, y: 1.5)
+
+
+def test_a_correlation_that_is_not_kendalls_fails():
+    with pytest.raises(checks.ExerciseFailed, match="expected 0.4"):
+        checks.check_kendall_tau(lambda x, y: float(torch.corrcoef(torch.tensor([x, y]))[0, 1]))
+
+
+def capstone_recipe(source, *, images=None, probe=False):
+    """Fine-tune (or probe) a shipped checkpoint on the capstone's training data for ``images`` images (default: the
+    budget)."""
+    def recipe(train, budget):
+        model = models.replace_head(models.copy_model(models.pretrained(source)), len(train.classes))
+        if probe:
+            transfer.freeze(model)
+        fit(model, train, epochs=(images or budget) // len(train), lr=0.01, batch_size=32, augment=True,
+            progress=False)
+        return model
+    return recipe
+
+
+def test_the_capstone_passes_a_good_recipe_and_reports_its_accuracy(capsys, one_thread):
+    assert checks.check_capstone(capstone_recipe("lab-colours")) is True
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_the_capstone_fails_a_weak_recipe_and_one_over_budget(one_thread):
+    with pytest.raises(checks.ExerciseFailed, match="it needs"):
+        checks.check_capstone(capstone_recipe("lab", probe=True))
+    with pytest.raises(checks.ExerciseFailed, match="the budget is 3,200"):
+        checks.check_capstone(capstone_recipe("lab-colours", images=6400))
+
+
+def test_the_capstone_counts_images_trained_on_but_not_evaluated_on():
+    model = checks._tiny_model()
+    images = torch.zeros(10, 3, 16, 16)
+    with checks._ImageCounter() as counter:
+        model(images)
+        with torch.no_grad():
+            model(images)
+    assert counter.images == 10

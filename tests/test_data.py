@@ -26,6 +26,14 @@ def test_per_class_picks_a_balanced_few_shot_subset():
         data.digits("target").train.per_class(10_000)
 
 
+def test_task_per_class_thins_the_training_set_and_keeps_the_test_set():
+    task = data.digits("target")
+    few = task.per_class(3, seed=2)
+    assert torch.bincount(few.train.labels).tolist() == [3] * 5
+    assert torch.equal(few.train.images, task.train.per_class(3, seed=2).images)
+    assert few.test is task.test and few.classes == task.classes and few.name == task.name
+
+
 def test_from_dataset_converts_torchvision_fakedata():
     fake = torchvision.datasets.FakeData(size=12, image_size=(3, 40, 50), num_classes=3,
                                          random_offset=0)

@@ -86,3 +86,17 @@ def test_rendering_on_another_device_gives_the_same_images():
     meta = lab.make_images("unrelated", 2, seed=0, device=None)
     assert torch.equal(cpu.images, meta.images)
     assert isinstance(cpu, ImageData)
+
+
+def test_hues_source_labels_are_hue_bins_and_the_shape_is_random():
+    labels = torch.arange(800) % len(lab.HUES)
+    factors = lab._factors_for("hues", labels, torch.Generator().manual_seed(0), 1.0)
+    assert torch.equal((factors["hue"] * len(lab.HUES)).floor().long(), labels)  # class k: hue in [k/8, (k+1)/8)
+    shape_counts = torch.bincount(factors["shape"][labels == 0], minlength=len(lab.SOURCE_SHAPES))
+    assert (shape_counts > 0).all()  # every source shape appears in one hue class
+
+
+def test_noise_bank_is_unit_variance_and_the_same_on_every_call():
+    bank = lab.noise_bank()
+    assert bank.shape == (lab.NOISE_PATTERNS, 3, lab.SIZE, lab.SIZE) and bank is lab.noise_bank()
+    assert abs(bank.mean().item()) < 0.01 and bank.std().item() == pytest.approx(1.0, abs=0.01)

@@ -7,7 +7,7 @@ import torch
 
 from ftcourse import models
 from ftcourse.data import ImageData, Task
-from ftcourse.measure import features, source_accuracy, weight_distance
+from ftcourse.measure import features, source_accuracy, transferability, weight_distance
 from ftcourse.train import evaluate, fit
 
 
@@ -168,3 +168,27 @@ def test_source_accuracy_refuses_a_body_of_another_model(pretrained, learnable):
     other = models.resnet(3, width=4, blocks=(1, 1))
     with pytest.raises(ValueError, match="fine-tuned from `pretrained`"):
         source_accuracy(other, pretrained, learnable)
+
+
+# --- transferability -----------------------------------------------------------------------------------------------
+
+def test_transferability_scores_a_trained_source_above_a_random_one(pretrained, learnable):
+    data = ImageData(*learnable)
+    trained = transferability(pretrained, data)
+    random = transferability(small_model(seed=3).eval(), data)
+    assert set(trained) == {"logme", "hscore", "knn", "leep", "nce"}
+    assert all(math.isfinite(v) for v in trained.values())
+    assert trained["knn"] > 0.9  # bright vs dark: even random features separate it, so no comparison here
+    for score in ("logme", "leep", "nce"):
+        assert trained[score] > random[score], score
+
+
+def test_transferability_uses_only_training_data_and_leaves_the_model_as_it_was(pretrained, learnable):
+    data = ImageData(*learnable)
+    task = Task("t", data, data, "same data")
+    with pytest.raises(ValueError, match="pass task.train"):
+        transferability(pretrained, task)
+    pretrained.train()
+    transferability(pretrained, data)
+    assert pretrained.training and pretrained.head.training
+    pretrained.eval()

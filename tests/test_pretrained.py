@@ -18,6 +18,31 @@ def test_the_shipped_lab_checkpoint_loads_and_knows_the_source_task():
     assert evaluate(model, lab.source(1, test_per_class=20).test)["accuracy"] > 0.95
 
 
+@pytest.mark.parametrize("name", list(pretrain.RECIPES))
+def test_every_shipped_checkpoint_loads_and_knows_its_own_source_task(name):
+    model = models.pretrained(name)
+    recipe = pretrain.RECIPES[name]
+    source = lab.target(recipe["data"].get("task", "source"), 1, test_per_class=20)
+    assert model.num_classes == source.num_classes == recipe["model"]["num_classes"]
+    assert (pretrain.CHECKPOINT_DIR / f"{name}.pt").stat().st_size < 10 * 2**20
+    assert evaluate(model, source.test)["accuracy"] > (0.6 if name == "lab-early" else 0.9)
+
+
+def test_the_pretrain_command_offers_exactly_the_recipes():
+    choices = next(a.choices for a in cli.build_parser()._subparsers._group_actions[0].choices["pretrain"]._actions
+                   if a.dest == "source")
+    assert choices == [*pretrain.RECIPES, "all"]
+
+
+def test_pretrain_command_makes_another_source_and_refuses_one_out_for_all(tmp_path):
+    out = tmp_path / "colours.pt"
+    assert cli.main(["pretrain", "--quick", "--source", "lab-colours", "--out", str(out)]) == 0
+    state = torch.load(out, weights_only=True)
+    assert state["config"]["num_classes"] == len(lab.HUES) and state["recipe"]["data"]["task"] == "hues"
+    with pytest.raises(SystemExit, match="one --source"):
+        cli.main(["pretrain", "--quick", "--source", "all", "--out", str(out)])
+
+
 def test_a_changed_checkpoint_is_refused(tmp_path, monkeypatch):
     shutil.copytree(pretrain.CHECKPOINT_DIR, tmp_path / "checkpoints")
     monkeypatch.setattr(pretrain, "CHECKPOINT_DIR", tmp_path / "checkpoints")

@@ -305,3 +305,11 @@ def test_plot_heatmap_has_one_cell_per_configuration_with_numbers_and_a_colourba
     assert len(ax.texts) == 6 and ax.texts[0].get_text() == "0.51"  # lr=0.01, frozen_stages=0
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.01", "0.1"]
     assert len(ax.figure.axes) == 2  # the heatmap and its colourbar
+
+
+def test_plot_heatmap_with_a_center_puts_it_in_the_middle_of_the_colour_scale():
+    result = sweep(fake_train, GRID, seeds=[0, 1])
+    ax = plot_heatmap(result, "lr", "frozen_stages", "accuracy", cmap="RdBu_r", center=0.5)
+    norm = ax.images[0].norm
+    assert norm(0.5) == pytest.approx(0.5)
+    assert norm.vmin + norm.vmax == pytest.approx(1.0)  # symmetric around the center
