@@ -18,8 +18,8 @@ def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=N
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.bar(stats.index.astype(str), stats["mean"], yerr=stats["std"], capsize=4, color="C0")
-    for i, m in enumerate(stats["mean"]):
-        ax.text(i, m + 0.02, f"{m:.2f}", ha="center")
+    for i, (m, sd) in enumerate(zip(stats["mean"], stats["std"])):
+        ax.text(i, m + sd + 0.02, f"{m:.2f}", ha="center")  # above the error bar
     ax.set(ylim=(0, 1.1), ylabel=f"{metric} (mean ± std over seeds)", xlabel=group, title=f"{knob} = {value}")
     return ax
 

@@ -19,6 +19,10 @@ NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for folder in ("notebooks", "s
 def test_there_are_lessons_solutions_and_exercises():
     folders = {path.split("/")[0] for path in NOTEBOOKS}
     assert folders == {"notebooks", "solutions", "exercises"}, NOTEBOOKS
+    lessons = sorted(p.split("/")[1][:2] for p in NOTEBOOKS if p.startswith("notebooks/"))
+    assignments = sorted(p.split("/")[1][:2] for p in NOTEBOOKS if p.startswith("solutions/"))
+    assert lessons == ["00", "01", "02", "03", "04", "05", "06"], lessons
+    assert assignments == ["01", "02", "03", "04", "05", "07"], assignments  # 07: the capstone
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS)
