@@ -38,13 +38,20 @@ def epochs_for(steps: int, n_train: int, batch_size: int) -> int:
 
 def make_model(method: str, num_classes: int, *, pretrained: models.StagedNet | None = None, seed: int = 0,
                device=None) -> models.StagedNet:
-    """A network ready for ``method``: random (scratch) or a copy of ``pretrained`` with a new head."""
+    """A network ready for ``method``: random (scratch) or a copy of ``pretrained`` with a new head.
+
+    For scratch the network has ``pretrained``'s architecture (the lab ResNet by default) with random weights.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
     torch.manual_seed(seed)
     if method == "scratch":
         reference = pretrained or models.pretrained("lab")
-        model = models.resnet(**{**reference.config, "num_classes": num_classes})
+        if reference.config:  # the course's ResNet records how it was built
+            model = models.resnet(**{**reference.config, "num_classes": num_classes})
+        else:  # e.g. a torchvision ResNet: the same architecture, every stage with fresh random weights
+            model = transfer.reinit(models.copy_model(reference), list(reference.stage_names), seed=seed)
+            models.replace_head(model, num_classes)
     else:
         model = models.copy_model(pretrained or models.pretrained("lab"))
         models.replace_head(model, num_classes)

@@ -47,3 +47,14 @@ def test_re_init_top_keeps_the_lower_stages_and_redraws_the_upper_ones(conflict,
 def test_an_unknown_remedy_lists_the_known_ones(conflict):
     with pytest.raises(ValueError, match="'lower rate'.*'another source'"):
         experiments.remedy_run(conflict, "prayer")
+
+
+def test_scratch_from_a_torchvision_model_has_its_architecture_with_fresh_weights():
+    torchvision = pytest.importorskip("torchvision")
+    reference = models.from_torchvision(torchvision.models.resnet18(num_classes=7))
+    model = experiments.make_model("scratch", 3, pretrained=reference, seed=1)
+    assert type(model.layer4) is type(reference.layer4) and model.num_classes == 3
+    assert [p.shape for p in model.layer4.parameters()] == [p.shape for p in reference.layer4.parameters()]
+    assert not torch.equal(model.layer4[0].conv1.weight, reference.layer4[0].conv1.weight)
+    again = experiments.make_model("scratch", 3, pretrained=reference, seed=1)
+    assert torch.equal(model.layer4[0].conv1.weight, again.layer4[0].conv1.weight)
