@@ -4,7 +4,8 @@ Layout: one notebook per student (``SUBMISSIONS/alice.ipynb``) or one folder per
 (``SUBMISSIONS/alice/01_pretraining_vs_finetuning.ipynb``, ...). Each notebook runs top to bottom in a fresh kernel
 (quick profile, a time limit per cell, errors in cells do not stop it), and the exercise checks it calls report
 what passed.
-The table has one row per student: a 1 or 0 per exercise, the total, a status and the checks' messages. A notebook
+The table has one row per student: a 1 or 0 per exercise, the total, a status and the checks' messages (what
+passed, with figures such as the capstone's accuracy, and what failed, with the hint). A notebook
 that is broken, crashes its kernel or runs out of time gives a row with zeros and the reason -- never a crash of the
 whole run.
 """
@@ -105,8 +106,7 @@ def grade(submissions, out="grades.csv", *, timeout: int = 600, verbose: bool = 
             for r in results:
                 if r["passed"]:
                     passed.add(r["exercise"])
-                else:
-                    messages.append(r["message"].replace("\n", " "))
+                messages.append(r["message"].replace("\n", " "))  # what passed (e.g. the accuracy) and what did not
         row = {"student": student, **{e: int(e in passed) for e in columns}}
         row["total"] = sum(row[e] for e in columns)
         row["status"] = "; ".join(statuses)

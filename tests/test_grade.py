@@ -49,3 +49,21 @@ def test_grade_scores_right_wrong_broken_and_timed_out_submissions(tmp_path):
     assert "with k=0 the trainable stages" in rows["bob"]["messages"] and "ExerciseFailed" in rows["bob"]["status"]
     assert rows["carol"]["total"] == "0" and "broken notebook" in rows["carol"]["status"]
     assert rows["dave"]["total"] == "0" and "timed out" in rows["dave"]["status"]
+
+
+def test_grade_runs_the_capstone_and_reports_the_accuracy_reached(tmp_path):
+    """The capstone's worked solution passes under `ftcourse grade`; its exercise (a stub) scores zero."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    shutil.copy(root / "solutions" / "07_capstone.ipynb", folder / "erin.ipynb")
+    shutil.copy(root / "exercises" / "07_capstone.ipynb", folder / "frank.ipynb")
+    out = tmp_path / "grades.csv"
+    assert cli.main(["grade", str(folder), "--out", str(out), "--timeout", "300"]) == 0
+    rows = {r["student"]: r for r in csv.DictReader(out.open())}
+    assert rows["erin"]["07.1"] == "1", rows["erin"]
+    assert "PASSED exercise 07.1: test accuracy" in rows["erin"]["messages"]
+    assert rows["frank"]["07.1"] == "0" and "not done yet" in rows["frank"]["messages"]
