@@ -51,6 +51,7 @@ RECIPES = {
                     "data": {**RECIPE["data"], "task": "hues"}},
 }
 
+
 def quick_version(recipe: dict) -> dict:
     """A miniature of ``recipe`` for tests: the same code path end to end in seconds (40 images per class, 2 epochs)."""
     return {**recipe, "data": {**recipe["data"], "n_per_class": 40, "test_per_class": 10},
