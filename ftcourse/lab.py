@@ -139,8 +139,8 @@ def noise_bank(device=None) -> torch.Tensor:
 
     Each lab image adds one of them (factor ``noise_pattern``), scaled by its ``noise`` factor. Drawing 3,072 fresh
     random numbers per image from torch's sequential CPU generator took a third of the rendering time; choosing one
-    of 1,024 patterns costs one random integer. The bank is made once per device from a fixed CPU seed, so the
-    images are the same on every device.
+    of 1,024 patterns costs one random integer. The bank is made once per device from a fixed CPU seed, so every
+    device draws the same images (up to floating-point rounding in the drawing).
     """
     device = torch.device(device or "cpu")
     if str(device) not in _noise_banks:

@@ -81,11 +81,19 @@ def test_show_draws_a_labelled_grid():
     assert len(titles) == 8 and set(titles) <= set(lab.NEW_SHAPES)
 
 
-def test_rendering_on_another_device_gives_the_same_images():
-    cpu = lab.make_images("unrelated", 2, seed=0, device="cpu")
-    meta = lab.make_images("unrelated", 2, seed=0, device=None)
-    assert torch.equal(cpu.images, meta.images)
-    assert isinstance(cpu, ImageData)
+def test_images_are_made_on_the_cpu_by_default():
+    default = lab.make_images("unrelated", 2, seed=0)
+    assert default.images.device.type == "cpu"
+    assert torch.equal(default.images, lab.make_images("unrelated", 2, seed=0, device="cpu").images)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rendering_on_the_gpu_draws_the_same_images_up_to_rounding():
+    for task in ("unrelated", "shifted", "mixed"):
+        cpu = lab.make_images(task, 20, seed=0, relatedness=0.5).images.int()
+        gpu = lab.make_images(task, 20, seed=0, relatedness=0.5, device="cuda").images.cpu().int()
+        # The same random draws; float rounding may move a pixel by a level, or flip one that sits on an edge.
+        assert ((cpu - gpu).abs() > 1).float().mean() < 1e-4
 
 
 def test_hues_source_labels_are_hue_bins_and_the_shape_is_random():
