@@ -161,6 +161,7 @@ def render(factors: dict[str, torch.Tensor], device=None) -> torch.Tensor:
     device = torch.device(device or "cpu")
     order = torch.argsort(factors["shape"], stable=True)  # images grouped by shape
     f = {k: t[order].to(device) for k, t in factors.items()}
+    order = order.to(device)
     m = len(order)
     coords = torch.arange(SIZE, device=device, dtype=torch.float32) + 0.5
     # Pixel coordinates in each shape's own frame: move to its centre, undo its rotation and scale:
@@ -195,7 +196,7 @@ def render(factors: dict[str, torch.Tensor], device=None) -> torch.Tensor:
     image.addcmul_(noise_bank(device)[f["noise_pattern"]], (f["noise"] * 255)[:, None, None, None])
     image = image.clamp_(0, 255).to(torch.uint8)
     out = torch.empty_like(image)
-    out[order.to(device)] = image  # back to the order of the factors
+    out[order] = image  # back to the order of the factors
     return out
 
 

@@ -477,9 +477,7 @@ def transferability(model, data, *, k=5):
                          "not the whole task (its test set must stay unseen until the end).")
     data = _as_data(data, "data", None, _model_device(model))
     feats, labels = features(model, data), data.labels
-    was_training = model.head.training
-    source_probs = torch.softmax(model.head.eval()(feats).double(), dim=1)
-    model.head.train(was_training)
+    source_probs = torch.softmax(model.head(feats).double(), dim=1)  # the head is one Linear layer: no modes
     fold = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
     for c in labels.unique():
         fold[(labels == c).nonzero().flatten()[1::2]] = True  # every second example of each class

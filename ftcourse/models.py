@@ -219,7 +219,9 @@ def pretrained(name: str = "lab") -> StagedNet:
     The shipped ones are loaded with ``torch.load(weights_only=True)`` -- a checkpoint can hold only tensors and plain
     values, never code -- after its sha256 is compared with the one recorded when it was made.
     """
-    if name.startswith("lab") and name in PRETRAINED:
+    from .pretrain import RECIPES  # the shipped checkpoints: one per recipe
+
+    if name in RECIPES:
         return _load_lab_checkpoint(name)
     if name == "resnet18-imagenet":
         return _torchvision_resnet18()
