@@ -10,6 +10,8 @@ features to class scores::
 - :func:`resnet` builds the course's small ResNet for 32x32 images (He et al. 2016, "Deep residual learning").
 - :func:`from_torchvision` wraps torchvision's ImageNet ResNets in the same shape, weights passed through.
 - :func:`replace_head` swaps the head for a new task's classes: the step that starts every fine-tuning.
+- :func:`pretrained` gives the course's shipped checkpoints (:data:`SHIPPED`) and torchvision's ImageNet ResNet-18;
+  :func:`load_checkpoint` reads a checkpoint file you made (``ftcourse pretrain``), checked before it is used.
 
 Models take images as ``uint8`` in [0, 255] or floats in [0, 1], shape (N, 3, H, W), and normalise them
 themselves, so data never has to remember which statistics a model was trained with.
@@ -18,6 +20,11 @@ themselves, so data never has to remember which statistics a model was trained w
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import json
+import pickle
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -42,6 +49,7 @@ class StagedNet(nn.Module):
         self.head = head
         self.stage_names: tuple[str, ...] = ("stem", *[f"layer{i}" for i in range(1, len(layers) + 1)], "head")
         self.config: dict = {}  # how the model was built (resnet() fills it in), so it can be rebuilt
+        self.checkpoint_file: Path | None = None  # the file its weights came from (pretrained(), load_checkpoint())
 
     @property
     def num_classes(self) -> int:
@@ -183,6 +191,8 @@ def replace_head(model: StagedNet, num_classes: int) -> StagedNet:
         raise ValueError(f"num_classes must be an int >= 2 (a classifier needs two classes), got {num_classes!r}.")
     old = model.head
     model.head = nn.Linear(old.in_features, num_classes).to(device=old.weight.device, dtype=old.weight.dtype)
+    if model.config:  # so that the model can still be rebuilt (and saved, and loaded again) with its new head
+        model.config = {**model.config, "num_classes": num_classes}
     return model
 
 
@@ -200,66 +210,239 @@ def stage_parameter_counts(model: StagedNet) -> dict[str, dict[str, int]]:
     return counts
 
 
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checkpoint files: read safely, checked before use.
+
+RESNET_ARGS = ("num_classes", "width", "blocks", "stem_stride")  # a checkpoint's config: resnet()'s arguments
+CHECKPOINT_KEYS = ("format", "config", "state_dict")  # what every checkpoint holds (pretrain's also hold "recipe")
+
+
+def read_torch_file(path, what: str, *, fix: str = "Delete it, or choose another path.") -> dict:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with errors that name the file and say what to do.
+
+    ``weights_only=True`` means the file may hold only tensors and plain values (dicts, lists, numbers, strings),
+    never code, so reading a file someone sent you cannot run anything. ``what`` names the kind of file in the
+    messages ("The {what} file ... is empty"), e.g. ``"training checkpoint"``; ``fix`` says what to do about a bad
+    one. A missing file raises FileNotFoundError; an empty, truncated or foreign file, or one that holds something
+    other than a dict, raises ValueError.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"There is no {what} file at {path} (the current folder is {Path.cwd()}): check the "
+                                f"path.")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: pass the path of the {what} file itself.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"The {what} file {path} is empty (was writing it interrupted?). {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as error:  # what torch.load raises for truncated, foreign or code-holding files
+        why = ("it holds more than tensors and plain values (weights_only refuses that), or torch.save did not "
+               "write it" if isinstance(error, pickle.UnpicklingError) else
+               "it is truncated or damaged, or not a file that torch.save wrote")
+        details = (str(error).strip().splitlines() or ["no details"])[0][:100]
+        raise ValueError(f"The {what} file {path} cannot be read: {why} ({type(error).__name__}: {details}). {fix}"
+                         ) from error
+    if not isinstance(state, dict):
+        raise ValueError(f"The {what} file {path} holds a {type(state).__name__}, not a dict. {fix}")
+    return state
+
+
+def load_checkpoint(path) -> StagedNet:
+    """The model in a checkpoint file written by :func:`ftcourse.pretrain.save_checkpoint` (``ftcourse pretrain``).
+
+    The file is read with :func:`read_torch_file` (tensors and plain values only, never code) and checked whole
+    before anything is built: its config must be :func:`resnet`'s arguments, and its weights must have exactly the
+    names and shapes of that network. A file that fails says which file and what is wrong with it. The returned
+    model is in evaluation mode and remembers where it came from in ``model.checkpoint_file``.
+
+    Example::
+
+        model = load_checkpoint("~/.cache/ftcourse/checkpoints/lab.pt")  # made by `ftcourse pretrain`
+    """
+    path = Path(path).expanduser()
+    fix = f"Delete it and make it again (e.g. `ftcourse pretrain --out {path}`), or pass another file."
+    return _build(_read_checkpoint(path, fix), path)
+
+
+def _read_checkpoint(path: Path, fix: str) -> dict:
+    """The checkpoint at ``path``, read and checked (see :func:`load_checkpoint`); a ValueError naming it if not."""
+    state = read_torch_file(path, "ftcourse checkpoint", fix=fix)
+    problem = _checkpoint_problem(state)
+    if problem:
+        raise ValueError(f"{path} is not an ftcourse checkpoint that can be loaded: {problem}. {fix}")
+    return state
+
+
+def _checkpoint_problem(state: dict) -> str:
+    """What is wrong with a checkpoint's contents, in words; '' when nothing is."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        return f"it has no {missing} (it holds {_some(map(str, state))})"
+    if state["format"] != 1:
+        return f"its format is {state['format']!r:.40}; this version of ftcourse reads format 1"
+    return _config_problem(state["config"]) or _weights_problem(state["state_dict"], state["config"])
+
+
+def _config_problem(config) -> str:
+    """What is wrong with ``config`` as resnet()'s arguments; ''  when nothing is.
+
+    The bounds are generous: they only stop a damaged file from asking for a gigantic network.
+    """
+    if not isinstance(config, dict) or set(config) != set(RESNET_ARGS):
+        got = _some(map(str, config)) if isinstance(config, dict) else f"a {type(config).__name__}"
+        return f"its config should hold exactly resnet()'s arguments {list(RESNET_ARGS)}, not {got}"
+    blocks = config["blocks"]
+    if not (isinstance(blocks, (list, tuple)) and 1 <= len(blocks) <= 16 and all(_whole(b, 100) for b in blocks)):
+        return f"its config's blocks should be a list of 1 to 16 block counts (ints from 1 to 100), not {blocks!r:.60}"
+    for name, most in (("num_classes", 1_000_000), ("width", 10_000), ("stem_stride", 32)):
+        if not _whole(config[name], most):
+            return f"its config's {name} should be an int from 1 to {most:,}, not {config[name]!r:.60}"
+    return ""
+
+
+def _weights_problem(weights, config: dict) -> str:
+    """How ``weights`` differ from a ``resnet(**config)``'s state dict (names and shapes); '' when they do not."""
+    with torch.device("meta"):  # shapes without memory or time: nothing is computed on the meta device
+        expected = resnet(**config).state_dict()
+    problem = state_dict_mismatch(weights, expected)
+    return f"its weights do not fit resnet(**{config}): {problem}" if problem else ""
+
+
+def state_dict_mismatch(weights, expected: dict) -> str:
+    """How the tensors ``weights`` differ from the state dict ``expected`` (names and shapes), in words; '' if not.
+
+    Checked before ``load_state_dict``, which would otherwise copy every tensor that fits before it raises on the
+    first that does not, leaving a model half old, half new.
+    """
+    if not isinstance(weights, dict):
+        return f"the weights are a {type(weights).__name__}, not a dict of tensors"
+    missing = [name for name in expected if name not in weights]
+    unexpected = [str(name) for name in weights if name not in expected]
+    mismatched = [f"{name} is {_shape(weights[name])} instead of {tuple(expected[name].shape)}" for name in expected
+                  if name in weights and _shape(weights[name]) != tuple(expected[name].shape)]
+    parts = [f"{label} {_some(names)}" for label, names in
+             (("missing weights", missing), ("unexpected weights", unexpected), ("wrong shapes:", mismatched))
+             if names]
+    return "; ".join(parts)
+
+
+def _build(state: dict, path: Path) -> StagedNet:
+    """The model a checked checkpoint describes, with fresh tensors of its own (callers change their models)."""
+    model = resnet(**state["config"])
+    model.load_state_dict(state["state_dict"])  # copies the values into the model's own tensors
+    model.checkpoint_file = path
+    return model.eval()
+
+
+def _whole(value, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most
+
+
+def _shape(value):
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}, not a tensor"
+
+
+def _some(names, limit: int = 5) -> str:
+    names = list(names)
+    if not names:
+        return "nothing"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Pretrained models.
 
-PRETRAINED = {
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"  # the shipped checkpoints: NAME.pt, and NAME.json its record
+
+_SHIPPED = {  # each made by the recipe of the same name in ftcourse.pretrain
     "lab": "the course ResNet pretrained on the lab's source task (shipped with the package; see ftcourse.pretrain)",
     "lab-early": "the same, pretrained for 1 epoch instead of 10 (shipped)",
     "lab-textures": "the course ResNet pretrained on the lab's background textures instead of shapes (shipped)",
     "lab-colours": "the course ResNet pretrained on the lab's hue bins: it learned colour, not shape (shipped)",
+}
+SHIPPED = tuple(_SHIPPED)  # the names of the shipped checkpoints: the one list of them
+PRETRAINED = {  # every name pretrained() knows, and what it is
+    **_SHIPPED,
     "resnet18-imagenet": "torchvision's ResNet-18 with ImageNet weights (downloaded once, needs the network)",
 }
 
 
 def pretrained(name: str = "lab") -> StagedNet:
-    """A pretrained model by name: ``"lab"`` and its siblings (shipped, offline; see :data:`PRETRAINED`) or
-    ``"resnet18-imagenet"`` (torchvision).
+    """A pretrained model by name: ``"lab"`` and its siblings (:data:`SHIPPED`, offline) or ``"resnet18-imagenet"``
+    (torchvision, downloaded once); :data:`PRETRAINED` says what each is.
 
-    The shipped ones are loaded with ``torch.load(weights_only=True)`` -- a checkpoint can hold only tensors and plain
-    values, never code -- after its sha256 is compared with the one recorded when it was made.
+    A shipped checkpoint, ``CHECKPOINT_DIR / f"{name}.pt"``, is used only if its sha256 is the one recorded beside
+    it (``NAME.json``) when it was made, and it is then read and checked like any file (:func:`load_checkpoint`).
+    That happens once per process; every call returns a fresh model, so changing one never changes the next.
+    ``model.checkpoint_file`` is the file the weights came from (None for torchvision's model).
     """
-    from .pretrain import RECIPES  # the shipped checkpoints: one per recipe
-
-    if name in RECIPES:
-        return _load_lab_checkpoint(name)
+    if name in SHIPPED:
+        path = CHECKPOINT_DIR / f"{name}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"The course checkpoint {path} is missing. {_remake(name, path)}")
+        return _build(_verified_state(path, path.stat().st_mtime_ns), path)
     if name == "resnet18-imagenet":
         return _torchvision_resnet18()
     raise ValueError(f"Unknown pretrained model {name!r}; available: " +
                      "; ".join(f"{k!r}: {v}" for k, v in PRETRAINED.items()))
 
 
-def _load_lab_checkpoint(name: str = "lab") -> StagedNet:
-    import hashlib
-    import json
+def pretrained_digests() -> dict[str, str]:
+    """The recorded sha256 of each shipped checkpoint, by name: cheap (read from the records, the .pt files are not
+    hashed), and different whenever a checkpoint is (``ftcourse.sweep`` puts them in its cache key)."""
+    return {name: _recorded_sha256(CHECKPOINT_DIR / f"{name}.pt") for name in SHIPPED}
 
-    from .pretrain import CHECKPOINT_DIR
 
-    path = CHECKPOINT_DIR / f"{name}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"The course checkpoint {path} is missing. Reinstall ftcourse, or make it again "
-                                f"with `ftcourse pretrain --source {name}` (about 2 minutes on a CPU).")
-    expected = json.loads(path.with_suffix(".json").read_text())["sha256"]
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+@functools.lru_cache(maxsize=None)
+def _verified_state(path: Path, modified_ns: int) -> dict:
+    """The shipped checkpoint at ``path``, hash-checked and read: once per process, and again only when the file's
+    modification time, ``modified_ns``, says that it changed."""
+    name = path.stem
+    expected, actual = _recorded_sha256(path), hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != expected:
         raise ValueError(f"{path} is not the checkpoint that was recorded (sha256 {actual[:12]}... instead of "
-                         f"{expected[:12]}...): it was changed or damaged. Reinstall ftcourse, or run "
-                         f"`ftcourse pretrain --source {name}` to make it again.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = resnet(**state["config"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
+                         f"{expected[:12]}...): it was changed or damaged. {_remake(name, path)}")
+    return _read_checkpoint(path, _remake(name, path))
+
+
+def _recorded_sha256(path: Path) -> str:
+    record = path.with_suffix(".json")
+    try:
+        return json.loads(record.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"The record {record} of the course checkpoint {path.name} is missing or damaged "
+                         f"({type(error).__name__}: {error}). {_remake(path.stem, path)}") from error
+
+
+def _remake(name: str, path: Path) -> str:
+    return (f"Reinstall ftcourse, or make the checkpoint again with `ftcourse pretrain --source {name} --out {path}` "
+            f"(about 2 minutes on a CPU).")
 
 
 def _torchvision_resnet18() -> StagedNet:
     import torchvision
 
+    from .downloads import is_timeout, time_limit  # a leaf module too: the standard library only
+
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-    try:
-        tv = torchvision.models.resnet18(weights=weights)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; a broken download is a RuntimeError
-        raise RuntimeError(f"Could not get torchvision's ImageNet ResNet-18 weights ({error}). They are downloaded "
-                           f"once from {weights.url} into torch's hub cache (TORCH_HOME, by default "
-                           f"~/.cache/torch). Offline, copy that file there by hand, or use the course's own "
-                           f"checkpoint: ftcourse.models.pretrained('lab').") from error
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    offline = (f"copy {cached.name} (from {weights.url}) into {cached.parent} by hand, or use the course's own "
+               f"checkpoint: ftcourse.models.pretrained('lab')")
+    with time_limit(f"torchvision's ImageNet ResNet-18 weights from {weights.url}", fix=offline):
+        try:
+            tv = torchvision.models.resnet18(weights=weights)
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, ValueError, KeyError) as error:
+            if is_timeout(error):
+                raise  # time_limit says that the download stalled
+            if cached.exists():  # the download is done, so the file is what failed to load
+                raise RuntimeError(f"The cached weights {cached} are damaged (an interrupted download?): "
+                                   f"{type(error).__name__}: {str(error).rstrip('.')}. Delete that file and run again "
+                                   f"to download it afresh.") from error
+            raise RuntimeError(f"Could not get torchvision's ImageNet ResNet-18 weights ({error}). They are "
+                               f"downloaded once from {weights.url} into torch's hub cache ({cached.parent}). "
+                               f"Are you online? Offline, {offline}.") from error
     return from_torchvision(tv).eval()

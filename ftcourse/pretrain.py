@@ -1,4 +1,4 @@
-"""The recipe behind the course's shipped checkpoint: pretraining on the lab's source task.
+"""The recipes behind the course's shipped checkpoints: pretraining on the lab's source tasks.
 
 Pretraining is step one of transfer learning: min L_pre(theta) on a large source task. The course ships the result
 (``ftcourse/checkpoints/lab.pt``, loaded by ``ftcourse.models.pretrained("lab")``) so that no notebook waits for it,
@@ -8,26 +8,32 @@ The recipe: the course ResNet (width 16, four stages, a stride-2 stem) trained o
 random colours, plain backgrounds; 1,500 images per class) for 10 epochs of SGD with a cosine schedule and
 crop/flip augmentation. It takes about 2 minutes on a 2-core CPU and a few seconds on a GPU.
 
-Three more shipped checkpoints (:data:`RECIPES`) give lessons 04 and 05 several sources to choose between:
-``lab-early`` (the same source, 1 epoch), ``lab-textures`` (pretrained on background textures) and ``lab-colours``
-(pretrained on hue bins). ``ftcourse pretrain --source all`` makes all four again (about 5 minutes on a CPU).
+Three more shipped checkpoints (:data:`RECIPES`, one per name in ``models.SHIPPED``) give lessons 04 and 05 several
+sources to choose between: ``lab-early`` (the same source, 1 epoch), ``lab-textures`` (pretrained on background
+textures) and ``lab-colours`` (pretrained on hue bins). ``ftcourse pretrain --source all`` makes all four again
+(about 5 minutes on a CPU).
+
+Where the files go. Pretraining never writes into the installed package: by default ``ftcourse pretrain`` writes to
+your cache folder, :func:`user_checkpoint_dir` (``$FTCOURSE_HOME/checkpoints``, else
+``~/.cache/ftcourse/checkpoints``), and ``ftcourse.models.load_checkpoint(path)`` loads what it wrote. The shipped
+files change only when a maintainer asks for it by name, one file at a time:
+``ftcourse pretrain --source lab --out ftcourse/checkpoints/lab.pt`` (which also records the new sha256 beside it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 
 from . import lab
-from .models import resnet
 from .files import save_json, save_state
+from .models import resnet
 from .train import evaluate, fit
-
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
 RECIPE = {
     "model": {"num_classes": len(lab.SOURCE_SHAPES), "width": 16, "blocks": (1, 1, 1, 1), "stem_stride": 2},
@@ -38,7 +44,8 @@ RECIPE = {
 }
 
 # More pretrained sources, for comparing sources (lessons 04 and 05): the same network and training, on a different
-# source task or for less time. Each is shipped as checkpoints/NAME.pt and loaded by models.pretrained(NAME).
+# source task or for less time. Each is shipped as checkpoints/NAME.pt and loaded by models.pretrained(NAME); the
+# names are those of models.SHIPPED, in the same order.
 RECIPES = {
     "lab": RECIPE,
     # The same source, pretrained for 1 epoch instead of 10: a weaker version of the same features.
@@ -50,6 +57,16 @@ RECIPES = {
     "lab-colours": {**RECIPE, "model": {**RECIPE["model"], "num_classes": len(lab.HUES)},
                     "data": {**RECIPE["data"], "task": "hues"}},
 }
+
+
+def user_checkpoint_dir() -> Path:
+    """Where ``ftcourse pretrain`` writes by default: ``$FTCOURSE_HOME/checkpoints`` if that variable is set, else
+    ``ftcourse/checkpoints`` in your cache folder (``$XDG_CACHE_HOME``, by default ``~/.cache``)."""
+    home = os.environ.get("FTCOURSE_HOME")
+    if home:
+        return Path(home).expanduser() / "checkpoints"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "ftcourse" / "checkpoints"
 
 
 def quick_version(recipe: dict) -> dict:

@@ -6,12 +6,17 @@ point of the grid is run with a few seeds. ``sweep`` runs that grid and returns 
 Why cache? Each run is saved to its own small JSON file the moment it finishes. Re-running a notebook then costs
 nothing (results are read back, not recomputed), and an interrupted sweep (a crash, a Ctrl-C, a closed laptop)
 resumes where it stopped: only the missing runs execute. A result is only valid for the code that produced it, so
-the file name is a hash of the function's name, the configuration, the seed and a code version, by default a hash
-of the function's source: editing the function invalidates its results.
+the file name is a hash of the function's name, the configuration, the seed and a code version (by default a hash
+of the function's source: editing the function invalidates its results), and of what the function builds on: the
+version of ftcourse and the sha256 of each shipped checkpoint. A new version of the library, or a new checkpoint,
+runs everything again rather than serve results it did not make.
 
 Why several seeds? The same configuration trained with two seeds gives two different numbers. One run cannot tell
 a real effect from that noise: the mean over seeds is a better estimate, and the std says how big the noise is.
 Two configurations whose means differ by much less than their stds have not been shown to differ.
+
+:func:`mean_and_std` is the course's one way to summarise runs over seeds; ``SweepResult.summary``, the tour's table
+and the widgets' bars all use it.
 
 Diverged runs (the loss blew up to NaN or inf) are results too: they are kept, counted and marked, never dropped.
 NaN and inf are saved with Python's ``json`` as the tokens ``NaN`` and ``Infinity``: not strict JSON, but
@@ -34,6 +39,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+import ftcourse
+
+from . import models
 from .files import save_json
 
 JSON_VALUES = "ints, floats, strings, bools, None, or lists/tuples of these"
@@ -74,26 +82,17 @@ class SweepResult:
         """Mean and std over seeds of each numeric metric (or only ``metric``), one row per configuration.
 
         Columns: the grid's knobs, ``<metric>_mean`` and ``<metric>_std`` for each metric, ``n_seeds`` and
-        ``n_diverged``. NaN and inf values (diverged runs) are left out of the mean and std, so one blown-up seed
-        does not turn the whole configuration into NaN; ``n_diverged`` says how many runs that was. The std is the
-        sample std (ddof=1) of the finite values, 0.0 when there is only one.
+        ``n_diverged`` (see :func:`mean_and_std`). NaN and inf values (diverged runs) are left out of the mean and
+        std, so one blown-up seed does not turn the whole configuration into NaN; ``n_diverged`` says how many runs
+        that was. The std is the sample std (ddof=1) of the finite values, 0.0 when there is only one.
         """
         if metric is not None and metric not in self.metrics:
             raise ValueError(f"{metric!r} is not a numeric metric of this sweep; choose one of {self.metrics}.")
         metrics = self.metrics if metric is None else [metric]
-        finite = self.runs[metrics].astype(float)
-        finite = finite.where(np.isfinite(finite))
-        table = pd.concat([self.runs[self.knobs], finite, self.runs["diverged"]], axis=1)
-        groups = table.groupby(self.knobs, sort=False, dropna=False)
-        mean, std, count = groups[metrics].mean(), groups[metrics].std(), groups[metrics].count()
-        std = std.mask(count == 1, 0.0)
-        out = pd.DataFrame(index=mean.index)
-        for name in metrics:
-            out[f"{name}_mean"] = mean[name]
-            out[f"{name}_std"] = std[name]
-        out["n_seeds"] = groups.size()
-        out["n_diverged"] = groups["diverged"].sum().astype(int)
-        return out.reset_index()
+        table = mean_and_std(self.runs, self.knobs, metrics)
+        n_diverged = self.runs.groupby(self.knobs, sort=False, dropna=False)["diverged"].sum()
+        table["n_diverged"] = n_diverged.astype(int).to_numpy()
+        return table
 
     def select(self, **values):
         """Only the runs whose knobs have the given values, e.g. ``result.select(frozen_stages=2)``."""
@@ -114,6 +113,32 @@ class SweepResult:
         return head + "\n" + self.summary().to_string(max_rows=20)
 
 
+def mean_and_std(runs: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean and std over seeds: one row per combination of the columns ``by``, in order of first appearance.
+
+    Columns: ``by``, then ``<metric>_mean`` and ``<metric>_std`` for each of ``metrics``, then ``n_seeds`` (the
+    number of runs in the group). The std is the sample std (ddof=1), the spread one more seed would show, and
+    0.0 for a single run. NaN and inf values (diverged runs) are left out of the mean and std, so one blown-up seed
+    does not turn its whole configuration into NaN; a metric with no finite value at all has a NaN mean.
+
+    >>> runs = pd.DataFrame({"lr": [0.1, 0.1, 0.01], "seed": [0, 1, 0], "accuracy": [0.8, 1.0, 0.5]})
+    >>> mean_and_std(runs, ["lr"], ["accuracy"])
+         lr  accuracy_mean  accuracy_std  n_seeds
+    0  0.10            0.9      0.141421        2
+    1  0.01            0.5      0.000000        1
+    """
+    values = runs[list(metrics)].astype(float)
+    groups = values.where(np.isfinite(values)).groupby([runs[name] for name in by], sort=False, dropna=False)
+    mean, std, count = groups.mean(), groups.std(ddof=1), groups.count()
+    std = std.mask(count == 1, 0.0)
+    table = pd.DataFrame(index=mean.index)
+    for name in metrics:
+        table[f"{name}_mean"] = mean[name]
+        table[f"{name}_std"] = std[name]
+    table["n_seeds"] = groups.size()
+    return table.reset_index()
+
+
 def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=False):
     """Run ``run(**config, seed=seed)`` for every configuration of ``grid`` and every seed; return a SweepResult.
 
@@ -124,7 +149,8 @@ def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=Fals
     instead of executed: a second call is instant, an interrupted call resumes, and adding seeds or grid values
     later runs only the new ones. ``code_version`` (e.g. "v2") invalidates old results; by default it is a hash
     of ``run``'s source, so editing ``run`` re-runs it (editing a helper that ``run`` calls does not: pass a new
-    ``code_version`` then). ``progress=True`` shows a progress bar.
+    ``code_version`` then). A new version of ftcourse or of a shipped checkpoint re-runs everything by itself.
+    ``progress=True`` shows a progress bar.
 
     Example::
 
@@ -138,6 +164,7 @@ def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=Fals
     knobs, seeds = _check_inputs(run, grid, seeds)
     if code_version is None:
         code_version = _source_version(run)
+    library = _library_version()
     if cache is not None:
         cache = Path(cache)
         cache.mkdir(parents=True, exist_ok=True)
@@ -146,7 +173,7 @@ def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=Fals
     rows = []
     for config, seed in tqdm(jobs, desc="sweep", disable=not progress):
         plain_config = {name: _plain(value, name, CONFIG_FIX) for name, value in config.items()}
-        path = None if cache is None else cache / _file_name(run, plain_config, seed, code_version)
+        path = None if cache is None else cache / _file_name(run, plain_config, seed, code_version, library)
         if path is not None and path.exists():
             metrics, cached = json.loads(path.read_text())["metrics"], True
         else:
@@ -155,7 +182,7 @@ def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=Fals
             cached = False
             if path is not None:
                 record = {"function": _name(run), "config": plain_config, "seed": seed, "code_version": code_version,
-                          "metrics": metrics, "seconds": round(time.perf_counter() - start, 4),
+                          **library, "metrics": metrics, "seconds": round(time.perf_counter() - start, 4),
                           "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
                 save_json(path, record, indent=2)  # NaN and inf are written as NaN and Infinity
         diverged = bool(metrics.get("diverged")) or any(
@@ -225,10 +252,18 @@ def _source_version(run):
     return "source-" + hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
-def _file_name(run, config, seed, code_version):
+def _library_version() -> dict:
+    """What a run builds on besides its own code: the version of ftcourse and the sha256 of each shipped checkpoint.
+
+    Part of every cached run's name and record, so that results made by another library are never read back.
+    """
+    return {"ftcourse_version": ftcourse.__version__, "checkpoints": models.pretrained_digests()}
+
+
+def _file_name(run, config, seed, code_version, library):
     """``<function>-<hash>.json``: the hash of everything that decides the result, the prefix for humans."""
-    key = json.dumps({"function": _name(run), "config": config, "seed": seed, "code_version": code_version},
-                     sort_keys=True)
+    key = json.dumps({"function": _name(run), "config": config, "seed": seed, "code_version": code_version,
+                      **library}, sort_keys=True)
     readable = re.sub(r"\W+", "_", _name(run).split(".")[-1])
     return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 

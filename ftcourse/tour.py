@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import experiments, lab, models
 from .env import setup
+from .sweep import mean_and_std
 
 TASKS = ("related", "conflict")
 
@@ -41,18 +42,16 @@ def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", 
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    grouped = runs.groupby(["task", "shots", "method"], sort=False)
-    table = grouped.agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-                        seconds=("seconds", "mean"), seeds=("seed", "count")).reset_index()
-    table["accuracy_std"] = table["accuracy_std"].fillna(0.0)
-    return table
+    """One row per task, labels per class and method: ``accuracy_mean``, ``accuracy_std``, ``seconds_mean``,
+    ``seconds_std`` and ``n_seeds`` (see :func:`ftcourse.sweep.mean_and_std`)."""
+    return mean_and_std(runs, ["task", "shots", "method"], ["accuracy", "seconds"])
 
 
 def format_table(table: pd.DataFrame) -> str:
     lines = [f"{'task':<10}{'labels/class':>13}  {'method':<9}{'test accuracy':>17}{'seconds':>9}"]
     for row in table.itertuples():
-        lines.append(f"{row.task:<10}{row.shots:>13}  {row.method:<9}{row.accuracy:>10.3f} ± {row.accuracy_std:.3f}"
-                     f"{row.seconds:>9.1f}")
+        lines.append(f"{row.task:<10}{row.shots:>13}  {row.method:<9}"
+                     f"{row.accuracy_mean:>10.3f} ± {row.accuracy_std:.3f}{row.seconds_mean:>9.1f}")
     return "\n".join(lines)
 
 
@@ -64,7 +63,7 @@ def plot_tour(table: pd.DataFrame):
     for ax, task in zip(axes[0], tasks):
         part = table[table["task"] == task]
         for method, rows in part.groupby("method", sort=False):
-            ax.errorbar(rows["shots"], rows["accuracy"], yerr=rows["accuracy_std"], marker="o", capsize=3,
+            ax.errorbar(rows["shots"], rows["accuracy_mean"], yerr=rows["accuracy_std"], marker="o", capsize=3,
                         label=method)
         chance = 1 / len(lab.TASKS[task][0])
         ax.axhline(chance, color="grey", ls=":", label="chance")

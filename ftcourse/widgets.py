@@ -10,15 +10,18 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .env import in_notebook
+from .sweep import mean_and_std
+
 
 def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=None):
     """One bar per ``group`` (e.g. method): mean of ``metric`` over seeds at ``knob == value``, with std bars."""
-    part = table[table[knob] == value]
-    stats = part.groupby(group, sort=False)[metric].agg(["mean", "std"]).fillna(0.0)
+    stats = mean_and_std(table[table[knob] == value], [group], [metric])
+    mean, std = stats[f"{metric}_mean"], stats[f"{metric}_std"]
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.bar(stats.index.astype(str), stats["mean"], yerr=stats["std"], capsize=4, color="C0")
-    for i, (m, sd) in enumerate(zip(stats["mean"], stats["std"])):
+    ax.bar(stats[group].astype(str), mean, yerr=std, capsize=4, color="C0")
+    for i, (m, sd) in enumerate(zip(mean, std)):
         ax.text(i, m + sd + 0.02, f"{m:.2f}", ha="center")  # above the error bar
     ax.set(ylim=(0, 1.1), ylabel=f"{metric} (mean ± std over seeds)", xlabel=group, title=f"{knob} = {value}")
     return ax
@@ -27,13 +30,11 @@ def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=N
 def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: str = "method"):
     """A slider over the values of ``knob`` showing :func:`bars`; a static grid of all values without widgets."""
     values = sorted(table[knob].unique())
+    if not in_notebook():  # a terminal, a script, a static render: no widgets to show
+        return static_grid(table, knob, metric=metric, group=group)
     try:
         import ipywidgets
-        from IPython import get_ipython
         from IPython.display import display
-
-        if get_ipython() is None or type(get_ipython()).__name__ != "ZMQInteractiveShell":
-            raise ImportError("not in a notebook kernel")
     except ImportError:
         return static_grid(table, knob, metric=metric, group=group)
     output = ipywidgets.Output()

@@ -1,3 +1,6 @@
+import ast
+import pathlib
+
 import pytest
 import torch
 import torchvision
@@ -81,3 +84,17 @@ def test_from_torchvision_rejects_other_models():
 def test_resnet_rejects_bad_sizes():
     with pytest.raises(ValueError, match="at least one block per stage"):
         models.resnet(10, blocks=())
+
+
+def test_replace_head_keeps_the_config_true_so_the_model_can_be_rebuilt():
+    model = models.replace_head(models.resnet(10, width=8), 4)
+    assert model.config["num_classes"] == 4
+    models.resnet(**model.config).load_state_dict(model.state_dict())
+
+
+def test_models_sit_at_the_bottom_importing_nothing_from_ftcourse_at_load_time():
+    tree = ast.parse(pathlib.Path(models.__file__).read_text())
+    imported = [node.module or "" for node in tree.body if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+    assert not [name for name in imported if name.startswith("ftcourse")]
+    assert not [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.level > 0]

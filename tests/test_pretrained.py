@@ -1,5 +1,6 @@
 import hashlib
 import json
+import pathlib
 import shutil
 import urllib.error
 
@@ -14,24 +15,30 @@ from ftcourse.train import evaluate
 def test_the_shipped_lab_checkpoint_loads_and_knows_the_source_task():
     model = models.pretrained("lab")
     assert model.stage_names[-1] == "head" and model.num_classes == len(lab.SOURCE_SHAPES)
-    assert (pretrain.CHECKPOINT_DIR / "lab.pt").stat().st_size < 10 * 2**20
+    assert (models.CHECKPOINT_DIR / "lab.pt").stat().st_size < 10 * 2**20
     assert evaluate(model, lab.source(1, test_per_class=20).test)["accuracy"] > 0.95
 
 
-@pytest.mark.parametrize("name", list(pretrain.RECIPES))
+@pytest.mark.parametrize("name", models.SHIPPED)
 def test_every_shipped_checkpoint_loads_and_knows_its_own_source_task(name):
     model = models.pretrained(name)
     recipe = pretrain.RECIPES[name]
     source = lab.target(recipe["data"].get("task", "source"), 1, test_per_class=20)
     assert model.num_classes == source.num_classes == recipe["model"]["num_classes"]
-    assert (pretrain.CHECKPOINT_DIR / f"{name}.pt").stat().st_size < 10 * 2**20
+    assert (models.CHECKPOINT_DIR / f"{name}.pt").stat().st_size < 10 * 2**20
     assert evaluate(model, source.test)["accuracy"] > (0.6 if name == "lab-early" else 0.9)
 
 
-def test_the_pretrain_command_offers_exactly_the_recipes():
+def test_every_shipped_checkpoint_has_a_recipe_and_every_recipe_a_shipped_checkpoint():
+    assert tuple(pretrain.RECIPES) == models.SHIPPED
+    assert set(models.SHIPPED) < set(models.PRETRAINED)
+    assert sorted(p.stem for p in models.CHECKPOINT_DIR.glob("*.pt")) == sorted(models.SHIPPED)
+
+
+def test_the_pretrain_command_offers_exactly_the_shipped_checkpoints():
     choices = next(a.choices for a in cli.build_parser()._subparsers._group_actions[0].choices["pretrain"]._actions
                    if a.dest == "source")
-    assert choices == [*pretrain.RECIPES, "all"]
+    assert choices == [*models.SHIPPED, "all"]
 
 
 def test_pretrain_command_makes_another_source_and_refuses_one_out_for_all(tmp_path):
@@ -44,8 +51,8 @@ def test_pretrain_command_makes_another_source_and_refuses_one_out_for_all(tmp_p
 
 
 def test_a_changed_checkpoint_is_refused(tmp_path, monkeypatch):
-    shutil.copytree(pretrain.CHECKPOINT_DIR, tmp_path / "checkpoints")
-    monkeypatch.setattr(pretrain, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    shutil.copytree(models.CHECKPOINT_DIR, tmp_path / "checkpoints")
+    monkeypatch.setattr(models, "CHECKPOINT_DIR", tmp_path / "checkpoints")
     path = tmp_path / "checkpoints" / "lab.pt"
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
@@ -67,9 +74,8 @@ def test_pretrain_command_runs_the_recipe_end_to_end_and_deterministically(tmp_p
     record = json.loads(first.with_suffix(".json").read_text())
     assert record["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
     assert first.read_bytes() == second.read_bytes()
-    state = torch.load(first, weights_only=True)
-    model = models.resnet(**state["config"])
-    model.load_state_dict(state["state_dict"])
+    model = models.load_checkpoint(first)
+    assert model.checkpoint_file == first and model.num_classes == len(lab.SOURCE_SHAPES)
 
 
 def test_imagenet_resnet18_loads_weights_from_the_torch_hub_cache(tmp_path, monkeypatch):
@@ -93,3 +99,54 @@ def test_imagenet_resnet18_offline_points_to_the_course_checkpoint(tmp_path, mon
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(RuntimeError, match=r"pretrained\('lab'\)"):
         models.pretrained("resnet18-imagenet")
+
+
+def test_pretrained_reads_each_shipped_file_once_and_gives_a_fresh_model_each_call(tmp_path, monkeypatch):
+    shutil.copytree(models.CHECKPOINT_DIR, tmp_path / "checkpoints")  # a path no earlier test has loaded
+    monkeypatch.setattr(models, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    reads, real_load = [], torch.load
+
+    def counting_load(path, **kwargs):
+        reads.append(path)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    first, second = models.pretrained("lab"), models.pretrained("lab")
+    assert reads == [tmp_path / "checkpoints" / "lab.pt"]
+    assert first is not second
+    with torch.no_grad():
+        first.head.weight.zero_()  # what fine-tuning does to a model: the next one must not see it
+    assert not torch.equal(first.head.weight, second.head.weight)
+    assert not torch.equal(models.pretrained("lab").head.weight, first.head.weight)
+
+
+def test_pretrained_says_which_file_it_loaded():
+    assert models.pretrained("lab-early").checkpoint_file == models.CHECKPOINT_DIR / "lab-early.pt"
+    assert models.resnet(3).checkpoint_file is None
+
+
+def test_pretrained_digests_are_the_recorded_sha256_of_the_shipped_files():
+    digests = models.pretrained_digests()
+    assert list(digests) == list(models.SHIPPED)
+    for name, digest in digests.items():
+        assert digest == hashlib.sha256((models.CHECKPOINT_DIR / f"{name}.pt").read_bytes()).hexdigest()
+
+
+def test_pretrain_writes_to_the_user_cache_folder_and_never_into_the_package(tmp_path, monkeypatch, capsys):
+    shipped = {p.name: p.read_bytes() for p in models.CHECKPOINT_DIR.iterdir()}
+    monkeypatch.setenv("FTCOURSE_HOME", str(tmp_path))
+    assert cli.main(["pretrain", "--quick", "--source", "lab"]) == 0
+    assert {p.name: p.read_bytes() for p in models.CHECKPOINT_DIR.iterdir()} == shipped
+    written = tmp_path / "checkpoints" / "lab.pt"
+    assert f"load_checkpoint({str(written)!r})" in capsys.readouterr().out
+    assert models.load_checkpoint(written).num_classes == len(lab.SOURCE_SHAPES)
+
+
+def test_the_user_checkpoint_folder_follows_ftcourse_home_then_the_xdg_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTCOURSE_HOME", str(tmp_path / "home"))
+    assert pretrain.user_checkpoint_dir() == tmp_path / "home" / "checkpoints"
+    monkeypatch.delenv("FTCOURSE_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert pretrain.user_checkpoint_dir() == tmp_path / "cache" / "ftcourse" / "checkpoints"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert pretrain.user_checkpoint_dir() == pathlib.Path.home() / ".cache" / "ftcourse" / "checkpoints"

@@ -14,7 +14,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from ftcourse.sweep import SweepResult, plot_heatmap, plot_metric, sweep  # noqa: E402
+import ftcourse  # noqa: E402
+from ftcourse import models, widgets  # noqa: E402
+from ftcourse.sweep import SweepResult, mean_and_std, plot_heatmap, plot_metric, sweep  # noqa: E402
 
 GRID = {"lr": [0.01, 0.1], "frozen_stages": [0, 2, 4]}
 
@@ -113,6 +115,28 @@ def test_changing_code_version_reruns_every_run(tmp_path):
     assert result.ran == 6 and len(run.calls) == 6
 
 
+def test_a_new_ftcourse_version_reruns_cached_runs(tmp_path, monkeypatch):
+    sweep(fake_train, GRID, cache=tmp_path, code_version="v1")
+    assert sweep(fake_train, GRID, cache=tmp_path, code_version="v1").ran == 0
+    monkeypatch.setattr(ftcourse, "__version__", "99.0")
+    assert sweep(fake_train, GRID, cache=tmp_path, code_version="v1").ran == 6
+
+
+def test_a_changed_shipped_checkpoint_reruns_cached_runs(tmp_path, monkeypatch):
+    sweep(fake_train, GRID, cache=tmp_path, code_version="v1")
+    assert sweep(fake_train, GRID, cache=tmp_path, code_version="v1").ran == 0
+    digests = {**models.pretrained_digests(), "lab": "0" * 64}
+    monkeypatch.setattr(models, "pretrained_digests", lambda: digests)
+    assert sweep(fake_train, GRID, cache=tmp_path, code_version="v1").ran == 6
+
+
+def test_cache_files_record_the_library_they_were_made_with(tmp_path):
+    sweep(fake_train, {"lr": [0.1], "frozen_stages": [2]}, cache=tmp_path)
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert record["ftcourse_version"] == ftcourse.__version__
+    assert record["checkpoints"] == models.pretrained_digests()
+
+
 def _load_train_from(path, body):
     """Write a module whose function is named `train` and import it, so inspect.getsource can read it."""
     path.write_text(f"def train(lr, seed):\n    {body}\n")
@@ -156,6 +180,36 @@ def test_single_seed_std_is_zero_not_nan():
     summary = sweep(table_train, {"lr": [0.1, 0.01]}, seeds=[1]).summary("accuracy")
     assert summary["accuracy_std"].tolist() == [0.0, 0.0]
     assert summary["accuracy_mean"].tolist() == pytest.approx([0.9, 0.5])
+
+
+def test_mean_and_std_of_a_table_of_runs_match_hand_computed_values():
+    runs = pd.DataFrame({"method": ["probe", "probe", "probe", "finetune", "finetune"],
+                         "shots": [5, 5, 5, 5, 20],
+                         "accuracy": [0.8, 0.9, 1.0, 0.5, 0.7],
+                         "loss": [1.0, np.inf, 3.0, np.nan, 2.0]})
+    table = mean_and_std(runs, ["method", "shots"], ["accuracy", "loss"])
+    assert list(table.columns) == ["method", "shots", "accuracy_mean", "accuracy_std", "loss_mean", "loss_std",
+                                   "n_seeds"]
+    assert table[["method", "shots"]].values.tolist() == [["probe", 5], ["finetune", 5], ["finetune", 20]]
+    assert table["accuracy_mean"].tolist() == pytest.approx([0.9, 0.5, 0.7])
+    assert table["accuracy_std"].tolist() == pytest.approx([0.1, 0.0, 0.0])  # one run: 0.0, not NaN
+    assert table["loss_mean"].tolist()[::2] == pytest.approx([2.0, 2.0])  # inf left out: mean of 1.0 and 3.0
+    assert math.isnan(table["loss_mean"][1])  # no finite value at all
+    assert table["n_seeds"].tolist() == [3, 1, 1]
+
+
+def test_the_widgets_bars_show_the_same_mean_and_std():
+    runs = pd.DataFrame({"shots": [5, 5, 5, 20], "method": ["probe", "probe", "scratch", "probe"],
+                         "accuracy": [0.6, 0.8, 0.3, 0.9]})
+    ax = widgets.bars(runs, "shots", 5, metric="accuracy", group="method")
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([0.7, 0.3])
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["probe", "scratch"]
+
+
+def test_explore_outside_a_notebook_draws_every_value_in_one_static_figure():
+    runs = pd.DataFrame({"shots": [5, 20], "method": ["probe", "probe"], "accuracy": [0.6, 0.9]})
+    figure = widgets.explore(runs, "shots")
+    assert [ax.get_title() for ax in figure.axes] == ["shots = 5", "shots = 20"]
 
 
 def blowing_up_train(lr, seed, width=8):
