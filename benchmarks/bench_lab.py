@@ -11,6 +11,7 @@ import time
 import torch
 
 from ftcourse import lab
+from ftcourse.env import device_name
 
 
 def main():
@@ -19,7 +20,9 @@ def main():
     parser.add_argument("--per-class", type=int, default=2500)
     parser.add_argument("--repeats", type=int, default=3, help="timings per task; the median and the worst print")
     args = parser.parse_args()
-    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.repeats} timings per task")
+    device = torch.device(args.device)
+    print(f"device {args.device} ({device_name(device)}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{args.repeats} timings per task")
     print(f"{'task':<10}{'images':>8}{'median img/s':>14}{'worst img/s':>13}")
     lab.make_images("source", 64, device=args.device)  # warm-up (and the noise bank)
     for task in lab.TASKS:

@@ -118,6 +118,21 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
+def in_notebook() -> bool:
+    """True in a Jupyter kernel or in Colab, where a live plot or a widget can be shown; False elsewhere.
+
+    IPython tells by the class of its shell: ``ZMQInteractiveShell`` in a Jupyter kernel, ``Shell``
+    (``google.colab._shell.Shell``) in Colab, ``TerminalInteractiveShell`` in a terminal. A script has no shell,
+    and without IPython installed there is no notebook either.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ in ("ZMQInteractiveShell", "Shell")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's random generators (all devices)."""
     random.seed(seed)

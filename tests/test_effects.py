@@ -8,6 +8,8 @@ import pytest
 from ftcourse import experiments, models
 from ftcourse.env import PROFILES
 
+pytestmark = pytest.mark.slow  # minutes of training at the cpu profile's sizes
+
 SIZES = PROFILES["cpu"]
 SEEDS = (0, 1, 2)
 

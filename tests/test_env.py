@@ -1,4 +1,5 @@
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -60,3 +61,29 @@ def test_in_colab_with_drive_mounted_results_survive_a_disconnect(monkeypatch):
     monkeypatch.setattr(env.Path, "is_dir", lambda self: str(self) == "/content/drive/MyDrive")
     cache, runs = env.storage_dirs()
     assert str(cache) == "/content/drive/MyDrive/ftcourse/cache" and str(runs) == "/content/drive/MyDrive/ftcourse/runs"
+
+
+def _shell_named(name):
+    return type(name, (), {})()
+
+
+@pytest.mark.parametrize("shell, expected", [
+    ("ZMQInteractiveShell", True),  # a Jupyter kernel
+    ("Shell", True),  # Colab's google.colab._shell.Shell
+    ("TerminalInteractiveShell", False),  # IPython in a terminal
+])
+def test_in_notebook_knows_jupyter_and_colab_from_a_terminal(monkeypatch, shell, expected):
+    IPython = pytest.importorskip("IPython")
+    monkeypatch.setattr(IPython, "get_ipython", lambda: _shell_named(shell))
+    assert env.in_notebook() is expected
+
+
+def test_a_script_is_not_a_notebook(monkeypatch):
+    IPython = pytest.importorskip("IPython")
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    assert env.in_notebook() is False
+
+
+def test_without_ipython_installed_there_is_no_notebook(monkeypatch):
+    monkeypatch.setitem(sys.modules, "IPython", None)  # makes `from IPython import ...` raise ImportError
+    assert env.in_notebook() is False

@@ -1,6 +1,7 @@
 import csv
 
 import nbformat
+import pytest
 
 from ftcourse import cli
 
@@ -33,6 +34,7 @@ def submission(path, code, extra=()):
     nbformat.write(notebook, path)
 
 
+@pytest.mark.slow  # runs notebooks in kernels, one until its time limit
 def test_grade_scores_right_wrong_broken_and_timed_out_submissions(tmp_path):
     folder = tmp_path / "submissions"
     submission(folder / "alice" / "02_freezing.ipynb", RIGHT)
@@ -51,6 +53,7 @@ def test_grade_scores_right_wrong_broken_and_timed_out_submissions(tmp_path):
     assert rows["dave"]["total"] == "0" and "timed out" in rows["dave"]["status"]
 
 
+@pytest.mark.slow  # trains the capstone's model in a kernel
 def test_grade_runs_the_capstone_and_reports_the_accuracy_reached(tmp_path):
     """The capstone's worked solution passes under `ftcourse grade`; its exercise (a stub) scores zero."""
     import shutil

@@ -15,6 +15,8 @@ from scipy.stats import kendalltau
 from ftcourse import experiments, lab, measure, models
 from ftcourse.env import PROFILES
 
+pytestmark = pytest.mark.slow  # minutes of training at the cpu profile's sizes
+
 SIZES = PROFILES["cpu"]
 SEEDS = (0, 1, 2)
 RUN = {"steps": SIZES.steps, "batch_size": SIZES.batch_size}

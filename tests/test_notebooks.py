@@ -77,6 +77,7 @@ def test_malformed_solution_markers_are_reported(source, message):
         strip_solutions(source)
 
 
+@pytest.mark.slow  # runs the whole notebook in a kernel
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.startswith("exercises/")])
 def test_exercise_notebook_runs_and_fails_only_at_its_stubs(path):
     notebook = nbformat.read(ROOT / path, as_version=4)

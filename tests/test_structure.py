@@ -1,0 +1,250 @@
+"""The shape of the package: imports between its modules point down the layers, never round in a cycle, and never
+reach for another module's private names.
+
+The modules are read with ``ast``, not imported, so every import counts: those at the top of a file and those
+inside functions (a lazy import is still a dependency). The layers, bottom to top; a module may import from its own
+layer or any layer below it (this table is the one the test checks):
+
+    0  __init__ files downloads versions plots   leaves: the standard library and third-party packages only
+    1  models                                    networks and checkpoint files; know nothing of training
+    2  env lr                                    device and profile; learning-rate schedules
+    3  data                                      images as device tensors, augmentation, real datasets
+    4  lab                                       the procedural source and target tasks
+    5  train                                     the training engine: fit, evaluate, predict
+    6  rangetest transfer measure pretrain       tools built on the engine
+    7  experiments sweep                         whole experiments and grids of them
+    8  tour widgets                              what the lessons show
+    9  checks exercises                          exercise feedback, exercises generated from solutions
+    10 grade                                     the autograder
+    11 cli                                       the ftcourse command
+
+A module not in the table fails the test until it is placed: where a new module sits is a design decision.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "ftcourse"
+ROOT = Path(__file__).resolve().parents[1] / PACKAGE
+
+
+def layers_from_docstring(doc: str) -> list[list[str]]:
+    """The table in this file's docstring: the lines that start with a layer number, bottom layer first."""
+    rows = re.findall(r"^\s+(\d+)\s+((?:\w+ )*\w+)\s{2,}", doc, re.M)
+    assert [int(number) for number, _ in rows] == list(range(len(rows))), "layers must be numbered 0, 1, 2, ..."
+    return [names.split() for _, names in rows]
+
+
+LAYERS = layers_from_docstring(__doc__)
+LAYER = {module: level for level, names in enumerate(LAYERS) for module in names}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading the imports.
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+class Imports:
+    """The intra-package imports of one module's source, and its uses of other modules' private names.
+
+    ``modules`` is the set of the package's module names (``"train"``, ``"lr"``...); the package itself is
+    ``"__init__"``. ``edges`` holds ``(imported module, line)``; ``private`` holds ``(line, what)`` for every
+    private name of another module that this one imports or reads.
+    """
+
+    def __init__(self, name: str, source: str, modules: set[str]):
+        self.name, self.modules = name, modules
+        self.edges: list[tuple[str, int]] = []
+        self.private: list[tuple[int, str]] = []
+        self.aliases: dict[str, str] = {}  # local name -> the module of the package it is bound to
+        nodes = list(ast.walk(ast.parse(source)))
+        # Imports first: a module bound by an import inside one function is bound for the whole file here, which
+        # may over-report a private use but never misses one.
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                self._read_import(node)
+            elif isinstance(node, ast.ImportFrom):
+                self._read_import_from(node)
+        for node in nodes:
+            if isinstance(node, ast.Attribute):
+                self._read_attribute(node)
+
+    def _depend(self, module: str, line: int) -> None:
+        if module != self.name:
+            self.edges.append((module, line))
+
+    def _read_import(self, node: ast.Import) -> None:  # import ftcourse / import ftcourse.train [as t]
+        for alias in node.names:
+            parts = alias.name.split(".")
+            if parts[0] != PACKAGE:
+                continue
+            module = parts[1] if len(parts) > 1 else "__init__"
+            self._depend(module, node.lineno)
+            self.aliases[alias.asname or PACKAGE] = module if alias.asname else "__init__"
+
+    def _read_import_from(self, node: ast.ImportFrom) -> None:
+        if (node.level, node.module) in ((1, None), (0, PACKAGE)):
+            source = None  # from . import train, lab  /  from ftcourse import train
+        elif node.level == 1:
+            source = node.module.split(".")[0]  # from .train import fit
+        elif node.level == 0 and (node.module or "").startswith(PACKAGE + "."):
+            source = node.module.split(".")[1]  # from ftcourse.train import fit
+        else:
+            return  # another package
+        for alias in node.names:
+            if source is None and alias.name in self.modules:  # a module of the package
+                self._depend(alias.name, node.lineno)
+                self.aliases[alias.asname or alias.name] = alias.name
+                continue
+            module = source or "__init__"  # a name that module defines (the package's, for `from . import x`)
+            self._depend(module, node.lineno)
+            if is_private(alias.name) and module != self.name:
+                self.private.append((node.lineno, f"imports {alias.name} from {module}"))
+
+    def _read_attribute(self, node: ast.Attribute) -> None:  # train._as_data(...), ftcourse.train._as_data(...)
+        value, module = node.value, None
+        if isinstance(value, ast.Name):
+            module = self.aliases.get(value.id)
+        elif (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+              and self.aliases.get(value.value.id) == "__init__" and value.attr in self.modules):
+            module = value.attr
+        if module is not None and module != self.name and is_private(node.attr):
+            self.private.append((node.lineno, f"uses {module}.{node.attr}"))
+
+
+def package_imports(root: Path = ROOT) -> dict[str, Imports]:
+    """Every module of the package (``__init__`` included) with its imports."""
+    files = {path.stem: path for path in sorted(root.glob("*.py"))}
+    return {name: Imports(name, path.read_text(encoding="utf-8"), set(files) - {"__init__"})
+            for name, path in files.items()}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per group of modules that import each other round in a circle, e.g. ``["lr", "train", "lr"]``.
+
+    The groups are the strongly connected components (Tarjan's algorithm); within each, a path that goes round.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return [_round_trip(graph, group) for group in sorted(groups)]
+
+
+def _round_trip(graph: dict[str, set[str]], group: list[str]) -> list[str]:
+    """A shortest path from the group's first module back to itself, through the group (breadth-first)."""
+    start, members = group[0], set(group)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph.get(node, ())):
+                if nxt == start:
+                    return paths[node] + [start]
+                if nxt in members and nxt not in paths:
+                    paths[nxt] = paths[node] + [nxt]
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError(f"no cycle through {group}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The checker, on examples.
+
+def test_the_checker_finds_lazy_imports_private_names_and_private_attributes():
+    source = (
+        "from . import train, lab as procedural\n"
+        "from .data import Task\n"
+        "import ftcourse.models\n"
+        "def f(x):\n"
+        "    from .train import _as_data, fit\n"
+        "    procedural._render(x)\n"
+        "    ftcourse.models._cache.clear()\n"
+        "    return train._autocast(x), train.__doc__, x._private\n")
+    found = Imports("measure", source, {"train", "lab", "data", "models", "measure"})
+    assert sorted({module for module, _ in found.edges}) == ["data", "lab", "models", "train"]
+    assert sorted(what for _, what in found.private) == [
+        "imports _as_data from train", "uses lab._render", "uses models._cache", "uses train._autocast"]
+
+
+def test_a_cycle_is_reported_as_a_round_trip():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert find_cycles(graph) == [["a", "b", "c", "a"], ["e", "e"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_layers_are_read_from_the_docstring():
+    assert LAYERS[0][0] == "__init__" and LAYERS[-1] == ["cli"]
+    assert len(LAYER) == sum(len(names) for names in LAYERS), "a module is in two layers"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The package.
+
+@pytest.fixture(scope="module")
+def imports() -> dict[str, Imports]:
+    return package_imports()
+
+
+def test_every_module_has_a_layer(imports):
+    missing = sorted(set(imports) - set(LAYER))
+    gone = sorted(set(LAYER) - set(imports))
+    assert not missing, (f"{missing} not in the layers of tests/test_structure.py: add each to the docstring's "
+                         f"table, at the layer of the lowest module that may import it.")
+    assert not gone, f"{gone} are in the layers of tests/test_structure.py but not in {PACKAGE}/: remove them."
+
+
+def test_no_import_cycles(imports):
+    graph = {name: {module for module, _ in found.edges} for name, found in imports.items()}
+    lines = {(name, module): line for name, found in imports.items() for module, line in reversed(found.edges)}
+    cycles = find_cycles(graph)
+    report = ["  " + " -> ".join(cycle) + "   (" + ", ".join(
+        f"{a}.py:{lines[a, b]}" for a, b in zip(cycle, cycle[1:])) + ")" for cycle in cycles]
+    assert not cycles, "Modules import each other in a cycle:\n" + "\n".join(report)
+
+
+def test_no_module_uses_another_modules_private_names(imports):
+    offenders = [f"  {name}.py:{line}: {what}" for name, found in sorted(imports.items())
+                 for line, what in sorted(found.private)]
+    assert not offenders, ("A module reaches for another's private (_underscore) names; make the name public in "
+                           "the module that owns the idea, and use it from both:\n" + "\n".join(offenders))
+
+
+def test_imports_point_down_the_layers(imports):
+    upward = [f"  {name}.py:{line}: {name} (layer {LAYER[name]}) imports {module} (layer {LAYER[module]})"
+              for name, found in sorted(imports.items()) if name in LAYER
+              for module, line in found.edges if module in LAYER and LAYER[module] > LAYER[name]]
+    table = "\n".join(f"  {level:>2}  {' '.join(names)}" for level, names in enumerate(LAYERS))
+    assert not upward, ("Imports that point up the layers (a design question: move the code, or the layer):\n"
+                        + "\n".join(upward) + "\nThe layers, bottom to top:\n" + table)
