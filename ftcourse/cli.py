@@ -2,7 +2,8 @@
 
 - ``ftcourse tour``: the main job -- scratch vs linear probe vs fine-tuning on two lab targets, a table and a figure.
 - ``ftcourse check``: versions, device, precision, and a 5-second training run that shows the loop works here.
-- ``ftcourse pretrain``: make the shipped lab checkpoint again from its recipe.
+- ``ftcourse pretrain``: make a shipped lab checkpoint again from its recipe, into your cache folder
+  (or the file ``--out`` names).
 - ``ftcourse exercises [--check]``: generate exercises/ from solutions/ (or check that they agree).
 - ``ftcourse grade SUBMISSIONS --out grades.csv``: run students' notebooks and write a grade table.
 """
@@ -13,6 +14,7 @@ import argparse
 import platform
 import sys
 import time
+from pathlib import Path
 
 
 def check(args) -> int:
@@ -42,7 +44,7 @@ def check(args) -> int:
     labels = (brightness > 0.5).long()
     model = resnet(2, width=16, stem_stride=2).to(env.device)  # the size of the course's lab model
     start = time.perf_counter()
-    history = fit(model, (images, labels), epochs=2, lr=0.05, batch_size=128, progress=False)
+    history = fit(model, (images, labels), epochs=2, lr=0.05, batch_size=128, progress=False, sync_every=8)
     accuracy = evaluate(model, (images, labels))["accuracy"]
     print(f"smoke test: 2 epochs in {time.perf_counter() - start:.1f} s, {history.images_per_second:,.0f} images/s, "
           f"loss {history.train_loss[0]:.3f} -> {history.train_loss[-1]:.3f}, accuracy {accuracy:.2f}")
@@ -59,8 +61,8 @@ def tour(args) -> int:
 
 
 def pretrain(args) -> int:
-    from .pretrain import CHECKPOINT_DIR, RECIPES, pretrain as run_recipe, quick_version, save_checkpoint
     from .env import pick_device
+    from .pretrain import RECIPES, pretrain as run_recipe, quick_version, save_checkpoint, user_checkpoint_dir
 
     names = list(RECIPES) if args.source == "all" else [args.source]
     if args.out and len(names) > 1:
@@ -68,14 +70,15 @@ def pretrain(args) -> int:
     device = args.device or pick_device()
     for name in names:
         recipe = quick_version(RECIPES[name]) if args.quick else RECIPES[name]
-        out = args.out or CHECKPOINT_DIR / f"{name}.pt"
+        out = Path(args.out) if args.out else user_checkpoint_dir() / f"{name}.pt"
         task = recipe["data"].get("task", "source")
         print(f"pretraining {name} on the lab task {task!r} ({'quick miniature' if args.quick else 'full recipe'}) "
               f"on {device}")
         model, info = run_recipe(recipe, device=device, progress=None)
         digest = save_checkpoint(model, recipe, info, out)
         print(f"source test accuracy {info['source_test_accuracy']:.3f}, {info['seconds']:.0f} s; "
-              f"wrote {out} (sha256 {digest[:16]}...)")
+              f"wrote {out} (sha256 {digest[:16]}...)\n"
+              f"load it with: ftcourse.models.load_checkpoint({str(out)!r})")
     return 0
 
 
@@ -101,6 +104,8 @@ def grade(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models import SHIPPED  # the names of the shipped checkpoints, listed once there
+
     parser = argparse.ArgumentParser(prog="ftcourse", description="Fine-tuning and transferability, hands on.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="versions, device, and a 5-second training smoke test")
@@ -110,11 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["quick", "cpu", "gpu"], default=None)
     p.add_argument("--out", default="ftcourse-tour.png", help="where to write the figure")
     p.set_defaults(run=tour)
-    p = sub.add_parser("pretrain", help="make the shipped lab checkpoints again from their recipes")
-    p.add_argument("--source", default="lab", choices=["lab", "lab-early", "lab-textures", "lab-colours", "all"],
+    about = ("make the shipped lab checkpoints again from their recipes, in your cache folder (the package's own "
+             "files change only when --out names them)")
+    p = sub.add_parser("pretrain", help=about, description=about)
+    p.add_argument("--source", default="lab", choices=[*SHIPPED, "all"],
                    help="which checkpoint (default: lab, the main one; all: every one)")
     p.add_argument("--quick", action="store_true", help="a miniature of the recipe (seconds), for tests")
-    p.add_argument("--out", default=None, help="where to write it (default: the package's checkpoint)")
+    p.add_argument("--out", default=None,
+                   help="the file to write (default: NAME.pt in $FTCOURSE_HOME/checkpoints, else "
+                        "~/.cache/ftcourse/checkpoints); to regenerate a shipped one, as a maintainer: "
+                        "--source lab --out ftcourse/checkpoints/lab.pt")
     p.add_argument("--device", default=None)
     p.set_defaults(run=pretrain)
     p = sub.add_parser("exercises", help="generate exercises/ from solutions/ (or --check that they agree)")

@@ -112,9 +112,13 @@ class Task:
         return self.train.show(n, ncols, title=f"{self.name}: {self.description}")
 
 
-def check_images(images, labels, *, name: str = "data", num_classes: int | None = None) -> None:
-    """Raise a ``ValueError`` that says what is wrong with ``(images, labels)`` and how to fix it."""
-    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+def check_images(images, labels=None, *, name: str = "data", num_classes: int | None = None) -> None:
+    """Raise an error that says what is wrong with ``(images, labels)`` and how to fix it.
+
+    Images are ``(N, C, H, W)``, either ``uint8`` in [0, 255] or float in [0, 1] and finite; labels (when given) are
+    ``int64`` class indices, one per image (see :func:`check_labels`).
+    """
+    if not isinstance(images, torch.Tensor) or (labels is not None and not isinstance(labels, torch.Tensor)):
         raise TypeError(f"{name}: images and labels must be torch tensors, got {type(images).__name__} and "
                         f"{type(labels).__name__}. Convert with torch.as_tensor(...).")
     if images.ndim != 4:
@@ -126,15 +130,41 @@ def check_images(images, labels, *, name: str = "data", num_classes: int | None 
                          f"Convert with images.to(torch.uint8) or images.float() / 255.")
     if len(images) == 0:
         raise ValueError(f"{name} is empty: it has no images. Check the filter or split that produced it.")
+    if images.is_floating_point():
+        # One pass over the pixels, only for float images (the course's own data are uint8).
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{name}: the images contain NaN or infinite pixel values. Find where they come from "
+                             f"(a division by zero in preprocessing?) and repair or drop those images.")
+        low, high = (float(v) for v in torch.aminmax(images))
+        if high > 1.0 + 1e-3 or low < -1e-3:
+            hint = (" They look like 0..255 values: divide by 255 (images / 255) or convert them to uint8."
+                    if high > 1.5 else "")
+            raise ValueError(f"{name}: float images must lie in [0, 1] (the models normalise them themselves), "
+                             f"but these range from {low:.3g} to {high:.3g}.{hint}")
+    if labels is None:
+        return
+    check_labels(labels, name=name, num_classes=num_classes)
+    if len(labels) != len(images):
+        raise ValueError(f"{name}: {len(images)} images but {len(labels)} labels; pass exactly one label per image.")
+
+
+def check_labels(labels, *, name: str = "data", num_classes: int | None = None) -> None:
+    """Raise an error unless ``labels`` is a 1-D ``int64`` tensor of class indices 0 .. ``num_classes`` - 1."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name}: labels must be a torch tensor, got {type(labels).__name__}. "
+                        f"Convert with torch.as_tensor(labels).")
     if labels.ndim != 1:
         raise ValueError(f"{name}: labels must be a 1-D tensor of class indices, got shape {tuple(labels.shape)}. "
                          f"One-hot labels can be turned into indices with labels.argmax(1).")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
         raise ValueError(f"{name}: labels must be integer class indices, got dtype {labels.dtype}. "
                          f"Use labels.long().")
-    if len(labels) != len(images):
-        raise ValueError(f"{name}: {len(images)} images but {len(labels)} labels; pass exactly one label per image.")
-    low, high = int(labels.min()), int(labels.max())
+    if labels.dtype != torch.long:
+        raise ValueError(f"{name}: labels must be int64 (torch.long), the type cross-entropy takes, got "
+                         f"{labels.dtype}. Use labels.long().")
+    if len(labels) == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(labels))
     if low < 0:
         raise ValueError(f"{name}: labels must be class indices 0, 1, 2, ...; found {low}.")
     if num_classes is not None and high >= num_classes:
@@ -265,31 +295,48 @@ def torchvision_dataset(name: str, root="data", *, download: bool = True, size: 
     """A torchvision dataset (``"CIFAR10"``, ``"Flowers102"``, ``"OxfordIIITPet"``...) as a :class:`Task`.
 
     Downloads into ``root`` the first time when ``download=True`` (this needs the network: Colab has it); offline,
-    put the dataset's files in ``root`` yourself or use :func:`digits` or :func:`image_folder`.
+    put the dataset's files in ``root`` yourself or use :func:`digits` or :func:`image_folder`. A download that
+    stalls (no data for ``ftcourse.downloads.TIMEOUT`` seconds) stops with a message instead of hanging, and files
+    that are damaged (an interrupted download) are named, so that you know what to delete.
     """
+    import tarfile
+    import urllib.error
+    import zipfile
+    from pathlib import Path
+
     import torchvision
+
+    from .downloads import is_timeout, time_limit
 
     if name not in TORCHVISION_SPLITS:
         raise ValueError(f"Unknown dataset {name!r}; supported: {sorted(TORCHVISION_SPLITS)}. For your own images "
                          f"use ftcourse.data.image_folder(path).")
     cls = getattr(torchvision.datasets, name)
     splits = TORCHVISION_SPLITS[name]
-    try:
-        if splits is None:
-            whole = cls(root, download=download)
-            data = from_dataset(whole, size=size)
-            task = _split(data.images, data.labels, data.classes, test_fraction=0.2, seed=seed, name=name,
-                          description=f"torchvision's {name}")
-            return task
-        train = cls(root, download=download, **splits[0])
-        test = cls(root, download=download, **splits[1])
-    except (RuntimeError, OSError) as error:  # torchvision: "Dataset not found"; no network: URLError (an OSError)
-        how = ("The download failed: are you online? In Colab you are; on an offline machine copy the files into "
-               f"{str(root)!r} by hand." if download else
-               f"Its files are not in {str(root)!r}: pass download=True (needs the network) or copy them there.")
-        raise RuntimeError(f"Could not load torchvision's {name} from {str(root)!r}: {error}. {how} Offline "
-                           f"alternatives: ftcourse.data.digits() (bundled) or ftcourse.data.image_folder(path)."
-                           ) from error
+    files = Path(root) / {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python", "STL10": "stl10_binary",
+                          "SVHN": "*_32x32.mat", "Flowers102": "flowers-102", "OxfordIIITPet": "oxford-iiit-pet",
+                          "DTD": "dtd", "EuroSAT": "eurosat"}.get(name, name)  # where torchvision keeps them
+    offline = (f"copy its files into {str(root)!r} by hand. Offline alternatives: ftcourse.data.digits() (bundled) "
+               f"or ftcourse.data.image_folder(path)")
+    with time_limit(f"torchvision's {name} into {str(root)!r}", fix=offline):
+        try:
+            parts = [cls(root, download=download, **split) for split in (splits or [{}])]
+        except (RuntimeError, OSError, EOFError, ValueError, tarfile.TarError, zipfile.BadZipFile) as error:
+            if is_timeout(error):
+                raise  # time_limit says that the download stalled
+            if isinstance(error, (urllib.error.URLError, ConnectionError)):  # the network, not the files
+                how = f"The download failed: are you online? In Colab you are; offline, {offline}"
+            elif download:  # downloaded (or found) but unreadable: "Dataset not found or corrupted", a broken archive
+                how = f"Its files are damaged (an interrupted download?): delete {files} and run this again"
+            else:
+                how = (f"Its files are not in {str(root)!r}, or they are damaged: pass download=True (needs the "
+                       f"network), or delete {files} if it is there and {offline}")
+            raise RuntimeError(f"Could not load torchvision's {name} from {str(root)!r}: {error}. {how}.") from error
+    if splits is None:
+        data = from_dataset(parts[0], size=size)
+        return _split(data.images, data.labels, data.classes, test_fraction=0.2, seed=seed, name=name,
+                      description=f"torchvision's {name}")
+    train, test = parts
     classes = getattr(train, "classes", None)
     return Task(name, from_dataset(train, size=size, limit=train_limit, classes=classes),
                 from_dataset(test, size=size, limit=test_limit, classes=classes), f"torchvision's {name}")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train import _as_data, _autocast, _is_loader, _model_device, evaluate
+from .train import as_data, evaluate, model_device, predict
 
 
 def _check(x, name, *, ndim=2, labels=False, min_classes=2, rows_of=None, cols_of=None):
@@ -360,27 +360,8 @@ def features(model, data, stage=None, *, batch_size=1024, precision="fp32"):
     if stage == "head":
         raise ValueError("features stop before the head; for class scores use ftcourse.train.predict(model, data).")
     model.stage(stage)  # raises a ValueError that lists the stages when there is no such stage
-    device = _model_device(model)
-    if torch.is_tensor(data):
-        images = data
-        if images.ndim != 4:
-            raise ValueError(f"images must have shape (N, channels, height, width), got {tuple(images.shape)}.")
-        batches = (images[i:i + batch_size].to(device) for i in range(0, len(images), batch_size))
-    else:
-        data = _as_data(data, "data", None, device)  # None: don't check the labels against the model's head
-        if _is_loader(data):
-            batches = (x.to(device, non_blocking=True) for x, _ in data)
-        else:
-            batches = (data.images[i:i + batch_size] for i in range(0, len(data), batch_size))
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        with _autocast(device, precision):
-            out = [model.features(x, upto=stage).float() for x in batches]
-    finally:
-        for module, mode in zip(model.modules(), modes):
-            module.training = mode
-    return torch.cat(out)
+    return predict(model, data, batch_size=batch_size, precision=precision,
+                   forward=lambda images: model.features(images, upto=stage))
 
 
 def weight_distance(model, reference, *, relative=False):
@@ -454,7 +435,7 @@ def source_accuracy(finetuned, pretrained, source, *, batch_size=1024):
         raise ValueError(f"The fine-tuned body makes {finetuned.head.in_features} features but the pretrained head "
                          f"takes {pretrained.head.in_features}; pass a model fine-tuned from `pretrained`.")
     body = copy.deepcopy(finetuned)
-    body.head = copy.deepcopy(pretrained.head).to(_model_device(body))
+    body.head = copy.deepcopy(pretrained.head).to(model_device(body))
     return evaluate(body, source, batch_size=batch_size)["accuracy"]
 
 
@@ -475,7 +456,7 @@ def transferability(model, data, *, k=5):
     if hasattr(data, "train") and hasattr(data, "test"):
         raise ValueError("transferability scores a model on the target's training data only: pass task.train, "
                          "not the whole task (its test set must stay unseen until the end).")
-    data = _as_data(data, "data", None, _model_device(model))
+    data = as_data(data, "data", None, model_device(model))
     feats, labels = features(model, data), data.labels
     source_probs = torch.softmax(model.head(feats).double(), dim=1)  # the head is one Linear layer: no modes
     fold = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)

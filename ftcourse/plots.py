@@ -38,7 +38,7 @@ def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str
 
 
 def plot_history(history, axes=None):
-    """Left: the training loss of every step (and its moving average). Right: accuracy per epoch."""
+    """Left: the training loss of every step (and its moving average). Right: accuracy at each log point."""
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     else:
@@ -56,11 +56,10 @@ def plot_history(history, axes=None):
         loss_ax.axvline(history.diverged["step"], color="red", ls="--", label="diverged")
     loss_ax.set(xlabel="step", ylabel="training loss (cross-entropy)", title="Loss")
     loss_ax.legend()
-    epochs = range(1, history.epochs_done + 1)
-    acc_ax.plot(epochs, history.train_acc, marker="o", label="train")
+    acc_ax.plot(history.log_step, history.train_acc, marker="o", label="train (since the previous point)")
     if history.val_acc:
-        acc_ax.plot(epochs, history.val_acc, marker="o", label="validation")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
+        acc_ax.plot(history.log_step, history.val_acc, marker="o", label="validation")
+    acc_ax.set(xlabel="step", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
     acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.legend()
     fig.tight_layout()

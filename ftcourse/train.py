@@ -1,27 +1,37 @@
-"""The training loop: :func:`fit`, :func:`evaluate` and the :class:`History` a run returns.
+"""The training engine: :func:`fit`, :func:`evaluate`, :func:`predict`, and the pieces every training loop needs.
 
 Every experiment in the course goes through :func:`fit`. It is an ordinary PyTorch loop -- forward, loss, backward,
 optimiser step -- plus the few decisions that make it fast and safe, each made once here:
 
 1. **Data on the device.** The dataset is one ``uint8`` tensor on the GPU; a batch is an index into it from a
-   device-side random permutation, and augmentation is a few batched tensor ops (:func:`ftcourse.data.augment`).
-   Nothing is copied from the host per step. (A ``DataLoader`` works too, for data that does not fit.)
+   device-side random permutation (:class:`BatchStream`), and augmentation is a few batched tensor ops
+   (:func:`ftcourse.data.augment`). Nothing is copied from the host per step. (A ``DataLoader`` works too, for
+   data that does not fit.)
 2. **Mixed precision.** On GPUs with bfloat16 the forward pass runs in bf16 (about 2x the fp32 throughput of the
    tensor cores); on older GPUs such as Colab's T4 in fp16 with a gradient scaler; on the CPU in fp32.
-3. **No host syncs per step.** ``loss.item()`` makes the CPU wait for the GPU. Losses and correct counts are summed
-   on the device and read at logging points (every ``sync_every`` steps and at the end of each epoch).
+3. **No host syncs per step.** ``loss.item()`` makes the CPU wait for the GPU. Losses and correct counts are kept
+   on the device and read every ``sync_every`` steps and at the end: that is when the run is logged, checked for
+   divergence, validated and checkpointed. With the course's 25-400 training images an epoch is only 1-12 steps,
+   so the budget is counted in optimiser **steps**, not epochs.
 4. **Fused optimiser steps.** One kernel updates all parameters instead of one small kernel per tensor.
 
-A run can be stopped and continued: ``checkpoint=path`` writes everything needed (model, optimiser, scaler,
-step, random state, history) atomically after every epoch, and ``resume=True`` continues to exactly the result an
-uninterrupted run would have reached. Ctrl-C returns the history so far and leaves the model with what it learned.
-A loss that becomes NaN or infinite stops the run with ``history.diverged`` set, so learning-rate sweeps can show
-divergence rather than crash.
+The loop is built from public pieces, which the range test (:mod:`ftcourse.rangetest`) and feature extraction
+(:mod:`ftcourse.measure`) use too: :func:`as_data` (check the data and put it on the device), :class:`BatchStream`
+(endless shuffled batches), :class:`Stepper` (optimiser, gradient scaler, autocast: one training step) and
+:func:`predict` (outputs in batches, without gradients).
+
+A run can be stopped and continued: ``checkpoint=path`` writes everything needed (model, optimiser, scaler, step,
+batch order, random state, history) atomically before the first step and every ``checkpoint_every`` steps, and
+``resume=True`` continues to exactly the result an uninterrupted run would have reached. Ctrl-C returns the
+history so far and leaves the model with what it learned. A loss that becomes NaN or infinite stops the run with
+``history.diverged`` set, so learning-rate sweeps can show divergence rather than crash.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import sys
 import time
 import warnings
@@ -33,39 +43,57 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageData, Task, augment as augment_batch, check_images
-from .env import active_profile, precision_for
+from .data import ImageData, Task, augment as augment_batch, check_images, check_labels
+from .env import active_profile, in_notebook, precision_for
 from .files import save_state, save_json
 from .lr import get_schedule
+from .models import read_torch_file, state_dict_mismatch
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
 class History:
-    """What happened during :func:`fit`: per step, per epoch, and in total."""
+    """What happened during :func:`fit`: per step, per log point (every ``sync_every`` steps), and in total.
+
+    ``log_step[i]`` is the number of steps done at log point i; ``train_loss[i]`` and ``train_acc[i]`` are the means
+    over the steps since the previous one; ``train_seconds[i]`` is the training time so far (evaluation excluded);
+    ``val_loss[i]`` and ``val_acc[i]`` are measured there when :func:`fit` was given validation data.
+    """
 
     step_lr: list[float] = field(default_factory=list)  # learning rate of the first parameter group
     step_loss: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)  # per epoch (mean over its steps)
+    log_step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
+    train_seconds: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
-    epoch_time: list[float] = field(default_factory=list)  # seconds of training per epoch (evaluation excluded)
     images_seen: int = 0
-    wall_time: float = 0.0  # seconds, evaluation included
+    wall_time: float = 0.0  # seconds, evaluation and checkpoints included
     diverged: dict | None = None  # {"step": ..., "lr": ...} of the first non-finite loss
     interrupted: bool = False
     config: dict = field(default_factory=dict)
 
     @property
-    def epochs_done(self) -> int:
-        return len(self.train_loss)
+    def steps_done(self) -> int:
+        return len(self.step_loss)
+
+    @property
+    def training_seconds(self) -> float:
+        return self.train_seconds[-1] if self.train_seconds else 0.0
 
     @property
     def images_per_second(self) -> float:
-        seconds = sum(self.epoch_time)
+        seconds = self.training_seconds
         return self.images_seen / seconds if seconds > 0 else 0.0
+
+    @property
+    def seconds_per_step(self) -> float:
+        """The median over log intervals, so that one-off costs of a process's first steps do not count."""
+        steps = [b - a for a, b in zip([0] + self.log_step, self.log_step)]
+        seconds = [b - a for a, b in zip([0.0] + self.train_seconds, self.train_seconds)]
+        return statistics.median(s / n for s, n in zip(seconds, steps)) if steps else 0.0
 
     @property
     def final_val_acc(self) -> float | None:
@@ -79,8 +107,7 @@ class History:
         state = ("diverged at step {step} (lr {lr:.3g})".format(**self.diverged) if self.diverged
                  else "interrupted" if self.interrupted else "finished")
         val = f", val acc {self.final_val_acc:.3f}" if self.val_acc else ""
-        return (f"History({self.epochs_done} epochs, {len(self.step_loss)} steps, {state}{val}, "
-                f"{self.images_per_second:,.0f} images/s)")
+        return f"History({self.steps_done} steps, {state}{val}, {self.images_per_second:,.0f} images/s)"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,26 +125,28 @@ class History:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def plot(self, ax=None):
-        """Loss per step and accuracy per epoch. Returns the figure."""
+        """Loss per step and accuracy per log point. Returns the figure."""
         from .plots import plot_history
 
         return plot_history(self, axes=ax)
 
 
-def fit(model: nn.Module, train, val=None, *, epochs: int = 10, lr: float = 0.05, optimizer: str = "sgd",
-        schedule="cosine", weight_decay: float = 5e-4, momentum: float = 0.9, batch_size: int = 128,
-        params=None, augment: bool = False, label_smoothing: float = 0.0, penalty=None, before_epoch=None,
-        precision: str = "auto", seed: int = 0, checkpoint=None, resume: bool = False, progress: bool | None = None,
+def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: int | None = None,
+        lr: float = 0.05, optimizer: str = "sgd", schedule="cosine", weight_decay: float = 5e-4,
+        momentum: float = 0.9, batch_size: int = 128, params=None, augment: bool = False,
+        label_smoothing: float = 0.0, penalty=None, before_step=None, precision: str = "auto", seed: int = 0,
+        checkpoint=None, resume: bool = False, checkpoint_every: int = 200, progress: bool | None = None,
         live_plot: bool | None = None, sync_every: int = 25, compile: bool = False) -> History:
-    """Train ``model`` on ``train`` and return a :class:`History`.
+    """Train ``model`` on ``train`` for ``steps`` optimiser steps (or ``epochs`` passes) and return a :class:`History`.
 
     Parameters
     ----------
     train, val : an :class:`~ftcourse.data.ImageData`, a pair ``(images, labels)``, or a ``DataLoader``. A
         :class:`~ftcourse.data.Task` as ``train`` means: train on ``task.train`` and validate on ``task.test``.
-    epochs, lr, batch_size : the usual. An epoch is ``len(train) // batch_size`` steps (the last partial batch is
-        dropped; a fresh permutation each epoch means every image is still used), or one step when the dataset is
-        smaller than a batch.
+    steps, epochs : the budget; give one. An epoch is ``len(train) // batch_size`` steps, or one step when the
+        dataset is smaller than a batch (see :func:`steps_per_epoch`); a fresh permutation starts each pass, and the
+        last partial batch of a pass is dropped.
+    lr, batch_size : the usual.
     optimizer : ``"sgd"`` (with Nesterov ``momentum``) or ``"adamw"``.
     schedule : a name from :mod:`ftcourse.lr` (``"constant"``, ``"cosine"``, ``"onecycle"``, ``"slanted"``) or a
         function ``f(step, total_steps) -> factor`` multiplying each group's base rate.
@@ -125,141 +154,138 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 10, lr: float = 0.05
         ``[{"params": [...], "lr": ...}, ...]`` (layer-wise rates, see :mod:`ftcourse.transfer`).
     augment : random crops (4 pixels) and horizontal flips on the device.
     penalty : a function ``penalty(model) -> scalar tensor`` added to the loss (for example L2-SP).
-    before_epoch : a function ``before_epoch(model, epoch)`` called before each epoch (for example gradual
-        unfreezing).
+    before_step : a function ``before_step(model, step)`` called before each step (for example gradual
+        unfreezing); the model's train/eval modes are refreshed after it, so BatchNorm follows what it froze.
     precision : ``"auto"`` (bf16 / fp16 / fp32 by device, see :func:`ftcourse.env.precision_for`) or one of those.
     seed : seeds the order of batches and the augmentation (the model's initialisation is up to you).
-    checkpoint, resume : a file to save to after every epoch; ``resume=True`` continues from it if it exists.
+    checkpoint, resume, checkpoint_every : a file to save the run to, before the first step, every
+        ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it if it exists (see below).
     progress, live_plot : a progress bar and a live loss plot; by default on in interactive sessions outside the
         ``quick`` profile.
-    sync_every : how often (in steps) the GPU is asked for the running loss, to check for divergence.
+    sync_every : how often (in steps) the device is asked for the losses: the run is then logged, checked for
+        divergence and, with ``val``, validated.
     compile : run the model through ``torch.compile`` (worth it on a GPU for long runs).
+
+    Resuming. The checkpoint holds the model, the optimiser, the step, the batch order and the random states, so a
+    resumed run reaches exactly the weights of an uninterrupted one on the same device and precision. Settings that
+    decide the result must be the same (a ``ValueError`` lists any that differ). Resuming on another kind of device
+    or at another precision (Colab may reconnect you to another GPU) works, with a warning: the model and optimiser
+    are moved, the fp16 gradient scaler's state is used only when both runs use fp16, and the data order's random
+    generator, which cannot move between devices, is re-seeded from ``seed`` and the step, so the rest of the run
+    is a valid continuation but no longer bit-identical. A ``DataLoader``'s own shuffling is not saved.
     """
     started = time.perf_counter()
-    device = _model_device(model)
+    device = model_device(model)
     if isinstance(train, Task):
         train, val = train.train, train.test if val is None else val
-    train = _as_data(train, "train", model, device)
-    val = _as_data(val, "val", model, device) if val is not None else None
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"fit needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={epochs}, "
-                         f"batch_size={batch_size}, lr={lr}.")
-    _check_trainable(model)
-    precision = _resolve_precision(device, precision)
+    train = as_data(train, "train", model, device)
+    val = as_data(val, "val", model, device) if val is not None else None
+    total_steps = _budget(steps, epochs, train, batch_size)
+    for name, value in (("sync_every", sync_every), ("checkpoint_every", checkpoint_every)):
+        _check_count(name, value)
+    stepper = Stepper(model, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
+                      params=params, precision=precision, label_smoothing=label_smoothing, penalty=penalty,
+                      compile=compile)
     schedule_fn = get_schedule(schedule)
-
-    # Every parameter goes into the optimiser; frozen ones get no gradient and so are never updated. This way a
-    # stage unfrozen later (gradual unfreezing) starts training without rebuilding the optimiser.
-    groups = _param_groups(model, params, lr)
-    opt = _make_optimizer(optimizer, groups, lr, weight_decay, momentum, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
-    autocast = _autocast(device, precision)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # the layout tensor-core convolutions want
-    step_model = torch.compile(model) if compile else model
-
-    n_batches = len(train) if _is_loader(train) else max(1, len(train) // batch_size)
-    total_steps = epochs * n_batches
     generator = torch.Generator(device=device).manual_seed(seed)
-    config = {"epochs": epochs, "lr": lr, "optimizer": optimizer, "schedule": repr(schedule_fn),
-              "weight_decay": weight_decay, "batch_size": batch_size, "augment": augment, "precision": precision,
-              "seed": seed, "train_size": len(train) if not _is_loader(train) else len(train.dataset)}
+    stream = BatchStream(train, batch_size, generator, device, num_classes=getattr(model, "num_classes", None))
+    config = {"steps": total_steps, "lr": lr, "optimizer": optimizer, "schedule": describe(schedule_fn),
+              "weight_decay": weight_decay, "momentum": momentum, "batch_size": batch_size, "augment": augment,
+              "label_smoothing": label_smoothing, "penalty": describe(penalty), "before_step": describe(before_step),
+              "param_groups": stepper.group_sizes(), "seed": seed, "train_size": stream.dataset_size,
+              "precision": stepper.precision, "device": device.type}
     history = History(config=config)
-    start_epoch = 0
+    step = saved_step = 0
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if checkpoint.exists() and not resume:
             raise FileExistsError(f"Checkpoint {checkpoint} already exists. Pass resume=True to continue that run, "
                                   f"or choose another path (or delete the file) to start afresh.")
         if checkpoint.exists():
-            history, start_epoch = _restore(checkpoint, model, opt, scaler, generator, config)
+            history, step = _restore(checkpoint, model, stepper, stream, config)
+            history.config = config  # where and how the run goes on from here
+        else:  # step 0 is saved too: an interrupted first stretch resumes from the true start, not half-trained
+            _save_checkpoint(checkpoint, model, stepper, stream, history, 0)
+        saved_step = step
     if progress is None:
-        progress = _interactive() and active_profile() != "quick"
+        progress = (in_notebook() or sys.stderr.isatty()) and active_profile() != "quick"
     if live_plot is None:
-        live_plot = progress and _in_notebook()
-    bar = _progress_bar(total_steps, start_epoch * n_batches) if progress else None
+        live_plot = progress and in_notebook()
+    bar = _progress_bar(total_steps, step) if progress else None
     plot = _live_plot() if live_plot else None
 
-    was_training = model.training
-    step = start_epoch * n_batches
-    step_losses = torch.zeros(n_batches, device=device)
+    modes = [m.training for m in model.modules()]
+    step_losses = torch.zeros(total_steps, device=device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    model.train()
+    _sync(device)
+    segment_start = time.perf_counter()
+    seconds_before = history.training_seconds
     try:
-        for epoch in range(start_epoch, epochs):
-            if before_epoch is not None:
-                before_epoch(model, epoch)
-            model.train()
+        while step < total_steps:
+            if before_step is not None:
+                before_step(model, step)
+                model.train()  # BatchNorm of stages frozen or unfrozen by the hook follows suit
+            x, y = stream.next()
+            if augment:
+                x = augment_batch(x, generator)
+            stepper.set_lr(schedule_fn(step, total_steps))
+            loss, logits = stepper.step(x, y)
+            # Bookkeeping stays on the device: no .item() here.
+            step_losses[step] = loss
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            history.step_lr.append(stepper.lr)
+            step += 1
+            due_checkpoint = checkpoint is not None and step - saved_step >= checkpoint_every
+            if step % sync_every and step < total_steps and not due_checkpoint:
+                continue
+            # A log point: read the losses back, look for divergence, validate, checkpoint.
             _sync(device)
-            epoch_start = time.perf_counter()
-            first_step = step
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            step_losses.zero_()
-            seen = checked = 0
-            for i, (x, y) in enumerate(_batches(train, batch_size, n_batches, generator, device)):
-                if augment:
-                    x = augment_batch(x, generator)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                factor = schedule_fn(step, total_steps)
-                for group in opt.param_groups:
-                    group["lr"] = group["base_lr"] * factor
-                with autocast:
-                    logits = step_model(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-                    if penalty is not None:
-                        loss = loss + penalty(model)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-
-                # Bookkeeping stays on the device: no .item() here.
-                step_losses[i] = loss.detach()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
-                seen += len(y)
-                history.step_lr.append(opt.param_groups[0]["lr"])
-                step += 1
-                if device.type == "cpu" or (i + 1) % sync_every == 0:  # on the CPU a sync costs nothing
-                    if _found_divergence(history, step_losses, checked, i + 1, first_step):
-                        break
-                    checked = i + 1
-                    if bar is not None:
-                        bar.update(step - bar.n)
-            _sync(device)
-            seconds = time.perf_counter() - epoch_start
-            history.step_loss += step_losses[:len(history.step_lr) - len(history.step_loss)].tolist()
-            if history.diverged or _found_divergence(history, step_losses, checked, step - first_step, first_step):
+            seconds = seconds_before + time.perf_counter() - segment_start
+            logged = len(history.step_loss)
+            history.step_loss += step_losses[logged:step].tolist()
+            if _found_divergence(history, logged):
                 break
-            history.epoch_time.append(seconds)
-            history.images_seen += seen
+            history.log_step.append(step)
             history.train_loss.append(loss_sum.item() / seen)
             history.train_acc.append(correct.item() / seen)
+            history.train_seconds.append(seconds)
+            history.images_seen += seen
+            loss_sum.zero_()
+            correct.zero_()
+            seen = 0
             if val is not None:
-                metrics = evaluate(model, val, precision=precision)
+                metrics = evaluate(model, val, precision=stepper.precision)
                 history.val_loss.append(metrics["loss"])
                 history.val_acc.append(metrics["accuracy"])
+                model.train()
             if bar is not None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
                                 **({"val_acc": f"{history.val_acc[-1]:.3f}"} if val is not None else {}))
             if plot is not None:
                 plot(history)
-            if checkpoint is not None:
+            if checkpoint is not None and (due_checkpoint or step == total_steps):
                 history.wall_time += time.perf_counter() - started
                 started = time.perf_counter()
-                _save_checkpoint(checkpoint, model, opt, scaler, generator, history, epoch + 1)
+                _save_checkpoint(checkpoint, model, stepper, stream, history, step)
+                saved_step = step
+            seconds_before = seconds
+            segment_start = time.perf_counter()
     except KeyboardInterrupt:
         history.interrupted = True
-        done = len(history.step_lr) - len(history.step_loss)
-        history.step_loss += step_losses[:done].tolist()
-        del history.step_lr[len(history.step_loss):]
-        where = f"; the last checkpoint ({checkpoint}) holds epoch {history.epochs_done}" if checkpoint else ""
+        history.step_loss += step_losses[len(history.step_loss):len(history.step_lr)].tolist()
+        where = f"; the checkpoint {checkpoint} holds step {saved_step}" if checkpoint else ""
         warnings.warn(f"Training interrupted at step {step} of {total_steps}. The model keeps what it learned{where}."
                       f" Call fit(..., checkpoint=..., resume=True) to continue.", stacklevel=2)
     finally:
         history.wall_time += time.perf_counter() - started
-        model.train(was_training)
+        for module, mode in zip(model.modules(), modes):
+            module.training = mode
         if bar is not None:
             bar.close()
     return history
@@ -273,47 +299,51 @@ def evaluate(model: nn.Module, data, *, batch_size: int = 1024, precision: str =
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data, *, batch_size: int = 1024, precision: str = "auto", return_labels=False):
-    """The model's class scores (float32 logits) for every image of ``data``, in order."""
-    device = _model_device(model)
-    data = _as_data(data, "data", model, device)
-    precision = _resolve_precision(device, precision)
-    was_training = model.training
+def predict(model: nn.Module, data, *, batch_size: int = 1024, precision: str = "auto", return_labels=False,
+            forward=None):
+    """The model's outputs (float32) for every image of ``data``, in order, computed in batches.
+
+    By default the outputs are ``model(images)``, the class scores; ``forward(images)`` computes something else
+    with the same machinery (for example ``lambda x: model.features(x, upto="layer2")``, see
+    :func:`ftcourse.measure.features`), and then labels are not checked against the model's head. The model runs in
+    evaluation mode (BatchNorm uses its running statistics, so an image's output does not depend on the rest of its
+    batch) and every module's mode is restored afterwards. ``data`` is an ImageData, a pair ``(images, labels)``, a
+    DataLoader, or a plain tensor of images; a Task means its test split.
+    """
+    device = model_device(model)
+    if torch.is_tensor(data):
+        check_images(data, None, name="images")
+        data = ImageData(data, torch.zeros(len(data), dtype=torch.long, device=data.device))
+    data = as_data(data, "data", model if forward is None else None, device)
+    precision = resolve_precision(device, precision)
+    forward = forward or model
+    modes = [m.training for m in model.modules()]
     model.eval()
     outputs, labels = [], []
     try:
-        with _autocast(device, precision):
-            if _is_loader(data):
-                batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in data)
-            else:
-                batches = ((data.images[i:i + batch_size], data.labels[i:i + batch_size])
-                           for i in range(0, len(data), batch_size))
-            for x, y in batches:
-                outputs.append(model(x).float())
+        with autocast_for(device, precision):
+            for x, y in _batches_once(data, batch_size, device):
+                outputs.append(forward(x).float())
                 labels.append(y)
     finally:
-        model.train(was_training)
-    logits = torch.cat(outputs)
-    return (logits, torch.cat(labels)) if return_labels else logits
+        for module, mode in zip(model.modules(), modes):
+            module.training = mode
+    result = torch.cat(outputs)
+    return (result, torch.cat(labels)) if return_labels else result
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The pieces of the loop.
+# The public pieces of a loop: data, batches, one step.
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters."""
     try:
         return next(model.parameters()).device
     except StopIteration:
         raise ValueError("The model has no parameters at all; fit and evaluate need a network with weights.")
 
 
-def _check_trainable(model: nn.Module) -> None:
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("The model has no trainable parameters: every parameter has requires_grad=False. "
-                         "Unfreeze some stages first, e.g. ftcourse.transfer.unfreeze(model, 'head').")
-
-
-def _resolve_precision(device: torch.device, precision: str) -> str:
+def resolve_precision(device: torch.device, precision: str) -> str:
     """``"auto"`` becomes the device's precision (see :func:`ftcourse.env.precision_for`); others are checked."""
     precision = precision_for(device) if precision == "auto" else precision
     if precision not in ("bf16", "fp16", "fp32"):
@@ -321,13 +351,29 @@ def _resolve_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
-def _is_loader(data) -> bool:
+def autocast_for(device: torch.device, precision: str):
+    """The context the forward pass runs in: ``torch.autocast`` for bf16 and fp16, nothing for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def is_loader(data) -> bool:
     return isinstance(data, torch.utils.data.DataLoader)
 
 
-def _as_data(data, name: str, model: nn.Module, device: torch.device):
-    """Validate ``data`` and put it on ``device``: ImageData stays ImageData, a pair becomes one."""
-    if _is_loader(data):
+def as_data(data, name: str, model: nn.Module | None, device: torch.device):
+    """Check ``data`` and put it on ``device``: ImageData stays ImageData, a pair becomes one, a Task gives a split.
+
+    With a ``model``, labels are checked against its number of classes and images against its input channels.
+    A DataLoader is passed through; its batches are checked as they come (see :class:`BatchStream`).
+    """
+    if is_loader(data):
+        if _loader_length(data) == 0:
+            raise ValueError(f"{name}: the DataLoader yields no batches (its dataset has {len(data.dataset)} items"
+                             f"{' and drop_last=True' if data.drop_last else ''}); give it data or a smaller "
+                             f"batch_size.")
         return data
     if isinstance(data, Task):
         data = data.train if name == "train" else data.test
@@ -339,24 +385,195 @@ def _as_data(data, name: str, model: nn.Module, device: torch.device):
                         f"got {type(data).__name__}.")
     num_classes = getattr(model, "num_classes", None)
     check_images(data.images, data.labels, name=name, num_classes=num_classes)
-    in_channels = getattr(model, "in_channels", None)
-    if in_channels is not None and data.images.shape[1] != in_channels:
-        raise ValueError(f"{name}: images have {data.images.shape[1]} channels but the model expects "
-                         f"{in_channels}. Grey images can be repeated to RGB with images.expand(-1, 3, -1, -1).")
+    _check_channels(data.images, name, model)
     return data.to(device)
 
 
-def _batches(data, batch_size: int, n_batches: int, generator: torch.Generator, device: torch.device):
-    """Yield ``(images, labels)`` batches on ``device``: by device-side permutation, or from a DataLoader."""
-    if _is_loader(data):
+def steps_per_epoch(data, batch_size: int) -> int:
+    """Optimiser steps in one pass over ``data``: ``len // batch_size`` (at least 1), or a DataLoader's length.
+
+    The one place the course turns epochs into steps.
+    """
+    if is_loader(data):
+        return _loader_length(data)
+    return max(1, len(data) // batch_size)
+
+
+class BatchStream:
+    """Endless mini-batches ``(images, labels)`` on ``device``: a fresh device-side permutation for every pass.
+
+    ``next()`` gives the next batch. For an ImageData, batch i of a pass is ``order[i*b:(i+1)*b]`` of a
+    ``torch.randperm`` drawn with ``generator`` on the device, so no index ever crosses from the host; a pass has
+    :func:`steps_per_epoch` batches (the remainder is dropped, and reshuffled into the next pass). A DataLoader is
+    iterated pass after pass; its labels are checked on the host before they move. ``state_dict`` holds the current
+    order and position, so that a resumed run continues with the very same batches.
+    """
+
+    def __init__(self, data, batch_size: int, generator: torch.Generator, device: torch.device,
+                 num_classes: int | None = None):
+        _check_count("batch_size", batch_size)
+        self.data, self.generator, self.device = data, generator, device
+        self.batch_size = batch_size if is_loader(data) else min(batch_size, len(data))
+        self.per_epoch = steps_per_epoch(data, batch_size)
+        self.num_classes = num_classes
+        self.order, self.position, self._iterator = None, 0, None
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.data.dataset) if is_loader(self.data) else len(self.data)
+
+    def next(self):
+        if is_loader(self.data):
+            return self._next_from_loader()
+        if self.order is None or self.position == self.per_epoch:
+            self.order = torch.randperm(len(self.data), device=self.device, generator=self.generator)
+            self.position = 0
+        index = self.order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
+        self.position += 1
+        return self.data.images[index], self.data.labels[index]
+
+    def _next_from_loader(self):
+        for attempt in range(2):
+            if self._iterator is None:
+                self._iterator = iter(self.data)
+            batch = next(self._iterator, None)
+            if batch is not None:
+                break
+            self._iterator = None  # the pass ended: start the next one
+        else:
+            raise ValueError("The DataLoader yielded no batches; give it data or a smaller batch_size.")
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"Each DataLoader batch must be a pair (images, labels); got {type(batch).__name__}.")
+        x, y = batch
+        check_labels(y, name="DataLoader batch", num_classes=self.num_classes)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {"order": None if self.order is None else self.order.cpu(), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = None if state["order"] is None else state["order"].to(self.device)
+        self.position = state["position"]
+
+
+class Stepper:
+    """One training step and what it needs: the optimiser, the gradient scaler and the mixed-precision context.
+
+    ``step(x, y)`` runs forward (under autocast), the loss (cross-entropy plus ``penalty(model)``), backward and the
+    optimiser update, and returns the loss and logits as device tensors -- it never waits for the device.
+    ``set_lr(factor)`` sets each parameter group's rate to ``factor`` x its base rate (what a schedule does).
+
+    Every parameter goes into the optimiser, frozen ones too: they get no gradient and so are never updated, and a
+    stage unfrozen later (gradual unfreezing) starts training without rebuilding the optimiser. The gradient scaler
+    is enabled only for fp16, whose small range needs it; bf16 has float32's range.
+    """
+
+    def __init__(self, model: nn.Module, *, lr: float, optimizer: str = "sgd", weight_decay: float = 5e-4,
+                 momentum: float = 0.9, params=None, precision: str = "auto", label_smoothing: float = 0.0,
+                 penalty=None, compile: bool = False):
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+            raise ValueError(f"lr must be a positive number, got {lr!r}.")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("The model has no trainable parameters: every parameter has requires_grad=False. "
+                             "Unfreeze some stages first, e.g. ftcourse.transfer.unfreeze(model, 'head').")
+        self.model, self.device = model, model_device(model)
+        self.precision = resolve_precision(self.device, precision)
+        self.optimizer = _make_optimizer(optimizer, _param_groups(model, params, lr), lr, weight_decay, momentum,
+                                         self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.precision == "fp16"))
+        self.autocast = autocast_for(self.device, self.precision)
+        self.label_smoothing, self.penalty = label_smoothing, penalty
+        if self.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)  # the layout tensor-core convolutions want
+        self.forward = torch.compile(model) if compile else model
+
+    @property
+    def lr(self) -> float:
+        """The current rate of the first parameter group."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def set_lr(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def group_sizes(self) -> list[list]:
+        """``[number of parameters, base rate]`` per group: what a checkpoint must agree on."""
+        return [[sum(p.numel() for p in g["params"]), g["base_lr"]] for g in self.optimizer.param_groups]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            if self.penalty is not None:
+                loss = loss + self.penalty(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), logits.detach()
+
+
+def describe(thing) -> str | None:
+    """A stable description of a schedule, penalty or hook, to compare two runs' settings by.
+
+    ``repr`` when it describes the object (dataclasses, :class:`ftcourse.transfer.L2SP`), else the function's
+    qualified name; never a memory address, which would differ between two runs of the same code.
+    """
+    if thing is None:
+        return None
+    text = repr(thing)
+    if " at 0x" not in text:
+        return text
+    return getattr(thing, "__qualname__", type(thing).__qualname__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Private details of the loop.
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        hint = f" ({name}={int(value)})" if isinstance(value, float) and value.is_integer() and value >= 1 else ""
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}{hint}.")
+
+
+def _budget(steps, epochs, train, batch_size) -> int:
+    """Total optimiser steps from ``steps`` or ``epochs`` (exactly one of them)."""
+    _check_count("batch_size", batch_size)
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"fit needs one budget: steps=... (optimiser steps, the course's unit) or epochs=... "
+                         f"(passes over the data); got steps={steps!r}, epochs={epochs!r}.")
+    if steps is not None:
+        _check_count("steps", steps)
+        return steps
+    _check_count("epochs", epochs)
+    return epochs * steps_per_epoch(train, batch_size)
+
+
+def _loader_length(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # an iterable dataset without a length
+        return None
+
+
+def _check_channels(images: torch.Tensor, name: str, model) -> None:
+    in_channels = getattr(model, "in_channels", None)
+    if in_channels is not None and images.shape[1] != in_channels:
+        raise ValueError(f"{name}: images have {images.shape[1]} channels but the model expects "
+                         f"{in_channels}. Grey images can be repeated to RGB with images.expand(-1, 3, -1, -1).")
+
+
+def _batches_once(data, batch_size: int, device: torch.device):
+    """One pass over ``data`` in order, in batches on ``device`` (for prediction: nothing is shuffled or dropped)."""
+    if is_loader(data):
         for x, y in data:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         return
-    size = min(batch_size, len(data))
-    order = torch.randperm(len(data), device=device, generator=generator)
-    for i in range(n_batches):
-        index = order[i * size:(i + 1) * size]
-        yield data.images[index], data.labels[index]
+    _check_count("batch_size", batch_size)
+    for i in range(0, len(data), batch_size):
+        yield data.images[i:i + batch_size], data.labels[i:i + batch_size]
 
 
 def _param_groups(model: nn.Module, params, lr: float) -> list[dict]:
@@ -386,86 +603,105 @@ def _make_optimizer(name: str, groups, lr, weight_decay, momentum, device) -> to
     raise ValueError(f"Unknown optimizer {name!r}; use 'sgd' or 'adamw'.")
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _found_divergence(history: History, step_losses: torch.Tensor, start: int, end: int, first_step: int) -> bool:
-    """Look for a non-finite loss among this epoch's steps ``start..end-1``; if there is one, mark the run diverged.
+def _found_divergence(history: History, start: int) -> bool:
+    """Look for a non-finite loss among the steps from ``start`` on; if there is one, mark the run diverged.
 
-    ``history.step_lr`` (and ``step_loss``, when already filled in) are cut to end at the first bad step.
+    ``history.step_lr`` and ``step_loss`` are cut to end at the first bad step.
     """
-    if end <= start:
+    bad = next((i for i in range(start, len(history.step_loss)) if not math.isfinite(history.step_loss[i])), None)
+    if bad is None:
         return False
-    finite = torch.isfinite(step_losses[start:end])
-    if bool(finite.all()):
-        return False
-    bad = start + int((~finite).nonzero()[0])
-    step = first_step + bad
-    lr = history.step_lr[step]
-    history.diverged = {"step": step, "lr": lr}
-    warnings.warn(f"The loss became {step_losses[bad].item()} at step {step} (learning rate {lr:.3g}): training "
+    lr = history.step_lr[bad]
+    history.diverged = {"step": bad, "lr": lr}
+    warnings.warn(f"The loss became {history.step_loss[bad]} at step {bad} (learning rate {lr:.3g}): training "
                   f"diverged and was stopped. Try a smaller learning rate or a warm-up.", stacklevel=3)
-    del history.step_lr[step + 1:]
-    del history.step_loss[step + 1:]
+    del history.step_lr[bad + 1:]
+    del history.step_loss[bad + 1:]
     return True
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints: written atomically (see ftcourse.files), so a crash mid-write never leaves a broken one.
 
-def _save_checkpoint(path, model, opt, scaler, generator, history, epoch) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scaler": scaler.state_dict(), "history": history.to_dict(),
-             "rng": {"data": generator.get_state(), "torch": torch.get_rng_state()}}
-    save_state(path, state)
+def _save_checkpoint(path: Path, model, stepper: Stepper, stream: BatchStream, history: History, step: int) -> None:
+    rng = {"data": stream.generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    state = {"format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(),
+             "optimizer": stepper.optimizer.state_dict(), "scaler": stepper.scaler.state_dict(),
+             "stream": stream.state_dict(), "history": history.to_dict(), "rng": rng}
+    try:
+        save_state(path, state)
+    except OSError as error:
+        raise OSError(f"Could not write the checkpoint {path}: {error.strerror or error}. Choose a folder you can "
+                      f"write to (checkpoint=...), or free some disk space.") from error
 
 
-_MUST_MATCH = ("epochs", "lr", "optimizer", "schedule", "weight_decay", "batch_size", "augment", "train_size")
+# Settings that decide the result: a run resumed with any of them changed would be neither run.
+_MUST_MATCH = ("steps", "lr", "optimizer", "schedule", "weight_decay", "momentum", "batch_size", "augment",
+               "label_smoothing", "penalty", "before_step", "param_groups", "seed", "train_size")
 
 
-def _restore(path, model, opt, scaler, generator, config) -> tuple[History, int]:
-    state = torch.load(path, map_location=_model_device(model), weights_only=True)
+def _restore(path: Path, model, stepper: Stepper, stream: BatchStream, config: dict) -> tuple[History, int]:
+    """Load a checkpoint into the run, after checking all of it: nothing is changed unless everything fits."""
+    state = read_torch_file(path, "fit checkpoint", fix="Delete it to start the run afresh, or choose another "
+                                                            "checkpoint path.")
+    fix = "Use a new checkpoint path to start afresh, or delete the file."
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a checkpoint written by ftcourse.train.fit (format "
-                         f"{state.get('format')!r}). Choose another checkpoint path.")
-    saved = state["history"]["config"]
+        raise ValueError(f"{path} is not a checkpoint written by this version of ftcourse.train.fit (format "
+                         f"{state.get('format')!r}, expected {CHECKPOINT_FORMAT}). {fix}")
+    missing = [k for k in ("step", "model", "optimizer", "scaler", "stream", "history", "rng") if k not in state]
+    if missing:
+        raise ValueError(f"{path} is an incomplete fit checkpoint (no {missing}). {fix}")
+    _check_state_dict(path, state["model"], model.state_dict())
+    saved = state["history"].get("config", {})
     different = {k: (saved.get(k), config[k]) for k in _MUST_MATCH if saved.get(k) != config[k]}
     if different:
         listing = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in different.items())
         raise ValueError(f"Cannot resume from {path}: it was written by a run with other settings ({listing}). "
                          f"Call fit with the same settings, or use a new checkpoint path to start afresh.")
+    groups = state["optimizer"].get("param_groups", [])
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in stepper.optimizer.param_groups]:
+        raise ValueError(f"{path}: the optimiser state does not fit this model's parameter groups. {fix}")
+
+    same_device = saved.get("device") == config["device"]
+    same_precision = saved.get("precision") == config["precision"]
+    if not (same_device and same_precision):
+        warnings.warn(f"Resuming {path}, written on {saved.get('device')} in {saved.get('precision')}, on "
+                      f"{config['device']} in {config['precision']}: the run continues correctly, but not "
+                      f"bit-identically to an uninterrupted run (the data order's generator is re-seeded).",
+                      stacklevel=3)
     model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    generator.set_state(state["rng"]["data"].cpu())
+    stepper.optimizer.load_state_dict(state["optimizer"])  # moves the optimiser's state to the parameters' device
+    if stepper.precision == "fp16" and saved.get("precision") == "fp16":
+        stepper.scaler.load_state_dict(state["scaler"])
+    stream.load_state_dict(state["stream"])
     torch.set_rng_state(state["rng"]["torch"].cpu())
-    return History.from_dict(state["history"]), state["epoch"]
+    if same_device:
+        stream.generator.set_state(state["rng"]["data"].cpu())
+        cuda = state["rng"].get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    else:  # a generator's state cannot move between device types
+        stream.generator.manual_seed(config["seed"] * 1_000_003 + state["step"])
+    return History.from_dict(state["history"]), state["step"]
+
+
+def _check_state_dict(path, saved: dict, expected: dict) -> None:
+    """Raise before loading anything when ``saved`` does not have exactly the tensors (names and shapes) expected."""
+    problem = state_dict_mismatch(saved, expected)
+    if problem:
+        raise ValueError(f"{path} holds the weights of another architecture ({problem}); nothing was loaded. Resume "
+                         f"with the model that wrote it, or use a new checkpoint path.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Progress display.
-
-def _interactive() -> bool:
-    return _in_notebook() or sys.stderr.isatty()
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ in ("ZMQInteractiveShell", "Shell")
-
 
 def _progress_bar(total: int, initial: int):
     from tqdm.auto import tqdm

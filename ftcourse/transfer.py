@@ -131,13 +131,15 @@ def param_groups(model: StagedNet, lr: float, decay: float = 2.6) -> list[dict]:
 
 
 class GradualUnfreezing:
-    """Unfreeze one stage per ``every`` epochs, from the top: pass it as ``fit(..., before_epoch=...)``.
+    """Unfreeze one stage every ``every`` steps, from the top: pass it as ``fit(..., before_step=...)``.
 
-    At epoch 0 only the head trains; at epoch e the top ``1 + e // every`` stages train, until all do. The new head
+    At step 0 only the head trains; at step s the top ``1 + s // every`` stages train, until all do. The new head
     first learns from fixed features, so its large, random early gradients cannot wreck the pretrained stages below
-    (Howard & Ruder 2018, ULMFiT's "gradual unfreezing"). Build it from the model or from its stage names::
+    (Howard & Ruder 2018, ULMFiT's "gradual unfreezing", which unfreezes one layer per epoch). Build it from the
+    model or from its stage names; to have every stage training for the last stretch of a 300-step run of a
+    six-stage model, unfreeze one every 50 steps::
 
-        fit(model, data, epochs=6, before_epoch=GradualUnfreezing(model, every=2))
+        fit(model, data, steps=300, before_step=GradualUnfreezing(model, every=50))
     """
 
     def __init__(self, model_or_stage_names, every: int = 1):
@@ -148,20 +150,20 @@ class GradualUnfreezing:
             raise ValueError(f"GradualUnfreezing needs a StagedNet or its stage names ending in 'head'; got "
                              f"{self.stage_names}.")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1 (epochs between unfreezing two stages); got {every!r}.")
+            raise ValueError(f"every must be an int >= 1 (steps between unfreezing two stages); got {every!r}.")
         self.every = every
 
-    def trainable_stages(self, epoch: int) -> tuple[str, ...]:
-        """The stages that train during ``epoch`` (counted from 0)."""
-        n = min(len(self.stage_names), 1 + epoch // self.every)
+    def trainable_stages(self, step: int) -> tuple[str, ...]:
+        """The stages that train at ``step`` (counted from 0)."""
+        n = min(len(self.stage_names), 1 + step // self.every)
         return self.stage_names[-n:]
 
-    def __call__(self, model: StagedNet, epoch: int) -> None:
+    def __call__(self, model: StagedNet, step: int) -> None:
         model = _check_model(model, "GradualUnfreezing")
         if model.stage_names != self.stage_names:
             raise ValueError(f"GradualUnfreezing was built for the stages {list(self.stage_names)}, but this model "
                              f"has {list(model.stage_names)}. Build it from this model: GradualUnfreezing(model).")
-        trainable = self.trainable_stages(epoch)
+        trainable = self.trainable_stages(step)
         freeze(model, [name for name in self.stage_names if name not in trainable])
         unfreeze(model, list(trainable))
 
@@ -228,7 +230,7 @@ class LPFTHistory:
     finetune: History
 
 
-def lp_ft(model: StagedNet, train, val=None, *, probe_epochs: int, finetune_epochs: int, probe_lr: float,
+def lp_ft(model: StagedNet, train, val=None, *, probe_steps: int, finetune_steps: int, probe_lr: float,
           finetune_lr: float, **fit_kwargs) -> LPFTHistory:
     """LP-FT: first a linear probe (train only the head on frozen features), then fine-tune everything from there.
 
@@ -236,16 +238,17 @@ def lp_ft(model: StagedNet, train, val=None, *, probe_epochs: int, finetune_epoc
     head is still wrong, and distorts them; that costs accuracy most on data unlike the training set (Kumar et al.,
     "Fine-tuning can distort pretrained features and underperform out-of-distribution", ICLR 2022). Fine-tuning that
     starts from a probed head changes the features less. Trains ``model`` in place (every stage trainable at the
-    end); ``fit_kwargs`` (batch_size, augment, seed, ...) go to both calls of :func:`~ftcourse.train.fit`.
+    end) for ``probe_steps + finetune_steps`` optimiser steps in all; ``fit_kwargs`` (batch_size, augment, seed,
+    ...) go to both calls of :func:`~ftcourse.train.fit`.
     """
     model = _check_model(model, "lp_ft")
-    if "checkpoint" in fit_kwargs or "epochs" in fit_kwargs or "lr" in fit_kwargs:
-        raise ValueError("lp_ft runs fit twice: give probe_epochs/finetune_epochs and probe_lr/finetune_lr instead "
-                         "of epochs and lr, and no checkpoint (one file cannot hold two runs).")
+    if {"checkpoint", "steps", "epochs", "lr"} & fit_kwargs.keys():
+        raise ValueError("lp_ft runs fit twice: give probe_steps/finetune_steps and probe_lr/finetune_lr instead "
+                         "of steps (or epochs) and lr, and no checkpoint (one file cannot hold two runs).")
     unfreeze(freeze(model), "head")
-    probe = fit(model, train, val, epochs=probe_epochs, lr=probe_lr, **fit_kwargs)
+    probe = fit(model, train, val, steps=probe_steps, lr=probe_lr, **fit_kwargs)
     unfreeze(model)
-    finetune = fit(model, train, val, epochs=finetune_epochs, lr=finetune_lr, **fit_kwargs)
+    finetune = fit(model, train, val, steps=finetune_steps, lr=finetune_lr, **fit_kwargs)
     return LPFTHistory(probe, finetune)
 
 

@@ -185,17 +185,18 @@ def capstone_recipe(source, *, images=None, probe=False):
         model = models.replace_head(models.copy_model(models.pretrained(source)), len(train.classes))
         if probe:
             transfer.freeze(model)
-        fit(model, train, epochs=(images or budget) // len(train), lr=0.01, batch_size=32, augment=True,
-            progress=False)
+        fit(model, train, steps=(images or budget) // 32, lr=0.01, batch_size=32, augment=True, progress=False)
         return model
     return recipe
 
 
+@pytest.mark.slow  # trains the capstone's recipe
 def test_the_capstone_passes_a_good_recipe_and_reports_its_accuracy(capsys, one_thread):
     assert checks.check_capstone(capstone_recipe("lab-colours")) is True
     assert "test accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # trains two recipes
 def test_the_capstone_fails_a_weak_recipe_and_one_over_budget(one_thread):
     with pytest.raises(checks.ExerciseFailed, match="it needs"):
         checks.check_capstone(capstone_recipe("lab", probe=True))

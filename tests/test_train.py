@@ -8,6 +8,8 @@ from ftcourse.data import ImageData, Task, augment
 from ftcourse.env import precision_for
 from ftcourse.train import History, evaluate, fit
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def small_model(num_classes=2, seed=0):
     torch.manual_seed(seed)
@@ -18,7 +20,8 @@ def test_loss_falls_and_accuracy_rises_on_a_learnable_problem(learnable):
     images, labels = learnable
     model = small_model()
     before = evaluate(model, (images, labels))
-    history = fit(model, (images, labels), (images, labels), epochs=4, lr=0.05, batch_size=32)
+    history = fit(model, (images, labels), (images, labels), epochs=4, lr=0.05, batch_size=32, sync_every=8)
+    assert history.log_step == [8, 16, 24, 32]
     assert history.train_loss[-1] < 0.5 * history.train_loss[0]
     assert history.val_acc[-1] > 0.9 > before["accuracy"]
     assert len(history.step_loss) == len(history.step_lr) == 4 * (256 // 32)
@@ -39,6 +42,20 @@ def test_a_task_trains_on_its_train_split_and_validates_on_its_test_split(learna
                 ImageData(images[200:], labels[200:], ["dark", "bright"]))
     history = fit(small_model(), task, epochs=1, batch_size=50)
     assert len(history.step_loss) == 200 // 50 and len(history.val_acc) == 1
+
+
+def test_steps_is_the_budget_whatever_the_size_of_an_epoch(learnable):
+    history = fit(small_model(), learnable, steps=11, batch_size=32, sync_every=4)  # an epoch is 8 steps
+    assert len(history.step_loss) == len(history.step_lr) == 11
+    assert history.log_step == [4, 8, 11] and history.images_seen == 11 * 32
+    assert history.config["steps"] == 11
+
+
+def test_a_budget_must_be_given_once(learnable):
+    with pytest.raises(ValueError, match="one budget: steps=.*or epochs="):
+        fit(small_model(), learnable)
+    with pytest.raises(ValueError, match="one budget"):
+        fit(small_model(), learnable, steps=5, epochs=1)
 
 
 def test_a_dataset_smaller_than_a_batch_is_one_step_per_epoch(learnable):
@@ -110,30 +127,120 @@ def test_divergence_found_at_a_sync_point_reports_the_first_bad_step(learnable):
     assert history.diverged["step"] == 5 and len(history.step_loss) == 6
 
 
-def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(learnable, tmp_path):
-    reference = small_model()
-    fit(reference, learnable, epochs=4, lr=0.05, batch_size=32, augment=True, seed=1)
+def interrupt_at(step):
+    """A penalty that raises KeyboardInterrupt (a Ctrl-C) in the given step, counted from 0, and adds nothing."""
+    calls = [0]
 
-    def interrupt_in_epoch_3(model, calls=[0]):
+    def penalty(model):
         calls[0] += 1
-        if calls[0] == 2 * 8 + 3:
+        if calls[0] == step + 1:
             raise KeyboardInterrupt
         return torch.zeros(())
 
+    penalty.__qualname__ = "no_penalty"  # the same description as the resumed run's penalty
+    return penalty
+
+
+def no_penalty(model):
+    return torch.zeros(())
+
+
+RUN = dict(steps=32, lr=0.05, batch_size=32, augment=True, seed=1, sync_every=4, checkpoint_every=8)
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("stop_at", [3, 19], ids=["before the first periodic checkpoint", "mid-run"])
+def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(learnable, tmp_path, stop_at):
+    reference = small_model()
+    fit(reference, learnable, penalty=no_penalty, **RUN)
+
     model = small_model()
     path = tmp_path / "run.pt"
-    with pytest.warns(UserWarning, match="interrupted"):
-        partial = fit(model, learnable, epochs=4, lr=0.05, batch_size=32, augment=True, seed=1, checkpoint=path,
-                      penalty=interrupt_in_epoch_3)
-    assert partial.interrupted and partial.epochs_done == 2 and len(partial.step_loss) == 2 * 8 + 2
+    with pytest.warns(UserWarning, match=f"interrupted at step {stop_at} .* holds step {stop_at // 8 * 8}"):
+        partial = fit(model, learnable, checkpoint=path, penalty=interrupt_at(stop_at), **RUN)
+    assert partial.interrupted and len(partial.step_loss) == stop_at
     assert evaluate(model, learnable)["accuracy"] >= 0  # the model is still usable after Ctrl-C
 
     resumed_model = small_model(seed=99)  # a different start: everything must come from the checkpoint
-    history = fit(resumed_model, learnable, epochs=4, lr=0.05, batch_size=32, augment=True, seed=1,
-                  checkpoint=path, resume=True)
-    assert history.epochs_done == 4
-    for a, b in zip(reference.state_dict().values(), resumed_model.state_dict().values()):
-        assert torch.equal(a, b)
+    history = fit(resumed_model, learnable, checkpoint=path, resume=True, penalty=no_penalty, **RUN)
+    assert history.steps_done == 32 and history.log_step[-1] == 32
+    assert same_weights(reference, resumed_model)
+
+
+def test_resuming_a_finished_run_returns_its_history_without_training(learnable, tmp_path):
+    path = tmp_path / "run.pt"
+    first = fit(small_model(), learnable, checkpoint=path, **RUN)
+    model = small_model(seed=5)
+    again = fit(model, learnable, checkpoint=path, resume=True, **RUN)
+    assert again.step_loss == first.step_loss
+    assert torch.equal(model.head.weight, torch.load(path, weights_only=True)["model"]["head.weight"])
+
+
+def test_resume_at_another_precision_warns_and_continues(learnable, tmp_path):
+    """Colab may reconnect to another GPU; simulated on the CPU, where bf16 autocast exists too."""
+    path = tmp_path / "run.pt"
+    with pytest.warns(UserWarning, match="interrupted"):
+        fit(small_model(), learnable, checkpoint=path, penalty=interrupt_at(10), **RUN)
+    with pytest.warns(UserWarning, match="written on cpu in fp32, on cpu in bf16.*not bit-identically"):
+        history = fit(small_model(), learnable, checkpoint=path, resume=True, penalty=no_penalty,
+                      precision="bf16", **RUN)
+    assert history.steps_done == 32 and not history.diverged
+
+
+def test_resume_from_another_device_type_reseeds_the_data_order_and_continues(learnable, tmp_path):
+    """A checkpoint written on a GPU holds a CUDA generator state, which a CPU generator cannot take."""
+    path = tmp_path / "run.pt"
+    with pytest.warns(UserWarning, match="interrupted"):
+        fit(small_model(), learnable, checkpoint=path, penalty=interrupt_at(10), **RUN)
+    state = torch.load(path, weights_only=True)
+    state["history"]["config"]["device"] = "cuda"
+    state["rng"]["data"] = torch.zeros(16, dtype=torch.uint8)  # a Philox state: seed and offset
+    state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)]
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="written on cuda in fp32, on cpu in fp32"):
+        history = fit(small_model(), learnable, checkpoint=path, resume=True, penalty=no_penalty, **RUN)
+    assert history.steps_done == 32
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_anything_is_loaded(learnable, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(models.resnet(2, width=8, blocks=(1, 1, 1)), learnable, checkpoint=path, **RUN)
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="another architecture .*missing|another architecture .*unexpected"):
+        fit(model, learnable, checkpoint=path, resume=True, **RUN)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "empty"), (b"PK\x03\x04 truncated zip", "truncated|damaged|not"), (b"hello, world", "not"),
+], ids=["empty", "truncated", "text"])
+def test_an_unreadable_checkpoint_names_the_file_and_the_fix(learnable, tmp_path, content, problem):
+    path = tmp_path / "run.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"run.pt.*({problem}).*(?i:delete)"):
+        fit(small_model(), learnable, checkpoint=path, resume=True, **RUN)
+
+
+def test_a_truncated_checkpoint_names_the_file(learnable, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(small_model(), learnable, checkpoint=path, **RUN)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="run.pt"):
+        fit(small_model(), learnable, checkpoint=path, resume=True, **RUN)
+
+
+def test_an_unwritable_checkpoint_folder_is_found_before_training(learnable, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    model = small_model()
+    before = model.head.weight.clone()
+    with pytest.raises(OSError, match="Could not write the checkpoint .*a-file/run.pt.*folder you can write"):
+        fit(model, learnable, checkpoint=blocker / "run.pt", **RUN)
+    assert torch.equal(model.head.weight, before)
 
 
 def test_checkpoint_is_not_overwritten_without_resume(learnable, tmp_path):
@@ -154,7 +261,7 @@ def test_checkpoint_files_load_with_weights_only(learnable, tmp_path):
     path = tmp_path / "run.pt"
     fit(small_model(), learnable, epochs=1, batch_size=64, checkpoint=path)
     state = torch.load(path, weights_only=True)
-    assert state["epoch"] == 1 and "optimizer" in state and "rng" in state
+    assert state["step"] == 4 and "optimizer" in state and "rng" in state and "stream" in state
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 
@@ -165,6 +272,7 @@ def test_history_serialises_and_plots(learnable, tmp_path):
     assert loaded == history
     fig = loaded.plot()
     assert fig.axes[0].get_xlabel() == "step" and fig.axes[1].get_ylabel() == "accuracy"
+    assert fig.axes[1].get_xlabel() == "step"
 
 
 def test_history_with_nan_loss_round_trips(tmp_path):
@@ -185,6 +293,52 @@ def test_history_with_nan_loss_round_trips(tmp_path):
 def test_bad_input_raises_a_message_that_says_what_to_do(images, labels, message):
     with pytest.raises((ValueError, TypeError), match=message):
         fit(small_model(), (images, labels), epochs=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.uint8])
+def test_labels_of_a_narrow_integer_type_are_refused_with_the_fix(learnable, dtype):
+    images, labels = learnable
+    with pytest.raises(ValueError, match=f"int64.*got {dtype}. Use labels.long"):
+        fit(small_model(), (images, labels.to(dtype)), steps=1)
+
+
+def test_nan_images_are_refused_before_training_not_reported_as_divergence(learnable):
+    images = learnable[0].float() / 255
+    images[3, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite pixel values"):
+        fit(small_model(), (images, learnable[1]), steps=1)
+
+
+def test_float_images_in_0_255_are_refused_with_the_fix(learnable):
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*0 to 255.*divide by 255"):
+        fit(small_model(), (learnable[0].float(), learnable[1]), steps=1)
+    fit(small_model(), (learnable[0].float() / 255, learnable[1]), steps=1)  # the same images in [0, 1] train
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"steps": 1, "batch_size": 32.0}, r"batch_size must be a whole number >= 1, got 32.0 \(batch_size=32\)"),
+    ({"epochs": 1.5}, "epochs must be a whole number >= 1, got 1.5"),
+    ({"steps": 0}, "steps must be a whole number >= 1, got 0"),
+    ({"steps": True}, "steps must be a whole number"),
+    ({"steps": 1, "sync_every": 2.5}, "sync_every must be a whole number"),
+    ({"steps": 1, "lr": 0}, "lr must be a positive number"),
+])
+def test_counts_must_be_whole_numbers(learnable, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(small_model(), learnable, **kwargs)
+
+
+def test_an_empty_dataloader_is_refused_with_a_message(learnable):
+    empty = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*(t[:0] for t in learnable)), batch_size=8)
+    with pytest.raises(ValueError, match="DataLoader yields no batches"):
+        fit(small_model(), empty, steps=1)
+
+
+def test_dataloader_labels_out_of_range_are_refused_with_the_fix(learnable):
+    images, labels = learnable
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels * 4), batch_size=64)
+    with pytest.raises(ValueError, match="label 4 but the model's head has only 2 classes.*replace_head"):
+        fit(small_model(), loader, steps=2)
 
 
 def test_a_model_without_trainable_parameters_is_refused(learnable):

@@ -201,12 +201,12 @@ def test_param_groups_reject_a_decay_or_lr_that_is_not_positive():
 
 # --- gradual unfreezing --------------------------------------------------------------------------------------------
 
-def test_gradual_unfreezing_trains_the_head_first_then_one_more_stage_every_k_epochs():
+def test_gradual_unfreezing_trains_the_head_first_then_one_more_stage_every_k_steps():
     model = small_model()
     schedule = GradualUnfreezing(model, every=2)
     seen = []
-    for epoch in range(9):
-        schedule(model, epoch)
+    for step in range(9):
+        schedule(model, step)
         seen.append(trainable_stages(model))
     assert seen[0] == seen[1] == ["head"]
     assert seen[2] == seen[3] == ["layer2", "head"]
@@ -219,13 +219,13 @@ def test_gradual_unfreezing_in_fit_leaves_the_stem_untouched_until_its_turn(lear
     model = small_model()
     schedule, stems = GradualUnfreezing(model), []
 
-    def before_epoch(model, epoch):
+    def before_step(model, step):
         stems.append(snapshot(model.stem))
-        schedule(model, epoch)
+        schedule(model, step)
 
-    fit(model, few(learnable), epochs=4, lr=0.05, batch_size=32, before_epoch=before_epoch)
-    assert same(stems[0], stems[1]) and same(stems[0], stems[2]) and same(stems[0], stems[3])  # epochs 0-2
-    assert changed(stems[3], snapshot(model.stem))  # the stem joined at epoch 3
+    fit(model, few(learnable), steps=4, lr=0.05, batch_size=32, before_step=before_step)
+    assert same(stems[0], stems[1]) and same(stems[0], stems[2]) and same(stems[0], stems[3])  # steps 0-2
+    assert changed(stems[3], snapshot(model.stem))  # the stem joined at step 3
 
 
 def test_gradual_unfreezing_rejects_bad_every_and_a_model_with_other_stages():
@@ -291,15 +291,15 @@ def test_l2sp_rejects_negative_strengths_and_another_architecture():
 def test_lp_ft_probes_on_fixed_features_then_fine_tunes_from_the_probed_head(learnable):
     model = small_model()
     start = models.copy_model(model)
-    calls = []  # (phase-relative epoch, features, head) at the start of each epoch of both phases
+    calls = []  # (phase-relative step, features, head) at the start of each step of both phases
 
-    def record(model, epoch):
-        calls.append((epoch, snapshot(nn.ModuleList(model.stage(n) for n in model.stage_names[:-1])),
+    def record(model, step):
+        calls.append((step, snapshot(nn.ModuleList(model.stage(n) for n in model.stage_names[:-1])),
                       snapshot(model.head)))
 
-    settings = dict(batch_size=32, seed=1, before_epoch=record)
+    settings = dict(batch_size=32, seed=1, before_step=record)
     data = few(learnable)
-    result = lp_ft(model, data, data, probe_epochs=2, finetune_epochs=2, probe_lr=0.05,
+    result = lp_ft(model, data, data, probe_steps=2, finetune_steps=2, probe_lr=0.05,
                    finetune_lr=0.01, **settings)
     assert [c[0] for c in calls] == [0, 1, 0, 1]
     features_at_start, features_after_probe = calls[0][1], calls[2][1]
@@ -308,17 +308,17 @@ def test_lp_ft_probes_on_fixed_features_then_fine_tunes_from_the_probed_head(lea
     assert changed(features_after_probe, final_features)  # fine-tuning moved them
 
     probe_only = freeze(start)  # the same probe on its own, to compare heads with
-    fit(probe_only, data, data, epochs=2, lr=0.05, **{**settings, "before_epoch": None})
+    fit(probe_only, data, data, steps=2, lr=0.05, **{**settings, "before_step": None})
     head_at_phase_two = calls[2][2]
     assert same(head_at_phase_two, snapshot(probe_only.head))
     assert not same(head_at_phase_two, calls[0][2])
-    assert result.probe.epochs_done == 2 and result.finetune.epochs_done == 2
+    assert result.probe.steps_done == 2 and result.finetune.steps_done == 2
     assert trainable_stages(model) == list(model.stage_names)
 
 
 def test_lp_ft_refuses_fit_arguments_it_sets_itself(learnable):
-    with pytest.raises(ValueError, match="probe_epochs/finetune_epochs"):
-        lp_ft(small_model(), learnable, probe_epochs=1, finetune_epochs=1, probe_lr=0.1, finetune_lr=0.01, lr=0.1)
+    with pytest.raises(ValueError, match="probe_steps/finetune_steps"):
+        lp_ft(small_model(), learnable, probe_steps=1, finetune_steps=1, probe_lr=0.1, finetune_lr=0.01, lr=0.1)
 
 
 # --- re-initialisation ---------------------------------------------------------------------------------------------
