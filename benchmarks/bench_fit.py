@@ -9,6 +9,11 @@ Both loops train the same model on the same images for the same number of images
 - fit:   ``ftcourse.train.fit`` -- data resident on the device as uint8, batched augmentation on the device, mixed
   precision where the GPU has it, channels_last, fused optimiser, no per-step host sync.
 
+``fit`` runs in every memory layout and precision this device offers, each a row next to the naive loop: contiguous
+(NCHW) or channels_last (NHWC) weights and images, fp32 or bf16 autocast (and fp16 on a GPU). The row marked
+"default" is what ``fit`` does here unless told otherwise (:func:`ftcourse.env.channels_last_for`,
+:func:`ftcourse.env.precision_for`). On a CPU without native bf16 (avx512_bf16 or AMX), bf16 is emulated.
+
 On a GPU it also prints model FLOPs utilisation (MFU): training FLOPs per image (3 x the forward FLOPs counted by
 torch's FlopCounterMode) x images/s, divided by the GPU's bf16 matmul throughput measured here.
 
@@ -29,7 +34,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from ftcourse.env import precision_for, setup
+from ftcourse.env import channels_last_for, cpu_has_native_bf16, precision_for, setup
 from ftcourse import lab
 from ftcourse.models import resnet
 from ftcourse.pretrain import RECIPE
@@ -71,16 +76,19 @@ def naive_loop(model, images, labels, *, epochs, batch_size, lr, device, workers
             running_loss = loss.item()  # noqa: F841 -- the per-step sync every tutorial has
             seen += len(y)
             step += 1
+    if start is None:
+        raise SystemExit(f"The naive loop ran only {step} steps, all of them warm-up; give it more --images or "
+                         f"--epochs (at least {warmup_steps + 1} batches of {batch_size}).")
     return seen / (time.perf_counter() - start)
 
 
-def fit_loop(model, images, labels, *, epochs, batch_size, lr, compile) -> float:
+def fit_loop(model, images, labels, *, epochs, batch_size, lr, compile, channels_last, precision) -> float:
     data = (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long())
-    # A short warm-up run (cuDNN autotuning, torch.compile), then the timed run.
-    fit(model, (data[0][: 8 * batch_size], data[1][: 8 * batch_size]), epochs=1, lr=lr, batch_size=batch_size,
-        augment=True, schedule="constant", progress=False, compile=compile)
-    history = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, augment=True, schedule="constant",
-                  progress=False, compile=compile)
+    options = dict(lr=lr, batch_size=batch_size, augment=True, schedule="constant", progress=False, compile=compile,
+                   channels_last=channels_last, precision=precision)
+    # A short warm-up run (cuDNN autotuning, torch.compile, oneDNN primitives), then the timed run.
+    fit(model, (data[0][: 8 * batch_size], data[1][: 8 * batch_size]), epochs=1, **options)
+    history = fit(model, data, epochs=epochs, **options)
     return history.images_per_second
 
 
@@ -128,17 +136,30 @@ def main():
     torch.manual_seed(0)
     naive = naive_loop(resnet(10, **config).to(device), images, labels, epochs=epochs, batch_size=batch_size,
                        lr=0.05, device=device, workers=args.workers)
-    torch.manual_seed(0)
-    model = resnet(10, **config).to(device)
-    fast = fit_loop(model, images, labels, epochs=epochs, batch_size=batch_size, lr=0.05, compile=args.compile)
+    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    default = (channels_last_for(device), precision_for(device))
+    rows = [("naive", None, "fp32", naive)]
+    for channels_last in (False, True):
+        for precision in precisions:
+            torch.manual_seed(0)
+            model = resnet(10, **config).to(device)
+            speed = fit_loop(model, images, labels, epochs=epochs, batch_size=batch_size, lr=0.05,
+                             compile=args.compile, channels_last=channels_last, precision=precision)
+            rows.append(("fit", channels_last, precision, speed))
 
     flops = training_flops_per_image(resnet(10, **config).to(device), device)
+    bf16_note = ("" if device.type != "cpu" else
+                 "; this CPU has native bf16" if cpu_has_native_bf16() else "; bf16 is emulated on this CPU")
     print(f"\nmodel: {model_name}, {flops / 3 / 1e6:.1f} MFLOPs forward per 32x32 image; batch {batch_size}, "
-          f"{len(labels)} images x {epochs} epochs; precision of fit: {precision_for(device)}")
-    print(f"{'loop':<8}{'images/s':>12}{'TFLOP/s':>10}")
-    for name, speed in (("naive", naive), ("fit", fast)):
-        print(f"{name:<8}{speed:>12,.0f}{speed * flops / 1e12:>10.2f}")
-    print(f"fit / naive: {fast / naive:.2f}x")
+          f"{len(labels)} images x {epochs} epochs; {torch.get_num_threads()} threads{bf16_note}")
+    print(f"{'loop':<6}{'layout':<15}{'precision':<11}{'images/s':>10}{'TFLOP/s':>9}{'vs naive':>10}")
+    for loop, channels_last, precision, speed in rows:
+        layout = "-" if channels_last is None else "channels_last" if channels_last else "contiguous"
+        mark = "  <- default" if (channels_last, precision) == default else ""
+        print(f"{loop:<6}{layout:<15}{precision:<11}{speed:>10,.0f}{speed * flops / 1e12:>9.2f}"
+              f"{speed / naive:>9.2f}x{mark}")
+    fast = next(speed for _, channels_last, precision, speed in rows if (channels_last, precision) == default)
+    print(f"fit (default) / naive: {fast / naive:.2f}x")
     if device.type == "cuda":
         peak = bf16_peak_flops(device)
         print(f"measured bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; MFU of fit: {fast * flops / peak:.1%}, "

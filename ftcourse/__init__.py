@@ -7,8 +7,9 @@ The notebooks tell the story; this package holds the mechanisms they use, one mo
 - ``data``         image datasets as device tensors, batched augmentation, real datasets
 - ``models``       a small ResNet with named stages, torchvision's ResNets in the same shape, ``pretrained("lab")``
 - ``pretrain``     the recipe of the shipped lab checkpoint
-- ``train``        the training loop (``fit``, ``evaluate``) and its ``History``
-- ``lr``           learning-rate schedules and the range test (``lr_find``)
+- ``train``        the training engine (``fit(steps=...)``, ``evaluate``, ``predict``) and its ``History``
+- ``lr``           learning-rate schedules
+- ``rangetest``    the LR range test (``lr_find``)
 - ``transfer``     freezing, layer-wise rates, gradual unfreezing, L2-SP, LP-FT, re-initialisation
 - ``measure``      transferability scores, representation similarity, weight distance, forgetting
 - ``experiments``  scratch vs linear probe vs fine-tune, and Yosinski's copied-stages experiment
@@ -16,7 +17,9 @@ The notebooks tell the story; this package holds the mechanisms they use, one mo
 - ``plots``, ``widgets``  figures and explorers
 - ``checks``, ``exercises``, ``grade``  exercise feedback, exercises generated from solutions, the autograder
 - ``files``        atomic writes
+- ``downloads``    downloads with a time limit
+- ``versions``     which torch features set the lower version bounds
 - ``cli``          the ``ftcourse`` command
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageData, Task, augment as augment_batch, check_images, check_labels
-from .env import active_profile, in_notebook, precision_for
+from .env import active_profile, channels_last_for, in_notebook, precision_for
 from .files import save_state, save_json
 from .lr import get_schedule
 from .models import read_torch_file, state_dict_mismatch
@@ -134,8 +134,8 @@ class History:
 def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: int | None = None,
         lr: float = 0.05, optimizer: str = "sgd", schedule="cosine", weight_decay: float = 5e-4,
         momentum: float = 0.9, batch_size: int = 128, params=None, augment: bool = False,
-        label_smoothing: float = 0.0, penalty=None, before_step=None, precision: str = "auto", seed: int = 0,
-        checkpoint=None, resume: bool = False, checkpoint_every: int = 200, progress: bool | None = None,
+        label_smoothing: float = 0.0, penalty=None, before_step=None, precision: str = "auto",
+        channels_last: bool | None = None, seed: int = 0, checkpoint=None, resume: bool = False, checkpoint_every: int = 200, progress: bool | None = None,
         live_plot: bool | None = None, sync_every: int = 25, compile: bool = False) -> History:
     """Train ``model`` on ``train`` for ``steps`` optimiser steps (or ``epochs`` passes) and return a :class:`History`.
 
@@ -157,6 +157,8 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     before_step : a function ``before_step(model, step)`` called before each step (for example gradual
         unfreezing); the model's train/eval modes are refreshed after it, so BatchNorm follows what it froze.
     precision : ``"auto"`` (bf16 / fp16 / fp32 by device, see :func:`ftcourse.env.precision_for`) or one of those.
+    channels_last : keep weights and images in the channels_last memory layout; ``None`` decides by device type
+        (:func:`ftcourse.env.channels_last_for`). The weights stay in that layout after training.
     seed : seeds the order of batches and the augmentation (the model's initialisation is up to you).
     checkpoint, resume, checkpoint_every : a file to save the run to, before the first step, every
         ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it if it exists (see below).
@@ -185,7 +187,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
         _check_count(name, value)
     stepper = Stepper(model, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
                       params=params, precision=precision, label_smoothing=label_smoothing, penalty=penalty,
-                      compile=compile)
+                      channels_last=channels_last, compile=compile)
     schedule_fn = get_schedule(schedule)
     generator = torch.Generator(device=device).manual_seed(seed)
     stream = BatchStream(train, batch_size, generator, device, num_classes=getattr(model, "num_classes", None))
@@ -304,7 +306,7 @@ def predict(model: nn.Module, data, *, batch_size: int = 1024, precision: str = 
     """The model's outputs (float32) for every image of ``data``, in order, computed in batches.
 
     By default the outputs are ``model(images)``, the class scores; ``forward(images)`` computes something else
-    with the same machinery (for example ``lambda x: model.features(x, upto="layer2")``, see
+    with the same machinery, images in the memory layout of the model's weights (for example ``lambda x: model.features(x, upto="layer2")``, see
     :func:`ftcourse.measure.features`), and then labels are not checked against the model's head. The model runs in
     evaluation mode (BatchNorm uses its running statistics, so an image's output does not depend on the rest of its
     batch) and every module's mode is restored afterwards. ``data`` is an ImageData, a pair ``(images, labels)``, a
@@ -317,13 +319,14 @@ def predict(model: nn.Module, data, *, batch_size: int = 1024, precision: str = 
     data = as_data(data, "data", model if forward is None else None, device)
     precision = resolve_precision(device, precision)
     forward = forward or model
+    layout = torch.channels_last if _stored_channels_last(model) else torch.contiguous_format
     modes = [m.training for m in model.modules()]
     model.eval()
     outputs, labels = [], []
     try:
         with autocast_for(device, precision):
             for x, y in _batches_once(data, batch_size, device):
-                outputs.append(forward(x).float())
+                outputs.append(forward(x.contiguous(memory_format=layout)).float())
                 labels.append(y)
     finally:
         for module, mode in zip(model.modules(), modes):
@@ -470,7 +473,7 @@ class Stepper:
 
     def __init__(self, model: nn.Module, *, lr: float, optimizer: str = "sgd", weight_decay: float = 5e-4,
                  momentum: float = 0.9, params=None, precision: str = "auto", label_smoothing: float = 0.0,
-                 penalty=None, compile: bool = False):
+                 penalty=None, channels_last: bool | None = None, compile: bool = False):
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
             raise ValueError(f"lr must be a positive number, got {lr!r}.")
         if not any(p.requires_grad for p in model.parameters()):
@@ -483,8 +486,9 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.precision == "fp16"))
         self.autocast = autocast_for(self.device, self.precision)
         self.label_smoothing, self.penalty = label_smoothing, penalty
-        if self.device.type == "cuda":
-            model.to(memory_format=torch.channels_last)  # the layout tensor-core convolutions want
+        self.channels_last = channels_last_for(self.device) if channels_last is None else channels_last
+        if self.channels_last:  # the layout fast convolution kernels want (see ftcourse.env.channels_last_for)
+            model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(model) if compile else model
 
     @property
@@ -501,7 +505,7 @@ class Stepper:
         return [[sum(p.numel() for p in g["params"]), g["base_lr"]] for g in self.optimizer.param_groups]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
             logits = self.forward(x)
@@ -531,6 +535,12 @@ def describe(thing) -> str | None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Private details of the loop.
+
+def _stored_channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolution weights are stored channels_last (as :class:`Stepper` leaves them)."""
+    kernel = next((p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1), None)
+    return kernel is not None and kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
+
 
 def _check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

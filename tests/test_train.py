@@ -6,7 +6,7 @@ import torch
 from ftcourse import models
 from ftcourse.data import ImageData, Task, augment
 from ftcourse.env import precision_for
-from ftcourse.train import History, evaluate, fit
+from ftcourse.train import History, evaluate, fit, predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -375,3 +375,31 @@ def test_augment_moves_and_mirrors_images_without_changing_their_content():
     assert len(positions) > 5  # it moved
     flipped = augment(batch, g, pad=0)
     assert torch.equal(flipped[flipped.flatten(1).argmax(1) != batch[0].flatten().argmax()][0], image[0].flip(2))
+
+
+def test_on_the_cpu_fit_trains_in_the_layout_env_chooses_and_predict_follows_the_weights(learnable):
+    from ftcourse.env import channels_last_for
+
+    expected = channels_last_for(torch.device("cpu"))
+    model = small_model()
+    fit(model, learnable, steps=2, batch_size=32)
+    conv = model.layer1[0].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) is expected
+    plain = small_model()
+    fit(plain, learnable, steps=2, batch_size=32, channels_last=False)
+    assert plain.layer1[0].conv1.weight.is_contiguous()
+    same_weights_other_layout = small_model()
+    same_weights_other_layout.load_state_dict(plain.state_dict())
+    same_weights_other_layout.to(memory_format=torch.channels_last)
+    assert torch.allclose(predict(plain, learnable), predict(same_weights_other_layout, learnable), atol=1e-4)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
+    from pathlib import Path
+
+    from ftcourse import env
+
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "flags : fpu sse avx2 avx512f avx512_bf16 amx_tile")
+    assert env.cpu_has_native_bf16()
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "flags : fpu sse avx2 avx512f")
+    assert not env.cpu_has_native_bf16()
