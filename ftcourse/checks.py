@@ -279,9 +279,10 @@ def check_kendall_tau(kendall_tau) -> bool:
 CAPSTONE = {"task": "mixed", "relatedness": 0.3, "shots": 20, "seed": 2026, "test_per_class": 100,
             "test_seed": 77_777, "budget": 3200}
 # Plain fine-tuning of the lab checkpoint with the course defaults (experiments.run, 100 steps of 32, lr 0.01) on
-# this target: 0.584, 0.594 and 0.648 for seeds 0-2 on a 2-core CPU (torch 2.14.1); their mean. PASS_MARGIN above
-# it passes. (Training from scratch got 0.716-0.734 and fine-tuning lab-colours with the budget 0.764-0.766.)
-CAPSTONE_BASELINE = 0.609
+# this target: 0.552, 0.612 and 0.628 for seeds 0-2 on a 2-core CPU (torch 2.14.1, the step-based engine of
+# ftcourse 0.2, channels_last); their mean. PASS_MARGIN above it passes. (With the epoch-based engine of 0.1: 0.584,
+# 0.594, 0.648. Training from scratch got 0.716-0.734 and fine-tuning lab-colours with the budget 0.764-0.766.)
+CAPSTONE_BASELINE = 0.597
 PASS_MARGIN = 0.05
 
 

@@ -13,7 +13,8 @@ optimiser step -- plus the few decisions that make it fast and safe, each made o
    on the device and read every ``sync_every`` steps and at the end: that is when the run is logged, checked for
    divergence, validated and checkpointed. With the course's 25-400 training images an epoch is only 1-12 steps,
    so the budget is counted in optimiser **steps**, not epochs.
-4. **Fused optimiser steps.** One kernel updates all parameters instead of one small kernel per tensor.
+4. **Fused optimiser steps.** One kernel updates all parameters instead of one small kernel per tensor (on the
+   CPU, batched "foreach" updates instead of a Python loop over the tensors).
 
 The loop is built from public pieces, which the range test (:mod:`ftcourse.rangetest`) and feature extraction
 (:mod:`ftcourse.measure`) use too: :func:`as_data` (check the data and put it on the device), :class:`BatchStream`
@@ -135,7 +136,8 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
         lr: float = 0.05, optimizer: str = "sgd", schedule="cosine", weight_decay: float = 5e-4,
         momentum: float = 0.9, batch_size: int = 128, params=None, augment: bool = False,
         label_smoothing: float = 0.0, penalty=None, before_step=None, precision: str = "auto",
-        channels_last: bool | None = None, seed: int = 0, checkpoint=None, resume: bool = False, checkpoint_every: int = 200, progress: bool | None = None,
+        channels_last: bool | None = None, seed: int = 0, checkpoint=None, resume: bool = False,
+        checkpoint_every: int = 200, progress: bool | None = None,
         live_plot: bool | None = None, sync_every: int = 25, compile: bool = False) -> History:
     """Train ``model`` on ``train`` for ``steps`` optimiser steps (or ``epochs`` passes) and return a :class:`History`.
 
@@ -306,10 +308,11 @@ def predict(model: nn.Module, data, *, batch_size: int = 1024, precision: str = 
     """The model's outputs (float32) for every image of ``data``, in order, computed in batches.
 
     By default the outputs are ``model(images)``, the class scores; ``forward(images)`` computes something else
-    with the same machinery, images in the memory layout of the model's weights (for example ``lambda x: model.features(x, upto="layer2")``, see
-    :func:`ftcourse.measure.features`), and then labels are not checked against the model's head. The model runs in
-    evaluation mode (BatchNorm uses its running statistics, so an image's output does not depend on the rest of its
-    batch) and every module's mode is restored afterwards. ``data`` is an ImageData, a pair ``(images, labels)``, a
+    with the same machinery (for example ``lambda x: model.features(x, upto="layer2")``, see
+    :func:`ftcourse.measure.features`), and then labels are not checked against the model's head. Images go in
+    in the memory layout of the model's weights (channels_last after :func:`fit`). The model runs in evaluation
+    mode (BatchNorm uses its running statistics, so an image's output does not depend on the rest of its batch)
+    and every module's mode is restored afterwards. ``data`` is an ImageData, a pair ``(images, labels)``, a
     DataLoader, or a plain tensor of images; a Task means its test split.
     """
     device = model_device(model)
@@ -602,14 +605,17 @@ def _param_groups(model: nn.Module, params, lr: float) -> list[dict]:
 
 
 def _make_optimizer(name: str, groups, lr, weight_decay, momentum, device) -> torch.optim.Optimizer:
-    fused = device.type == "cuda"  # one kernel for all parameters; on the CPU the default (foreach) is as fast
+    # How the update runs over the parameter tensors: on a GPU one fused kernel for all of them; elsewhere "foreach",
+    # a few batched ops over all tensors instead of a Python loop over each (torch's default on the CPU), measured
+    # 1.09x the whole training step of the lab ResNet at batch 32 on a 2-core CPU.
+    how = {"fused": True} if device.type == "cuda" else {"foreach": True}
     for group in groups:
         group.setdefault("lr", group["base_lr"])
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay,
-                               fused=fused or None)
+                               **how)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **how)
     raise ValueError(f"Unknown optimizer {name!r}; use 'sgd' or 'adamw'.")
 
 

@@ -24,8 +24,8 @@ REQUIREMENTS: dict[str, list[tuple[str, str, str, str]]] = {
          "train.Stepper, so every fit() on every device",
          "the wheels: torch 2.3.1 has torch/amp/grad_scaler.py, 2.2.2's torch.amp exports only autocast "
          "(also pytorch.org/docs/2.3/_modules/torch/cuda/amp/grad_scaler.html)"),
-        ("2.3", "torch.optim.SGD(..., fused=...)",
-         "train (the optimiser of fit; fused=True on CUDA, None elsewhere, but the keyword is always passed)",
+        ("2.3", "torch.optim.SGD(..., fused=True)",
+         "train (the optimiser of fit on CUDA; foreach=True elsewhere)",
          "the wheels: SGD.__init__ takes fused in torch 2.3.1, not in 2.2.2 (a TypeError there)"),
         ("2.0", "torch.optim.AdamW(..., fused=...)", "train (optimizer='adamw')",
          "the 2.0 docs of AdamW list fused; 1.13's do not (2.2.2's wheel has it)"),

@@ -33,3 +33,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def no_penalty(model):
+    """A penalty that adds nothing, on the model's device."""
+    return torch.zeros((), device=next(model.parameters()).device)
+
+
+@pytest.fixture
+def ctrl_c_at():
+    """``ctrl_c_at(step)``: a fit penalty that adds nothing and presses Ctrl-C (KeyboardInterrupt) in that step.
+
+    It describes itself as ``no_penalty``, so that a run resumed with :func:`no_penalty` counts as the same run.
+    """
+    def make(step):
+        calls = [0]
+
+        def penalty(model):
+            calls[0] += 1
+            if calls[0] == step + 1:
+                raise KeyboardInterrupt
+            return no_penalty(model)
+
+        penalty.__qualname__ = "no_penalty"
+        return penalty
+
+    return make

@@ -89,39 +89,27 @@ def no_penalty(model):
     return torch.zeros((), device="cuda")
 
 
-def interrupt_at(step):
-    calls = [0]
-
-    def penalty(model):
-        calls[0] += 1
-        if calls[0] == step + 1:
-            raise KeyboardInterrupt
-        return torch.zeros((), device="cuda")
-
-    penalty.__qualname__ = "no_penalty"
-    return penalty
-
-
 RUN = dict(steps=24, lr=0.05, batch_size=32, augment=True, seed=1, sync_every=4, checkpoint_every=8)
 
 
-def test_resume_on_cuda_reaches_the_uninterrupted_weights(learnable_cuda, tmp_path, deterministic):
+def test_resume_on_cuda_reaches_the_uninterrupted_weights(learnable_cuda, tmp_path, deterministic,
+                                                          ctrl_c_at):
     reference = small_model()
     fit(reference, learnable_cuda, penalty=no_penalty, **RUN)
     path = tmp_path / "run.pt"
     with pytest.warns(UserWarning, match="interrupted"):
-        fit(small_model(), learnable_cuda, checkpoint=path, penalty=interrupt_at(13), **RUN)
+        fit(small_model(), learnable_cuda, checkpoint=path, penalty=ctrl_c_at(13), **RUN)
     resumed = small_model(seed=7)
     fit(resumed, learnable_cuda, checkpoint=path, resume=True, penalty=no_penalty, **RUN)
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), "resumed weights differ from the uninterrupted run"
 
 
-def test_a_cuda_checkpoint_resumes_on_the_cpu(learnable, tmp_path):
+def test_a_cuda_checkpoint_resumes_on_the_cpu(learnable, tmp_path, ctrl_c_at):
     """Colab's disconnect, the other way round: the run continues where no GPU is left."""
     path = tmp_path / "run.pt"
     with pytest.warns(UserWarning, match="interrupted"):
-        fit(small_model(), tuple(t.cuda() for t in learnable), checkpoint=path, penalty=interrupt_at(10),
+        fit(small_model(), tuple(t.cuda() for t in learnable), checkpoint=path, penalty=ctrl_c_at(10),
             precision="fp16", **RUN)
     def cpu_penalty(model):
         return torch.zeros(())

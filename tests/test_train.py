@@ -127,20 +127,6 @@ def test_divergence_found_at_a_sync_point_reports_the_first_bad_step(learnable):
     assert history.diverged["step"] == 5 and len(history.step_loss) == 6
 
 
-def interrupt_at(step):
-    """A penalty that raises KeyboardInterrupt (a Ctrl-C) in the given step, counted from 0, and adds nothing."""
-    calls = [0]
-
-    def penalty(model):
-        calls[0] += 1
-        if calls[0] == step + 1:
-            raise KeyboardInterrupt
-        return torch.zeros(())
-
-    penalty.__qualname__ = "no_penalty"  # the same description as the resumed run's penalty
-    return penalty
-
-
 def no_penalty(model):
     return torch.zeros(())
 
@@ -153,14 +139,14 @@ def same_weights(a, b):
 
 
 @pytest.mark.parametrize("stop_at", [3, 19], ids=["before the first periodic checkpoint", "mid-run"])
-def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(learnable, tmp_path, stop_at):
+def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(learnable, tmp_path, stop_at, ctrl_c_at):
     reference = small_model()
     fit(reference, learnable, penalty=no_penalty, **RUN)
 
     model = small_model()
     path = tmp_path / "run.pt"
     with pytest.warns(UserWarning, match=f"interrupted at step {stop_at} .* holds step {stop_at // 8 * 8}"):
-        partial = fit(model, learnable, checkpoint=path, penalty=interrupt_at(stop_at), **RUN)
+        partial = fit(model, learnable, checkpoint=path, penalty=ctrl_c_at(stop_at), **RUN)
     assert partial.interrupted and len(partial.step_loss) == stop_at
     assert evaluate(model, learnable)["accuracy"] >= 0  # the model is still usable after Ctrl-C
 
@@ -179,22 +165,22 @@ def test_resuming_a_finished_run_returns_its_history_without_training(learnable,
     assert torch.equal(model.head.weight, torch.load(path, weights_only=True)["model"]["head.weight"])
 
 
-def test_resume_at_another_precision_warns_and_continues(learnable, tmp_path):
+def test_resume_at_another_precision_warns_and_continues(learnable, tmp_path, ctrl_c_at):
     """Colab may reconnect to another GPU; simulated on the CPU, where bf16 autocast exists too."""
     path = tmp_path / "run.pt"
     with pytest.warns(UserWarning, match="interrupted"):
-        fit(small_model(), learnable, checkpoint=path, penalty=interrupt_at(10), **RUN)
+        fit(small_model(), learnable, checkpoint=path, penalty=ctrl_c_at(10), **RUN)
     with pytest.warns(UserWarning, match="written on cpu in fp32, on cpu in bf16.*not bit-identically"):
         history = fit(small_model(), learnable, checkpoint=path, resume=True, penalty=no_penalty,
                       precision="bf16", **RUN)
     assert history.steps_done == 32 and not history.diverged
 
 
-def test_resume_from_another_device_type_reseeds_the_data_order_and_continues(learnable, tmp_path):
+def test_resume_from_another_device_type_reseeds_the_data_order_and_continues(learnable, tmp_path, ctrl_c_at):
     """A checkpoint written on a GPU holds a CUDA generator state, which a CPU generator cannot take."""
     path = tmp_path / "run.pt"
     with pytest.warns(UserWarning, match="interrupted"):
-        fit(small_model(), learnable, checkpoint=path, penalty=interrupt_at(10), **RUN)
+        fit(small_model(), learnable, checkpoint=path, penalty=ctrl_c_at(10), **RUN)
     state = torch.load(path, weights_only=True)
     state["history"]["config"]["device"] = "cuda"
     state["rng"]["data"] = torch.zeros(16, dtype=torch.uint8)  # a Philox state: seed and offset
