@@ -35,7 +35,7 @@ def test_cpu_smoke_runs_every_stage_and_writes_the_summary(tmp_path):
     lines = stage_lines(summary)
     assert set(lines) == set(STAGES), summary
     assert all(" ok " in line for line in lines.values()), summary
-    assert "skipped" in lines["cuda tests"] and "fit / naive" in lines["bench_fit"], summary
+    assert "skipped" in lines["cuda tests"] and "fit (default) / naive" in lines["bench_fit"], summary
     assert "median img/s: source" in lines["bench_lab"], summary
     for log in ("cuda_tests.log", "bench_fit.log", "bench_lab.log", "lesson_00_start_here.log",
                 "notebooks/00_start_here.ipynb"):
