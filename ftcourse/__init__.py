@@ -22,4 +22,4 @@ The notebooks tell the story; this package holds the mechanisms they use, one mo
 - ``cli``          the ``ftcourse`` command
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

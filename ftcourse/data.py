@@ -6,12 +6,13 @@ Small image datasets fit in memory many times over: 50,000 images of 32x32x3 byt
 operations (:func:`augment`). This is most of the speed-up of fast training code such as Keller Jordan's
 cifar10-airbench.
 
-A :class:`Task` is what the course trains on: a training set, a held-out test set, the class names, and one line
-that says what the labels mean.
+A :class:`Task` is what the course trains on: a training set, a validation set to choose on, a held-out test set to
+report on, the class names, and one line that says what the labels mean.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -69,6 +70,15 @@ class ImageData:
             picked.append(members[:n])
         return self.subset(torch.cat(picked))
 
+    def fingerprint(self) -> str:
+        """A sha256 of the images (values, dtype, shape), the labels and the class names: equal data, equal prints."""
+        digest = hashlib.sha256(repr(self.classes).encode())
+        for tensor in (self.images, self.labels):
+            tensor = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def show(self, n: int = 32, ncols: int = 8, title: str | None = None):
         """A grid of the first ``n`` images with their class names. Returns the matplotlib figure."""
         from .plots import show_images
@@ -79,12 +89,39 @@ class ImageData:
 
 @dataclass
 class Task:
-    """A supervised task: ``train`` and held-out ``test`` :class:`ImageData` sharing one set of classes."""
+    """A supervised task: ``train``, ``val`` and ``test`` :class:`ImageData` sharing one set of classes.
+
+    The three splits have three jobs (the course's fair-comparison protocol):
+
+    - ``train`` is what a model learns from;
+    - ``val`` (validation) is what you *choose* on: a learning rate, a number of steps, a method, a source;
+    - ``test`` gives the final number, once, for what was chosen. A choice made on ``test`` makes ``test`` part of
+      the training, and its number is then too optimistic.
+    """
 
     name: str
     train: ImageData
-    test: ImageData
+    val: ImageData = None  # required: the default is only there so that a missing split gets a clear error
+    test: ImageData = None
     description: str = ""
+
+    def __post_init__(self):
+        for split in ("train", "val", "test"):
+            if not isinstance(getattr(self, split), ImageData):
+                raise TypeError(f"Task {self.name!r}: {split} must be an ImageData, got "
+                                f"{type(getattr(self, split)).__name__}. A Task is Task(name, train, val, test); "
+                                f"to carve a validation split out of the training data use Task.split_val.")
+        if not (self.train.classes == self.val.classes == self.test.classes):
+            raise ValueError(f"Task {self.name!r}: train, val and test must share one list of classes, got "
+                             f"{self.train.classes}, {self.val.classes} and {self.test.classes}.")
+
+    @classmethod
+    def split_val(cls, name: str, train: ImageData, test: ImageData, description: str = "", *,
+                  val_fraction: float = 0.2, seed: int = 0) -> Task:
+        """A Task from data that came with only train and test: ``val_fraction`` of each class of ``train``
+        (a seeded draw) becomes ``val``."""
+        train_idx, val_idx = _stratified(train.labels, len(train.classes), val_fraction, seed, "val_fraction")
+        return cls(name, train.subset(train_idx), train.subset(val_idx), test, description)
 
     @property
     def classes(self) -> list[str]:
@@ -95,18 +132,27 @@ class Task:
         return self.train.num_classes
 
     def __repr__(self) -> str:
-        return (f"Task({self.name!r}: {self.num_classes} classes, {len(self.train)} train / {len(self.test)} test; "
-                f"{self.description})")
+        return (f"Task({self.name!r}: {self.num_classes} classes, {len(self.train)} train / {len(self.val)} val / "
+                f"{len(self.test)} test; {self.description})")
 
     def to(self, device) -> Task:
-        return Task(self.name, self.train.to(device), self.test.to(device), self.description)
+        return Task(self.name, self.train.to(device), self.val.to(device), self.test.to(device), self.description)
 
     def per_class(self, n: int, seed: int = 0) -> Task:
-        """The same task with only ``n`` training images per class (a seeded draw) and the whole test set.
+        """The same task with only ``n`` training images per class (a seeded draw), and the whole val and test sets.
 
         Real datasets come with all their labels; this makes the few-shot targets the course compares methods on.
         """
-        return Task(self.name, self.train.per_class(n, seed=seed), self.test, self.description)
+        return Task(self.name, self.train.per_class(n, seed=seed), self.val, self.test, self.description)
+
+    def fingerprint(self) -> str:
+        """A sha256 of the name and of every image, label and class name of the three splits.
+
+        Cached results (see :func:`ftcourse.experiments.tune_lr`) are named by it, so that results of one task are
+        never served for another.
+        """
+        parts = [self.name] + [split.fingerprint() for split in (self.train, self.val, self.test)]
+        return hashlib.sha256(" ".join(parts).encode()).hexdigest()
 
     def show(self, n: int = 32, ncols: int = 8):
         return self.train.show(n, ncols, title=f"{self.name}: {self.description}")
@@ -210,30 +256,40 @@ def _to_uint8_rgb(images: torch.Tensor, size: int) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _split(images, labels, classes, *, test_fraction: float, seed: int, name: str, description: str) -> Task:
-    """A stratified train/test split: ``test_fraction`` of every class goes to the test set."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
+def _stratified(labels, num_classes: int, fraction: float, seed: int, what: str):
+    """Indices ``(kept, held_out)``: ``fraction`` of every class (at least one image when the class has two or
+    more) is held out, after a seeded shuffle."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"{what} must lie strictly between 0 and 1, got {fraction}.")
     g = torch.Generator().manual_seed(seed)
-    train_idx, test_idx = [], []
-    for c in range(len(classes)):
+    kept, held_out = [], []
+    for c in range(num_classes):
         members = (labels == c).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=g)]
-        n_test = max(1, round(test_fraction * len(members))) if len(members) > 1 else 0
-        test_idx.append(members[:n_test])
-        train_idx.append(members[n_test:])
-    train_idx, test_idx = torch.cat(train_idx), torch.cat(test_idx)
-    return Task(name, ImageData(images[train_idx], labels[train_idx], list(classes)),
-                ImageData(images[test_idx], labels[test_idx], list(classes)), description)
+        members = members[torch.randperm(len(members), generator=g).to(members.device)]
+        n_held = max(1, round(fraction * len(members))) if len(members) > 1 else 0
+        held_out.append(members[:n_held])
+        kept.append(members[n_held:])
+    return torch.cat(kept), torch.cat(held_out)
 
 
-def digits(part: str = "target", *, size: int = 32, test_fraction: float = 0.3, seed: int = 0,
-           device=None) -> Task:
+def _split(images, labels, classes, *, test_fraction: float, val_fraction: float, seed: int, name: str,
+           description: str) -> Task:
+    """A stratified three-way split: ``test_fraction`` of every class goes to the test set, then ``val_fraction`` of
+    what is left to the validation set; the rest is for training."""
+    data = ImageData(images, labels, list(classes))
+    rest, test_idx = _stratified(labels, len(classes), test_fraction, seed, "test_fraction")
+    return Task.split_val(name, data.subset(rest), data.subset(test_idx), description, val_fraction=val_fraction,
+                          seed=seed + 1)
+
+
+def digits(part: str = "target", *, size: int = 32, test_fraction: float = 0.3, val_fraction: float = 0.2,
+           seed: int = 0, device=None) -> Task:
     """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans; no download), as 32x32 RGB.
 
     Split by class as in Yosinski et al. 2014: ``part="source"`` holds the digits 0-4, ``part="target"`` the
     digits 5-9 (relabelled 0-4 with names "5".."9"), so a network pretrained on one half can be transferred to the
-    other. ``part="all"`` keeps all ten.
+    other. ``part="all"`` keeps all ten. ``test_fraction`` of each class is the test set, then ``val_fraction`` of
+    the rest the validation set.
     """
     from sklearn.datasets import load_digits
 
@@ -246,7 +302,7 @@ def digits(part: str = "target", *, size: int = 32, test_fraction: float = 0.3, 
     keep = torch.isin(labels, torch.tensor(list(parts[part])))
     images, labels = images[keep], labels[keep] - parts[part].start
     task = _split(_to_uint8_rgb(images, size), labels, [str(d) for d in parts[part]], test_fraction=test_fraction,
-                  seed=seed, name=f"digits-{part}", description=f"handwritten digits {parts[part].start}-"
+                  val_fraction=val_fraction, seed=seed, name=f"digits-{part}", description=f"handwritten digits {parts[part].start}-"
                                                                  f"{parts[part].stop - 1} (scikit-learn)")
     return task.to(device) if device is not None else task
 
@@ -291,13 +347,15 @@ TORCHVISION_SPLITS = {
 
 
 def torchvision_dataset(name: str, root="data", *, download: bool = True, size: int = 32,
-                        train_limit: int | None = None, test_limit: int | None = None, seed: int = 0) -> Task:
+                        train_limit: int | None = None, test_limit: int | None = None, val_fraction: float = 0.1,
+                        seed: int = 0) -> Task:
     """A torchvision dataset (``"CIFAR10"``, ``"Flowers102"``, ``"OxfordIIITPet"``...) as a :class:`Task`.
 
     Downloads into ``root`` the first time when ``download=True`` (this needs the network: Colab has it); offline,
     put the dataset's files in ``root`` yourself or use :func:`digits` or :func:`image_folder`. A download that
     stalls (no data for ``ftcourse.downloads.TIMEOUT`` seconds) stops with a message instead of hanging, and files
-    that are damaged (an interrupted download) are named, so that you know what to delete.
+    that are damaged (an interrupted download) are named, so that you know what to delete. ``val_fraction`` of
+    each class of the training split (a draw seeded by ``seed``) becomes the validation set.
     """
     import tarfile
     import urllib.error
@@ -334,18 +392,21 @@ def torchvision_dataset(name: str, root="data", *, download: bool = True, size: 
             raise RuntimeError(f"Could not load torchvision's {name} from {str(root)!r}: {error}. {how}.") from error
     if splits is None:
         data = from_dataset(parts[0], size=size)
-        return _split(data.images, data.labels, data.classes, test_fraction=0.2, seed=seed, name=name,
-                      description=f"torchvision's {name}")
+        return _split(data.images, data.labels, data.classes, test_fraction=0.2, val_fraction=val_fraction,
+                      seed=seed, name=name, description=f"torchvision's {name}")
     train, test = parts
     classes = getattr(train, "classes", None)
-    return Task(name, from_dataset(train, size=size, limit=train_limit, classes=classes),
-                from_dataset(test, size=size, limit=test_limit, classes=classes), f"torchvision's {name}")
+    return Task.split_val(name, from_dataset(train, size=size, limit=train_limit, classes=classes),
+                          from_dataset(test, size=size, limit=test_limit, classes=classes), f"torchvision's {name}",
+                          val_fraction=val_fraction, seed=seed)
 
 
-def image_folder(path, *, size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Task:
+def image_folder(path, *, size: int = 32, test_fraction: float = 0.2, val_fraction: float = 0.2,
+                 seed: int = 0) -> Task:
     """Your own images: one sub-folder per class (``path/cats/*.jpg``, ``path/dogs/*.jpg``), as a :class:`Task`.
 
-    Images are resized to ``size`` x ``size`` and split into train and test per class (``test_fraction``).
+    Images are resized to ``size`` x ``size`` and split per class: ``test_fraction`` of each class is the test
+    set, then ``val_fraction`` of the rest the validation set.
     """
     from pathlib import Path
 
@@ -363,5 +424,6 @@ def image_folder(path, *, size: int = 32, test_fraction: float = 0.2, seed: int 
     if len(dataset.classes) < 2:
         raise ValueError(f"{path} has only the class folder(s) {dataset.classes}; a classifier needs two or more.")
     data = from_dataset(dataset, size=size)
-    return _split(data.images, data.labels, data.classes, test_fraction=test_fraction, seed=seed,
+    return _split(data.images, data.labels, data.classes, test_fraction=test_fraction, val_fraction=val_fraction,
+                  seed=seed,
                   name=path.name, description=f"images from {path}")

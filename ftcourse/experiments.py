@@ -1,4 +1,4 @@
-"""The course's three ways to learn a target task, as one function each.
+"""The course's three ways to learn a target task, as one function each, and the fair way to compare them.
 
 Given a target task with few labels, you can
 
@@ -8,26 +8,43 @@ Given a target task with few labels, you can
 - **finetune**: start from the pretrained weights theta_pre, give the network a new head, and train everything:
   min L_fin(theta) starting at theta = theta_pre.
 
-:func:`run` builds, trains and tests one model with a budget of optimiser steps and returns its test accuracy, so
-the three can be compared on the same budget; :func:`compare` runs several methods and seeds and returns the
-table. The copied-stages experiment (lesson 02) and the remedies for negative transfer (lesson 04) are the same
-sequence with a different preparation of the model.
+:func:`run` builds, trains and tests one model with a budget of optimiser steps and returns its validation and test
+accuracy, so the three can be compared on the same budget; :func:`compare` runs several methods and seeds and
+returns the table. The copied-stages experiment (lesson 02) and the remedies for negative transfer (lesson 04) are
+the same sequence with a different preparation of the model.
+
+**A fair comparison tunes every method.** Each method has its own best learning rate: a pretrained network usually
+wants a smaller one than a random network, but how much smaller depends on how related the tasks are (H. Li,
+Chaudhari et al., "Rethinking the hyperparameters for fine-tuning", ICLR 2020). Comparing fine-tuning at one
+conventional rate with scratch at its best rate measures the rate, not the pretraining. So ``run(..., lr="tuned")``
+(:func:`tune_lr`) trains one model per rate of a small grid, chooses the rate with the best *validation* accuracy
+(:func:`choose_on_val`) and reports the *test* accuracy of that one run. The test set is never looked at to choose.
+Tuning costs ``len(grid)`` runs instead of one; with a ``cache`` folder they are saved and never run twice.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
 
+import pandas as pd
 import torch
 
 from . import lab, models, transfer
 from .data import Task
+from .sweep import sweep
 from .train import evaluate, fit
 
 METHODS = ("scratch", "probe", "finetune")
-# Learning rates per method (SGD, Nesterov momentum, cosine schedule). A pretrained network needs a smaller rate
-# than a random one: large steps would wreck the features it came with (lesson 03 measures this).
+# The conventional, untuned rates per method (SGD, Nesterov momentum, cosine schedule): what a recipe would use
+# without tuning. A pretrained network is conventionally given a smaller rate than a random one, so that large
+# steps do not wreck the features it came with; lesson 04 measures how much that convention costs.
 DEFAULT_LR = {"scratch": 0.05, "probe": 0.05, "finetune": 0.01}
+# The grid that lr="tuned" chooses from, on validation accuracy. Three rates a factor ~3 apart hold the best rate of
+# scratch (0.01-0.03) and of fine-tuning (0.03-0.1) on every lab target at 100 steps of 32 (issue 11's measurements).
+LR_GRID = (0.01, 0.03, 0.1)
 
 
 def source_model(pretrained: models.StagedNet | None = None) -> models.StagedNet:
@@ -60,34 +77,123 @@ def make_model(method: str, num_classes: int, *, pretrained: models.StagedNet | 
 
 
 def run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, seed: int = 0, steps: int = 100,
-        batch_size: int = 32, lr: float | None = None, augment: bool = True, prepare=None, device=None,
+        batch_size: int = 32, lr: float | str | None = None, augment: bool = True, prepare=None, device=None,
+        lr_grid=LR_GRID, cache=None, variant: str | None = None, also_test: dict | None = None,
         **fit_kwargs) -> dict:
-    """Build a model for ``method``, train it for ``steps`` steps on ``task.train``, and test it on ``task.test``.
+    """Build a model for ``method``, train it for ``steps`` steps on ``task.train``, then measure it on ``task.val``
+    and ``task.test``.
 
     The one sequence behind every comparison of the course, so that each method gets the same data, budget and
-    evaluation. ``prepare(model)``, when given, changes the freshly built model before training (re-initialise
-    stages, freeze some, run a probe first) and may return extra arguments for :func:`~ftcourse.train.fit` (such
-    as an L2-SP ``penalty``). Returns the test accuracy and error, the training time (``seconds``, and
-    ``seconds_per_step``), whether the run diverged, the number of trainable parameters, the history and the model.
+    evaluation. ``lr`` is a rate, ``None`` for the method's conventional rate (:data:`DEFAULT_LR`), or ``"tuned"``:
+    the best of ``lr_grid`` on validation accuracy (see :func:`tune_lr`, which ``cache`` and ``variant`` are for).
+    ``prepare(model)``, when given, changes the freshly built model before training (re-initialise stages, freeze
+    some, run a probe first) and may return extra arguments for :func:`~ftcourse.train.fit` (such as an L2-SP
+    ``penalty``). ``also_test`` names more test sets (``{"shifted": ImageData}``), each reported as
+    ``<name>_accuracy``. Returns the rate, the validation and test accuracy, the test error, the training time
+    (``seconds``, and ``seconds_per_step``), whether the run diverged, the number of trainable parameters, the
+    history and the model.
     """
+    if isinstance(lr, str):
+        if lr != "tuned":
+            raise ValueError(f"lr must be a number, None (the method's conventional rate) or 'tuned', got {lr!r}.")
+        return tune_lr(task, method, grid=lr_grid, cache=cache, variant=variant, pretrained=pretrained, seed=seed,
+                       steps=steps, batch_size=batch_size, augment=augment, prepare=prepare, device=device,
+                       also_test=also_test, **fit_kwargs)
     device = torch.device(device or task.train.device)
     model = make_model(method, task.num_classes, pretrained=pretrained, seed=seed, device=device)
     extra = (prepare(model) if prepare is not None else None) or {}
     fit_kwargs.setdefault("progress", False)
     start = time.perf_counter()
-    history = fit(model, task.train, steps=steps, lr=lr or DEFAULT_LR[method], batch_size=batch_size,
-                  augment=augment, seed=seed, **{**fit_kwargs, **extra})
+    lr = DEFAULT_LR[method] if lr is None else lr
+    history = fit(model, task.train, steps=steps, lr=lr, batch_size=batch_size, augment=augment, seed=seed,
+                  **{**fit_kwargs, **extra})
     seconds = time.perf_counter() - start
-    accuracy = evaluate(model, task.test)["accuracy"]
-    return {"method": method, "accuracy": accuracy, "error": 1 - accuracy, "seconds": seconds,
+    val, test = evaluate(model, task.val), evaluate(model, task.test)
+    more = {f"{name}_accuracy": evaluate(model, data)["accuracy"] for name, data in (also_test or {}).items()}
+    return {"method": method, "lr": lr, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+            "accuracy": test["accuracy"], "error": 1 - test["accuracy"], **more, "seconds": seconds,
             "seconds_per_step": history.seconds_per_step, "diverged": history.diverged is not None,
             "trainable": models.count_parameters(model, trainable_only=True), "history": history, "model": model}
 
 
+def choose_on_val(runs: pd.DataFrame, knob: str = "lr", within=()) -> pd.DataFrame:
+    """The chosen runs: in each group of ``within`` and each ``seed``, the run whose ``knob`` had the best validation.
+
+    ``runs`` has one row per run, with the columns ``knob``, ``seed``, ``val_accuracy`` and (optionally) ``val_loss``.
+    The best run has the highest validation accuracy; a tie goes to the lower validation loss, then to the value that
+    comes first in ``runs``. A diverged run (NaN) is never chosen unless every run of its group diverged. Each seed
+    chooses for itself, so each seed is a whole replicate of the protocol, choice included. Returns those rows, in
+    their original order; their test ``accuracy`` is the number to report.
+
+    >>> runs = pd.DataFrame({"lr": [0.01, 0.1, 0.01, 0.1], "seed": [0, 0, 1, 1],
+    ...                      "val_accuracy": [0.8, 0.9, 0.7, 0.6], "accuracy": [0.81, 0.88, 0.72, 0.64]})
+    >>> choose_on_val(runs)[["seed", "lr", "accuracy"]]
+       seed    lr  accuracy
+    1     0  0.10      0.88
+    2     1  0.01      0.72
+    """
+    missing = {knob, "seed", "val_accuracy", *within} - set(runs.columns)
+    if missing:
+        raise ValueError(f"choose_on_val needs the columns {sorted(missing)}; the runs have {list(runs.columns)}.")
+    ranked = runs.assign(_accuracy=runs["val_accuracy"].astype(float).fillna(-math.inf),
+                         _loss=runs["val_loss"].astype(float).fillna(math.inf) if "val_loss" in runs else 0.0)
+    ranked = ranked.sort_values(["_accuracy", "_loss"], ascending=[False, True], kind="stable")
+    chosen = ranked.drop_duplicates(subset=[*within, "seed"], keep="first")
+    return chosen.drop(columns=["_accuracy", "_loss"]).sort_index()
+
+
+def tune_lr(task: Task, method: str, *, grid=LR_GRID, cache=None, variant: str | None = None,
+            pretrained: models.StagedNet | None = None, seed: int = 0, **run_kwargs) -> dict:
+    """``method`` at its best learning rate of ``grid``, chosen on ``task.val``; the test accuracy of that run.
+
+    One :func:`run` per rate (``len(grid)`` runs: that is the price of a fair comparison, and ``tuning_runs`` says
+    it). The runs go through :func:`~ftcourse.sweep.sweep`, so with a ``cache`` folder each is saved the moment it
+    ends and read back next time. Cached runs are named by everything that decides them: the task's data
+    (:meth:`Task.fingerprint`), the pretrained weights (:func:`ftcourse.models.fingerprint`), the method, the seed,
+    the other arguments, and ``variant``, a name for what ``prepare`` does (a function cannot be named by its
+    code; without ``variant``, a ``prepare`` is not cached).
+
+    Returns the chosen ``lr``, its ``val_accuracy`` and ``val_loss``, its test ``accuracy`` and ``error`` (and the
+    accuracy on each of ``also_test``), whether it ``diverged``,
+    ``tuning_runs`` and ``tuning`` (every rate's validation and test accuracy, a table to look at, not to choose
+    from by test).
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
+    grid = [float(lr) for lr in grid]
+    if not grid or any(not lr > 0 for lr in grid):
+        raise ValueError(f"grid must be a non-empty list of positive learning rates, got {grid!r}.")
+    pretrained = source_model(pretrained)
+    if run_kwargs.get("prepare") is not None and variant is None:
+        cache = None  # an unnamed preparation: run, but do not cache under a name that may mean something else
+    also_test = run_kwargs.get("also_test") or {}
+    named = {k: v for k, v in run_kwargs.items() if k not in ("prepare", "device", "also_test")}
+    key = json.dumps({"task": task.fingerprint(), "pretrained": models.fingerprint(pretrained), "method": method,
+                      "variant": variant, "also_test": {name: data.fingerprint() for name, data in also_test.items()},
+                      **named}, sort_keys=True, default=repr)
+    metrics = ["val_accuracy", "val_loss", "accuracy", *(f"{name}_accuracy" for name in also_test), "seconds",
+               "diverged"]
+
+    def one_rate(lr, seed):
+        result = run(task, method, pretrained=pretrained, seed=seed, lr=lr, **run_kwargs)
+        return {name: result[name] for name in metrics}
+
+    runs = sweep(one_rate, {"lr": grid}, seeds=[seed], cache=cache,
+                 code_version="tune-" + hashlib.sha256(key.encode()).hexdigest()[:16]).runs
+    best = choose_on_val(runs).iloc[0]
+    return {"method": method, "lr": float(best["lr"]), **{name: float(best[name]) for name in metrics[:-2]},
+            "error": 1 - float(best["accuracy"]), "diverged": bool(best["diverged"]), "tuning_runs": len(grid),
+            "ran_now": int((~runs["cached"]).sum()), "tuning": runs[["lr", *metrics]]}
+
+
 def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 100, batch_size: int = 32,
             test_per_class: int = 100, pretrained: models.StagedNet | None = None, device=None,
-            relatedness: float = 1.0) -> list[dict]:
-    """Each method x labels-per-class x seed on one lab target; a list of result rows (accuracy, seconds)."""
+            relatedness: float = 1.0, lr: float | str | None = None, lr_grid=LR_GRID, cache=None) -> list[dict]:
+    """Each method x labels-per-class x seed on one lab target; a list of result rows.
+
+    Each row has the rate used (``lr="tuned"`` chooses it per method and seed on validation; see :func:`tune_lr`),
+    the validation and test accuracy, and ``runs``: how many training runs the row cost.
+    """
     pretrained = source_model(pretrained)
     rows = []
     for n in shots:
@@ -96,21 +202,24 @@ def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 
                               device=device)
             for method in methods:
                 result = run(task, method, pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size,
-                             device=device)
-                rows.append({"task": task_name, "shots": n, "seed": seed, "method": method,
-                             "accuracy": result["accuracy"], "seconds": result["seconds"]})
+                             device=device, lr=lr, lr_grid=lr_grid, cache=cache)
+                rows.append({"task": task_name, "shots": n, "seed": seed, "method": method, "lr": result["lr"],
+                             "val_accuracy": result["val_accuracy"], "accuracy": result["accuracy"],
+                             "runs": result.get("tuning_runs", 1)})
     return rows
 
 
 def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained: models.StagedNet | None = None,
-                      seed: int = 0, steps: int = 100, batch_size: int = 32, lr: float | None = None,
-                      device=None) -> dict:
+                      seed: int = 0, steps: int = 100, batch_size: int = 32, lr: float | str | None = None,
+                      lr_grid=LR_GRID, cache=None, device=None) -> dict:
     """Yosinski et al. 2014's transfer experiment: copy the first ``n_copied`` stages, re-initialise the rest.
 
     The first ``n_copied`` stages come from the pretrained network and the others (and the head) start from random
     weights. Then either the copied stages stay **frozen** ("AnB" in the paper) or everything is **fine-tuned**
     ("AnB+"). ``n_copied = 0`` is training from scratch; copying every stage and freezing it is a linear probe.
-    Returns the test accuracy, the number of trainable parameters and the training time per step.
+    ``lr=None`` uses one rate for every ``n`` and both modes (scratch's conventional 0.05), as the paper did, so the
+    only difference is what was copied; ``lr="tuned"`` gives each point its own rate, chosen on validation.
+    Returns the rate, the validation and test accuracy, the number of trainable parameters and the time per step.
     """
     feature_stages = source_model(pretrained).stage_names[:-1]
     if not 0 <= n_copied <= len(feature_stages):
@@ -123,35 +232,51 @@ def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained:
         if not fine_tune and n_copied > 0:
             transfer.freeze(model, first=n_copied)
 
-    # One learning rate for every n and both modes, as in the paper: the only difference is what was copied.
     result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size,
-                            lr=lr or DEFAULT_LR["scratch"], prepare=copy_first_stages, device=device)
-    return {key: result[key] for key in ("accuracy", "trainable", "seconds_per_step")}
+                 lr=DEFAULT_LR["scratch"] if lr is None else lr, lr_grid=lr_grid, cache=cache,
+                 variant=f"copied_stages n={n_copied} fine_tune={fine_tune}", prepare=copy_first_stages, device=device)
+    if "trainable" not in result:  # a tuned result: count what the chosen run trained
+        model = make_model("finetune", task.num_classes, pretrained=pretrained, seed=seed)
+        copy_first_stages(model)
+        result = {**result, "trainable": models.count_parameters(model, trainable_only=True),
+                  "seconds_per_step": float("nan")}
+    return {key: result[key] for key in ("lr", "val_accuracy", "accuracy", "trainable", "seconds_per_step")}
 
 
+# Each remedy: (the rate it fine-tunes with, what it is). "conventional" is DEFAULT_LR["finetune"], or the rate
+# remedy_run is given; the others are part of the remedy itself.
 REMEDIES = {
-    "fine-tune": "plain fine-tuning from the lab checkpoint (lr 0.01): what the remedies are measured against",
-    "lower rate": "fine-tuning with a 10x smaller rate (lr 0.001): stay closer to θ_pre",
-    "L2-SP": "fine-tuning with a penalty α/2·‖w − w⁰‖² that pulls the weights towards θ_pre (Li et al. 2018)",
-    "LP-FT": "a linear probe first, then fine-tuning from the probed head (Kumar et al. 2022)",
-    "re-init top": "keep the lower stages of θ_pre, give layer3 and layer4 fresh random weights, fine-tune all",
-    "another source": "fine-tune a checkpoint pretrained on a source that needed the target's factor",
+    "fine-tune": ("conventional", "plain fine-tuning from the lab checkpoint: what the remedies are measured against"),
+    "lower rate": (0.001, "fine-tuning with a 10x smaller rate (lr 0.001): stay closer to θ_pre"),
+    "higher rate": (0.1, "fine-tuning with a 10x larger rate (lr 0.1): move further from θ_pre"),
+    "tuned rate": ("tuned", "fine-tuning at the rate of the grid with the best validation accuracy"),
+    "L2-SP": ("conventional", "a penalty α/2·‖w − w⁰‖² that pulls the weights towards θ_pre (X. Li et al. 2018)"),
+    "LP-FT": ("conventional", "a linear probe for half the steps, then fine-tuning from the probed head "
+                              "(Kumar et al. 2022); probe steps count in the budget"),
+    "re-init top": ("conventional", "keep the lower stages of θ_pre, give layer3 and layer4 fresh random weights"),
+    "another source": ("conventional", "fine-tune a checkpoint pretrained on a source that needed the target's factor"),
 }
 
 
 def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None = None,
                other_source: str = "lab-colours", seed: int = 0, steps: int = 100, batch_size: int = 32,
+               lr: float | str | None = None, lr_grid=LR_GRID, cache=None, also_test: dict | None = None,
                device=None) -> dict:
-    """Fine-tune ``task`` with one of the :data:`REMEDIES` for negative transfer; returns accuracy and error.
+    """Fine-tune ``task`` with one of the :data:`REMEDIES` for negative transfer; returns rate, accuracy and error.
 
-    Every remedy gets the same budget of fine-tuning steps as plain fine-tuning (LP-FT adds a probe of half as many
-    steps before it). ``other_source`` names the checkpoint that ``"another source"`` starts from (see
-    models.PRETRAINED).
+    Every remedy gets the same budget of ``steps`` optimiser steps (LP-FT spends half of them on its probe).
+    Remedies that are not a rate fine-tune at ``lr``: ``None`` for the conventional rate (``DEFAULT_LR``), a
+    number, or ``"tuned"`` (chosen on validation, so that a remedy is compared with tuned fine-tuning, tuned with
+    tuned). ``other_source`` names the checkpoint that ``"another source"`` starts from (see models.PRETRAINED).
     """
     if remedy not in REMEDIES:
         raise ValueError(f"Unknown remedy {remedy!r}; choose from {list(REMEDIES)}.")
-    common = {"batch_size": batch_size, "augment": True, "seed": seed, "progress": False}
-    lr = DEFAULT_LR["finetune"]
+    rate = REMEDIES[remedy][0]
+    if rate == "conventional":
+        rate = DEFAULT_LR["finetune"] if lr is None else lr
+    elif lr is not None:
+        raise ValueError(f"The remedy {remedy!r} is a learning rate ({rate}); do not pass lr={lr!r} with it.")
+    probe_steps = steps // 2 if remedy == "LP-FT" else 0
 
     def prepare(model):
         if remedy == "L2-SP":
@@ -160,12 +285,39 @@ def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None =
             transfer.reinit(model, ["layer3", "layer4"], seed=seed)
         if remedy == "LP-FT":  # the probe phase; the fine-tuning that follows is the common run
             transfer.unfreeze(transfer.freeze(model), "head")
-            fit(model, task.train, steps=max(1, steps // 2), lr=DEFAULT_LR["probe"], **common)
+            fit(model, task.train, steps=probe_steps, lr=DEFAULT_LR["probe"], batch_size=batch_size, augment=True,
+                seed=seed, progress=False)
             transfer.unfreeze(model)
         return None
 
     if remedy == "another source":
         pretrained = models.pretrained(other_source)
-    result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size,
-                            lr=lr / 10 if remedy == "lower rate" else lr, prepare=prepare, device=device)
-    return {"remedy": remedy, "accuracy": result["accuracy"], "error": result["error"]}
+    result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps - probe_steps,
+                 batch_size=batch_size, lr=rate, lr_grid=lr_grid, cache=cache, prepare=prepare, device=device,
+                 also_test=also_test,
+                 variant=f"remedy {remedy}" + (f" from {other_source}" if remedy == "another source" else ""))
+    keep = ["lr", "val_accuracy", "accuracy", "error", *(f"{name}_accuracy" for name in also_test or {})]
+    return {"remedy": remedy, **{name: result[name] for name in keep}}
+
+
+def shift_run(target: str, method: str, *, shots: int, pretrained: models.StagedNet | None = None, seed: int = 0,
+              steps: int = 100, batch_size: int = 32, lr: float | str | None = "tuned", lr_grid=LR_GRID, cache=None,
+              val_per_class: int = 50, test_per_class: int = 100, device=None) -> dict:
+    """Train on a lab target in its usual conditions, test in them and in the lab's shifted conditions.
+
+    Kumar et al. (ICLR 2022) claim that LP-FT beats fine-tuning *out of distribution*: fine-tuning with a random
+    head distorts the pretrained features where the target's training images are, and leaves them unchanged
+    elsewhere, so images unlike the training set fall between the two. ``method`` is ``"scratch"``, ``"probe"``,
+    ``"finetune"`` or ``"LP-FT"`` (half the ``steps`` probe, half fine-tune: the budget is the same). The rate is
+    chosen on the in-distribution validation set, as a practitioner without shifted data would. Returns the rate,
+    ``accuracy`` (in distribution) and ``shifted_accuracy`` (the same classes on light textured backgrounds, dark
+    shapes, more noise: :func:`ftcourse.lab.make_images` with ``conditions="shifted"``).
+    """
+    task = lab.target(target, shots, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
+                      device=device)
+    shifted = lab.make_images(target, test_per_class, seed=10_000, split="test", conditions="shifted", device=device)
+    common = {"lr": lr, "lr_grid": lr_grid, "cache": cache, "seed": seed, "steps": steps, "batch_size": batch_size,
+              "pretrained": pretrained, "device": device, "also_test": {"shifted": shifted}}
+    result = remedy_run(task, "LP-FT", **common) if method == "LP-FT" else run(task, method, **common)
+    return {"method": method, **{name: result[name] for name in ("lr", "val_accuracy", "accuracy",
+                                                                "shifted_accuracy")}}

@@ -22,7 +22,8 @@ what a source task taught and how a target task relates to it:
   of the images shows the class by its shape (colour random), the rest by its colour (shape random). ``r = 1`` is
   ``related``, ``r = 0`` is ``conflict``.
 
-Every task is a :class:`ftcourse.data.Task` with its own held-out test set; ``task.show()`` draws examples.
+Every task is a :class:`ftcourse.data.Task` with a training set, a validation set to choose on and a test set to
+report on, each drawn from its own random stream; ``task.show()`` draws examples.
 """
 
 from __future__ import annotations
@@ -246,10 +247,7 @@ def _factors_for(task: str, labels: torch.Tensor, g: torch.Generator, relatednes
         f["saturation"] = 0.75 + 0.25 * torch.rand(n, generator=g)
     elif task == "shifted":
         f["shape"] = labels.clone()
-        f["texture"] = torch.randint(1, len(TEXTURES), (n,), generator=g)
-        f["bg_level"] = 0.55 + 0.3 * torch.rand(n, generator=g)  # light backgrounds...
-        f["value"] = 0.05 + 0.35 * torch.rand(n, generator=g)  # ...and dark shapes: inverted contrast
-        f["noise"] = torch.full((n,), 0.08)
+        _shift_conditions(f, g)
     elif task == "hues":
         f["hue"] = (labels + 0.5 + (torch.rand(n, generator=g) - 0.5) * 0.5) / len(HUES)
         f["saturation"] = 0.75 + 0.25 * torch.rand(n, generator=g)
@@ -264,6 +262,17 @@ def _factors_for(task: str, labels: torch.Tensor, g: torch.Generator, relatednes
     return f
 
 
+def _shift_conditions(f: dict, g: torch.Generator) -> None:
+    """The lab's domain shift, in place: textured light backgrounds, dark shapes (inverted contrast), more noise."""
+    n = len(f["shape"])
+    f["texture"] = torch.randint(1, len(TEXTURES), (n,), generator=g)
+    f["bg_level"] = 0.55 + 0.3 * torch.rand(n, generator=g)  # light backgrounds...
+    f["value"] = 0.05 + 0.35 * torch.rand(n, generator=g)  # ...and dark shapes: inverted contrast
+    f["noise"] = torch.full((n,), 0.08)
+
+
+CONDITIONS = ("usual", "shifted")  # see make_images
+
 TASKS = {
     "source": (SOURCE_SHAPES, "8 shapes in any colour on plain backgrounds: what the lab checkpoint was pretrained on"),
     "related": (NEW_SHAPES, "5 new shapes, same conditions as the source: related"),
@@ -277,17 +286,28 @@ TASKS = {
 
 
 def make_images(task: str, n_per_class: int, *, seed: int = 0, split: str = "train", relatedness: float = 1.0,
-                device=None) -> ImageData:
-    """``n_per_class`` images per class of ``task`` for ``split`` ("train" or "test"), deterministic in ``seed``."""
+                conditions: str = "usual", device=None) -> ImageData:
+    """``n_per_class`` images per class of ``task`` for ``split`` ("train", "val" or "test"), deterministic in ``seed``.
+
+    Each (split, seed) pair has its own random stream, so the splits are independent draws: no image of one split
+    is an image of another. ``conditions="shifted"`` draws the same classes under the lab's domain shift (the
+    conditions of the ``shifted`` task: textured light backgrounds, dark shapes, more noise), for testing a model
+    out of distribution.
+    """
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; the lab has {list(TASKS)}.")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
+    if conditions not in CONDITIONS:
+        raise ValueError(f"conditions must be one of {list(CONDITIONS)}, got {conditions!r}.")
     if not isinstance(n_per_class, int) or n_per_class < 1:
         raise ValueError(f"n_per_class must be a positive int (images per class), got {n_per_class!r}.")
     if not 0.0 <= relatedness <= 1.0:
         raise ValueError(f"relatedness must lie in [0, 1] (0 = conflicting, 1 = related), got {relatedness}.")
     classes = TASKS[task][0]
     total = n_per_class * len(classes)
-    stream = f"{task}/{split}" + (f"/{relatedness:.4f}" if task == "mixed" else "")
+    stream = (f"{task}/{split}" + (f"/{relatedness:.4f}" if task == "mixed" else "")
+              + ("/shifted" if conditions == "shifted" else ""))
     # Labels cycle 0, 1, ..., C-1, 0, 1, ... and image i is drawn from the random stream of block i // BLOCK, so
     # the first k*C images are the same whatever the total: a 5-per-class set is part of the 20-per-class set.
     parts = []
@@ -295,6 +315,8 @@ def make_images(task: str, n_per_class: int, *, seed: int = 0, split: str = "tra
         g = _generator(seed, f"{stream}/{block}")
         labels = torch.arange(block * BLOCK, (block + 1) * BLOCK) % len(classes)
         factors = _factors_for(task, labels, g, relatedness)
+        if conditions == "shifted":
+            _shift_conditions(factors, g)
         keep = min(BLOCK, total - block * BLOCK)
         parts.append(render({k: t[:keep] for k, t in factors.items()}, device))
     images = torch.cat(parts)
@@ -302,20 +324,24 @@ def make_images(task: str, n_per_class: int, *, seed: int = 0, split: str = "tra
     return ImageData(images, labels, list(classes))
 
 
-def source(n_per_class: int = 600, *, test_per_class: int = 100, seed: int = 0, device=None) -> Task:
-    """The pretraining task: 8 shapes, colour random (so it carries no information), plain backgrounds."""
-    return target("source", n_per_class, test_per_class=test_per_class, seed=seed, device=device)
-
-
-def target(name: str, n_per_class: int = 20, *, test_per_class: int = 100, seed: int = 0, relatedness: float = 1.0,
+def source(n_per_class: int = 600, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
            device=None) -> Task:
+    """The pretraining task: 8 shapes, colour random (so it carries no information), plain backgrounds."""
+    return target("source", n_per_class, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
+                  device=device)
+
+
+def target(name: str, n_per_class: int = 20, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
+           relatedness: float = 1.0, device=None) -> Task:
     """A target task of the lab (see the module docstring) with ``n_per_class`` training labels per class.
 
-    The training images depend on ``seed``; the test set does not (it is the same for every seed, so results of
-    different seeds are compared on the same images). Training sets of one seed are nested: the 5-per-class set is
-    part of the 20-per-class set.
+    The training images depend on ``seed``; the validation and test sets do not (they are the same for every
+    seed, so results of different seeds are chosen and compared on the same images). Training sets of one seed are
+    nested: the 5-per-class set is part of the 20-per-class set. The validation set stands for the labelled images
+    one would hold out to choose a rate or a method; the test set is used once, for the final number.
     """
     train = make_images(name, n_per_class, seed=seed, split="train", relatedness=relatedness, device=device)
+    val = make_images(name, val_per_class, seed=10_000, split="val", relatedness=relatedness, device=device)
     test = make_images(name, test_per_class, seed=10_000, split="test", relatedness=relatedness, device=device)
     description = TASKS[name][1] + (f" (r = {relatedness:g})" if name == "mixed" else "")
-    return Task(name if name != "mixed" else f"mixed r={relatedness:g}", train, test, description)
+    return Task(name if name != "mixed" else f"mixed r={relatedness:g}", train, val, test, description)

@@ -200,6 +200,20 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def fingerprint(model: nn.Module) -> str:
+    """A sha256 of the model's weights and buffers (names, shapes, dtypes and values): equal weights, equal prints.
+
+    Cached results that start from a model (see :func:`ftcourse.experiments.tune_lr`) are named by it.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def stage_parameter_counts(model: StagedNet) -> dict[str, dict[str, int]]:
     """For each stage: how many parameters are trainable and how many frozen."""
     counts = {}

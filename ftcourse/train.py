@@ -144,7 +144,8 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     Parameters
     ----------
     train, val : an :class:`~ftcourse.data.ImageData`, a pair ``(images, labels)``, or a ``DataLoader``. A
-        :class:`~ftcourse.data.Task` as ``train`` means: train on ``task.train`` and validate on ``task.test``.
+        :class:`~ftcourse.data.Task` as ``train`` means: train on ``task.train`` and validate on ``task.val`` (never
+        on ``task.test``: what you watch while training is what you choose on).
     steps, epochs : the budget; give one. An epoch is ``len(train) // batch_size`` steps, or one step when the
         dataset is smaller than a batch (see :func:`steps_per_epoch`); a fresh permutation starts each pass, and the
         last partial batch of a pass is dropped.
@@ -181,7 +182,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     started = time.perf_counter()
     device = model_device(model)
     if isinstance(train, Task):
-        train, val = train.train, train.test if val is None else val
+        train, val = train.train, train.val if val is None else val
     train = as_data(train, "train", model, device)
     val = as_data(val, "val", model, device) if val is not None else None
     total_steps = _budget(steps, epochs, train, batch_size)

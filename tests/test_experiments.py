@@ -58,3 +58,94 @@ def test_scratch_from_a_torchvision_model_has_its_architecture_with_fresh_weight
     assert not torch.equal(model.layer4[0].conv1.weight, reference.layer4[0].conv1.weight)
     again = experiments.make_model("scratch", 3, pretrained=reference, seed=1)
     assert torch.equal(model.layer4[0].conv1.weight, again.layer4[0].conv1.weight)
+
+
+# --- choosing on validation ----------------------------------------------------------------------------------------
+
+def test_choose_on_val_picks_per_seed_by_validation_never_by_test():
+    import pandas as pd
+
+    runs = pd.DataFrame({"lr": [0.01, 0.1, 0.01, 0.1], "seed": [0, 0, 1, 1], "val_accuracy": [0.9, 0.8, 0.5, 0.6],
+                         "accuracy": [0.1, 0.99, 0.99, 0.1]})  # test accuracy points the other way every time
+    chosen = experiments.choose_on_val(runs)
+    assert chosen["lr"].tolist() == [0.01, 0.1] and chosen["accuracy"].tolist() == [0.1, 0.1]
+
+
+def test_choose_on_val_breaks_ties_by_validation_loss_then_by_order_and_skips_diverged_runs():
+    import pandas as pd
+
+    runs = pd.DataFrame({"lr": [0.01, 0.03, 0.1, 0.3], "seed": [0] * 4,
+                         "val_accuracy": [0.7, 0.9, 0.9, float("nan")], "val_loss": [0.5, 0.4, 0.3, float("nan")]})
+    assert experiments.choose_on_val(runs)["lr"].tolist() == [0.1]
+    assert experiments.choose_on_val(runs.drop(columns="val_loss"))["lr"].tolist() == [0.03]
+    with pytest.raises(ValueError, match="needs the columns"):
+        experiments.choose_on_val(runs.drop(columns="seed"))
+
+
+def test_run_reports_validation_and_test_accuracy_and_the_rate_it_used(conflict):
+    result = experiments.run(conflict, "probe", steps=3, batch_size=16)
+    assert result["lr"] == experiments.DEFAULT_LR["probe"]
+    assert 0 <= result["val_accuracy"] <= 1 and 0 <= result["accuracy"] <= 1
+    with pytest.raises(ValueError, match="'tuned'"):
+        experiments.run(conflict, "probe", lr="best", steps=3)
+
+
+def test_a_tuned_run_chooses_the_grid_rate_with_the_best_validation_and_is_cached(conflict, tmp_path, monkeypatch):
+    val_accuracy = {0.01: 0.3, 0.1: 0.6, 1.0: 0.5}
+    calls = []
+    real_run = experiments.run
+
+    def fake_evaluate(model, data):
+        return {"accuracy": val_accuracy[calls[-1]] if data is conflict.val else 1.0 - val_accuracy[calls[-1]],
+                "loss": 1.0}
+
+    def spy_run(task, method, **kwargs):
+        if isinstance(kwargs.get("lr"), float):
+            calls.append(kwargs["lr"])
+        return real_run(task, method, **kwargs)
+
+    monkeypatch.setattr(experiments, "evaluate", fake_evaluate)
+    monkeypatch.setattr(experiments, "run", spy_run)
+    tuned = experiments.run(conflict, "finetune", lr="tuned", lr_grid=[0.01, 0.1, 1.0], steps=2, batch_size=16,
+                            cache=tmp_path)
+    assert tuned["lr"] == 0.1 and tuned["val_accuracy"] == 0.6 and tuned["accuracy"] == pytest.approx(0.4)
+    assert tuned["tuning_runs"] == 3 and tuned["ran_now"] == 3 and calls == [0.01, 0.1, 1.0]
+    again = experiments.run(conflict, "finetune", lr="tuned", lr_grid=[0.01, 0.1, 1.0], steps=2, batch_size=16,
+                            cache=tmp_path)
+    assert again["ran_now"] == 0 and again["lr"] == 0.1 and calls == [0.01, 0.1, 1.0]  # read back, not run
+    other_seed = experiments.run(conflict, "finetune", lr="tuned", lr_grid=[0.01, 0.1, 1.0], steps=2,
+                                 batch_size=16, cache=tmp_path, seed=1)
+    assert other_seed["ran_now"] == 3
+
+
+def test_the_tuning_cache_tells_tasks_and_source_models_apart(tmp_path):
+    kwargs = {"lr": "tuned", "lr_grid": [0.05], "steps": 2, "batch_size": 16, "cache": tmp_path}
+    a = lab.target("conflict", 4, val_per_class=4, test_per_class=4)
+    b = lab.target("related", 4, val_per_class=4, test_per_class=4)
+    assert experiments.run(a, "probe", **kwargs)["ran_now"] == 1
+    assert experiments.run(b, "probe", **kwargs)["ran_now"] == 1
+    other_source = models.pretrained("lab-colours")
+    assert experiments.run(a, "probe", pretrained=other_source, **kwargs)["ran_now"] == 1
+    assert experiments.run(a, "probe", **kwargs)["ran_now"] == 0
+
+
+def test_remedies_that_are_rates_refuse_another_rate_and_the_others_take_tuned(conflict, tmp_path):
+    with pytest.raises(ValueError, match="is a learning rate"):
+        experiments.remedy_run(conflict, "lower rate", lr=0.1, steps=2)
+    result = experiments.remedy_run(conflict, "L2-SP", lr="tuned", lr_grid=[0.01, 0.1], steps=2, batch_size=16,
+                                    cache=tmp_path)
+    assert result["lr"] in (0.01, 0.1) and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_lp_ft_spends_half_the_budget_on_its_probe(conflict, monkeypatch):
+    budgets = []
+    real_fit = experiments.fit
+    monkeypatch.setattr(experiments, "fit", lambda *a, **k: budgets.append(k["steps"]) or real_fit(*a, **k))
+    experiments.remedy_run(conflict, "LP-FT", steps=6, batch_size=16)
+    assert budgets == [3, 3]  # probe + fine-tuning = the 6 steps every remedy gets
+
+
+def test_a_shift_run_reports_in_distribution_and_shifted_accuracy(tmp_path):
+    result = experiments.shift_run("related", "LP-FT", shots=2, steps=2, lr_grid=[0.05], val_per_class=4,
+                                   test_per_class=4, cache=tmp_path)
+    assert result["lr"] == 0.05 and 0 <= result["shifted_accuracy"] <= 1 and 0 <= result["accuracy"] <= 1

@@ -15,9 +15,10 @@ def test_images_are_deterministic_for_a_seed_and_differ_between_seeds():
 
 def test_every_task_is_balanced_with_named_classes():
     for name, (classes, _) in lab.TASKS.items():
-        task = lab.target(name, 4, test_per_class=2)
+        task = lab.target(name, 4, val_per_class=3, test_per_class=2)
         assert isinstance(task, Task) and task.classes == list(classes)
         assert torch.bincount(task.train.labels).tolist() == [4] * len(classes)
+        assert torch.bincount(task.val.labels).tolist() == [3] * len(classes)
         assert torch.bincount(task.test.labels).tolist() == [2] * len(classes)
 
 
@@ -26,8 +27,25 @@ def test_smaller_training_sets_are_prefixes_of_larger_ones():
     assert torch.equal(small.images, large.images[: len(small)])
 
 
-def test_the_test_set_does_not_depend_on_the_training_seed():
-    assert torch.equal(lab.target("conflict", 2, seed=0).test.images, lab.target("conflict", 2, seed=7).test.images)
+def test_the_val_and_test_sets_do_not_depend_on_the_training_seed():
+    a, b = lab.target("conflict", 2, seed=0), lab.target("conflict", 2, seed=7)
+    assert torch.equal(a.test.images, b.test.images) and torch.equal(a.val.images, b.val.images)
+
+
+@pytest.mark.parametrize("name", ["related", "conflict", "mixed"])
+def test_train_val_and_test_are_disjoint_draws(name):
+    task = lab.target(name, 40, val_per_class=40, test_per_class=40, relatedness=0.5)
+    rows = [{bytes(image.flatten().tolist()) for image in split.images} for split in (task.train, task.val, task.test)]
+    assert len(rows[0] | rows[1] | rows[2]) == sum(len(r) for r in rows)  # no image in two splits
+
+
+def test_shifted_conditions_keep_the_classes_and_change_the_look():
+    usual = lab.make_images("related", 20, split="test", seed=10_000)
+    shifted = lab.make_images("related", 20, split="test", seed=10_000, conditions="shifted")
+    assert torch.equal(usual.labels, shifted.labels) and usual.classes == shifted.classes
+    assert shifted.images.float().mean() > usual.images.float().mean() + 40  # light backgrounds
+    with pytest.raises(ValueError, match="conditions"):
+        lab.make_images("related", 2, conditions="rainy")
 
 
 def test_conflict_labels_are_the_hue_and_source_colours_are_random():

@@ -74,7 +74,8 @@ def test_features_accept_images_a_task_and_labels_beyond_the_head(learnable):
     model = small_model()
     from_images = features(model, images[:20])
     # A task's test split is used (as by predict); its 10 classes are more than the model's head has.
-    task = Task("ten", ImageData(images[20:30], torch.arange(10)), ImageData(images[:20], torch.arange(20) % 10))
+    test = ImageData(images[:20], torch.arange(20) % 10)
+    task = Task("ten", ImageData(images[20:30], torch.arange(10)), test, test)
     torch.testing.assert_close(features(model, task), from_images)
     torch.testing.assert_close(features(model, task.train), features(model, images[20:30]))
 
@@ -158,7 +159,8 @@ def test_a_scrambled_body_forgets_the_source_task(pretrained, learnable):
 
 def test_source_accuracy_uses_the_test_split_of_a_source_task(pretrained, learnable):
     images, labels = learnable
-    task = Task("bright", ImageData(images[:200], labels[:200]), ImageData(images[200:], labels[200:]))
+    task = Task("bright", ImageData(images[:200], labels[:200]), ImageData(images[:10], labels[:10]),
+                ImageData(images[200:], labels[200:]))
     finetuned = models.replace_head(models.copy_model(pretrained), 3)
     expected = evaluate(pretrained, (images[200:], labels[200:]))["accuracy"]
     assert source_accuracy(finetuned, pretrained, task) == expected
@@ -185,7 +187,7 @@ def test_transferability_scores_a_trained_source_above_a_random_one(pretrained, 
 
 def test_transferability_uses_only_training_data_and_leaves_the_model_as_it_was(pretrained, learnable):
     data = ImageData(*learnable)
-    task = Task("t", data, data, "same data")
+    task = Task("t", data, data, data, "same data")
     with pytest.raises(ValueError, match="pass task.train"):
         transferability(pretrained, task)
     pretrained.train()

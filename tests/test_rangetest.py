@@ -114,9 +114,9 @@ def test_parameter_groups_keep_their_ratio_along_the_ramp(learnable):
 
 def test_a_task_is_tested_on_its_training_split(learnable):
     images, labels = learnable
-    # The test split has a label the 2-class head cannot produce: lr_find must not touch it.
-    task = Task("bright", ImageData(images, labels, ["dark", "bright"]),
-                ImageData(images[:4], torch.full((4,), 7), [str(c) for c in range(8)]))
+    # The val and test splits have a label the 2-class head cannot produce: lr_find must not touch them.
+    wrong = ImageData(images[:4], torch.full((4,), 7), ["dark", "bright"])
+    task = Task("bright", ImageData(images, labels, ["dark", "bright"]), wrong, wrong)
     result = lr_find(small_model(), task, end_lr=1e-2, steps=10, batch_size=32)
     assert len(result.lrs) == 10
     with pytest.raises(ValueError, match="head has only 2 classes"):

@@ -36,10 +36,12 @@ def test_same_seed_gives_the_same_history_on_cpu(learnable):
     assert other.step_loss != runs[0].step_loss
 
 
-def test_a_task_trains_on_its_train_split_and_validates_on_its_test_split(learnable):
+def test_a_task_trains_on_its_train_split_and_validates_on_its_val_split_never_its_test_split(learnable):
     images, labels = learnable
-    task = Task("bright", ImageData(images[:200], labels[:200], ["dark", "bright"]),
-                ImageData(images[200:], labels[200:], ["dark", "bright"]))
+    classes = ["dark", "bright"]
+    test = ImageData(images[:4], torch.full((4,), 7), classes)  # a label the head cannot produce: must not be read
+    task = Task("bright", ImageData(images[:200], labels[:200], classes), ImageData(images[200:], labels[200:],
+                                                                                    classes), test)
     history = fit(small_model(), task, epochs=1, batch_size=50)
     assert len(history.step_loss) == 200 // 50 and len(history.val_acc) == 1
 
