@@ -16,7 +16,8 @@ a real effect from that noise: the mean over seeds is a better estimate, and the
 Two configurations whose means differ by much less than their stds have not been shown to differ.
 
 :func:`mean_and_std` is the course's one way to summarise runs over seeds; ``SweepResult.summary``, the tour's table
-and the widgets' bars all use it.
+and the widgets' bars all use it. :func:`paired_difference` is its one way to compare two methods over the same
+seeds, and the rule behind every "A beats B" that a lesson asserts.
 
 Diverged runs (the loss blew up to NaN or inf) are results too: they are kept, counted and marked, never dropped.
 NaN and inf are saved with Python's ``json`` as the tokens ``NaN`` and ``Infinity``: not strict JSON, but
@@ -137,6 +138,45 @@ def mean_and_std(runs: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Da
         table[f"{name}_std"] = std[name]
     table["n_seeds"] = groups.size()
     return table.reset_index()
+
+
+def paired_difference(a, b, *, confidence: float = 0.9) -> dict:
+    """How much ``a`` exceeds ``b``, seed by seed: the course's one rule for "A beats B" and "A matches B".
+
+    ``a`` and ``b`` are the same metric for two methods, one value per seed, in the same order of seeds (paired: seed
+    ``s`` gave both methods the same training images). The differences ``d_s = a_s - b_s`` remove what the seeds share,
+    so their spread is the noise of the *comparison*. Returns ``mean`` (d̄), ``std`` (s_d, ddof=1), ``n`` and the
+    two-sided ``confidence`` interval of Student's t, ``low`` and ``high``:
+
+        d̄ ± t_{(1+confidence)/2, n-1} · s_d / sqrt(n).
+
+    The claims that the lessons assert follow from it:
+
+    - "A beats B by more than m" when ``low > m`` (with 3 seeds and the default 90%, d̄ must exceed m by
+      2.92 standard errors: a one-sided 95% test);
+    - "A and B are within m of each other" when ``-m < low`` and ``high < m`` (an equivalence test, TOST): a "no
+      effect" claim needs as much evidence as an effect claim, and a single seed can never make one (its interval
+      is infinite).
+
+    >>> result = paired_difference([0.9, 0.8, 0.85], [0.6, 0.55, 0.62])
+    >>> round(result["mean"], 3), round(result["low"], 3), round(result["high"], 3)
+    (0.26, 0.199, 0.321)
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired_difference needs two equally long lists of values, one per seed; got "
+                         f"{a.shape} and {b.shape}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}.")
+    d = a - b
+    n, mean = len(d), float(d.mean())
+    if n < 2:
+        return {"mean": mean, "std": float("nan"), "n": n, "low": -math.inf, "high": math.inf}
+    std = float(d.std(ddof=1))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
 
 
 def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=False):

@@ -367,3 +367,35 @@ def test_plot_heatmap_with_a_center_puts_it_in_the_middle_of_the_colour_scale():
     norm = ax.images[0].norm
     assert norm(0.5) == pytest.approx(0.5)
     assert norm.vmin + norm.vmax == pytest.approx(1.0)  # symmetric around the center
+
+
+# --- paired differences ---------------------------------------------------------------------------------------------
+
+def test_paired_difference_is_students_t_interval_of_the_per_seed_differences():
+    from scipy import stats
+
+    from ftcourse.sweep import paired_difference
+
+    a, b = [0.9, 0.8, 0.85, 0.7], [0.6, 0.55, 0.62, 0.6]
+    result = paired_difference(a, b, confidence=0.95)
+    d = np.subtract(a, b)
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert result["mean"] == pytest.approx(d.mean()) and result["n"] == 4
+    assert (result["low"], result["high"]) == pytest.approx((low, high))
+
+
+def test_pairing_removes_what_the_seeds_share():
+    from ftcourse.sweep import paired_difference
+
+    # Seeds differ a lot, but a is always 0.05 above b: paired, that is a sure effect.
+    result = paired_difference([0.55, 0.95, 0.75], [0.5, 0.9, 0.7])
+    assert result["low"] == pytest.approx(0.05) and result["high"] == pytest.approx(0.05)
+
+
+def test_one_seed_can_claim_neither_an_effect_nor_its_absence():
+    from ftcourse.sweep import paired_difference
+
+    result = paired_difference([0.9], [0.1])
+    assert result["low"] == -math.inf and result["high"] == math.inf
+    with pytest.raises(ValueError, match="one per seed"):
+        paired_difference([0.9, 0.8], [0.1])

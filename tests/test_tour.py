@@ -1,34 +1,41 @@
 import pandas as pd
 import pytest
 
-from ftcourse import cli
+from ftcourse import cli, experiments
 from ftcourse.tour import format_table, summarise, run_tour
 
 
 @pytest.mark.slow  # every method on both targets
-def test_tour_runs_every_method_on_both_targets_and_writes_a_figure(tmp_path):
+def test_tour_runs_every_method_on_both_targets_and_writes_a_figure(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTCOURSE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "tour.png"
     table = run_tour(profile="quick", out=out, verbose=False)
     assert set(table["task"]) == {"related", "conflict"}
     assert set(table["method"]) == {"scratch", "probe", "finetune"}
     assert len(table) == 2 * 2 * 3  # tasks x labels-per-class of the quick profile x methods
-    assert table["accuracy_mean"].between(0, 1).all() and (table["seconds_mean"] > 0).all()
+    assert table["accuracy_mean"].between(0, 1).all()
+    assert (table["runs"] == len(experiments.LR_GRID)).all()  # one seed in the quick profile, one run per rate
+    assert all(float(rate) in experiments.LR_GRID for rates in table["rates"] for rate in rates.split())
     assert out.stat().st_size > 10_000
 
 
 @pytest.mark.slow  # the whole tour again, through the command
-def test_tour_command_prints_the_table(tmp_path, capsys):
+def test_tour_command_prints_the_table_and_what_it_costs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FTCOURSE_CACHE", str(tmp_path / "cache"))
     assert cli.main(["tour", "--profile", "quick", "--out", str(tmp_path / "t.png")]) == 0
     out = capsys.readouterr().out
     assert "labels/class" in out and "finetune" in out and "conflict" in out
+    assert "36 training runs" in out and "rates chosen on val" in out  # 2 targets x 2 sizes x 1 seed x 3 x 3
+    assert list((tmp_path / "cache" / "tour").glob("*.json"))  # the tuning runs are cached
 
 
 def test_the_tour_table_is_the_mean_and_std_over_seeds_of_each_task_size_and_method():
     runs = pd.DataFrame({"task": ["related"] * 3, "shots": [5, 5, 5], "method": ["probe", "probe", "scratch"],
-                         "seed": [0, 1, 0], "accuracy": [0.6, 0.8, 0.3], "seconds": [1.0, 3.0, 2.0]})
+                         "seed": [0, 1, 0], "accuracy": [0.6, 0.8, 0.3], "lr": [0.1, 0.03, 0.01], "runs": [3, 3, 3]})
     table = summarise(runs)
     assert table["method"].tolist() == ["probe", "scratch"]
     assert table["accuracy_mean"].tolist() == pytest.approx([0.7, 0.3])
     assert table["accuracy_std"].tolist() == pytest.approx([0.1414214, 0.0])
-    assert table["seconds_mean"].tolist() == pytest.approx([2.0, 2.0]) and table["n_seeds"].tolist() == [2, 1]
-    assert format_table(table).splitlines()[1].split() == ["related", "5", "probe", "0.700", "±", "0.141", "2.0"]
+    assert table["n_seeds"].tolist() == [2, 1] and table["runs"].tolist() == [6, 3]
+    assert format_table(table).splitlines()[1].split() == ["related", "5", "probe", "0.700", "±", "0.141", "0.1",
+                                                           "0.03", "6"]
