@@ -27,7 +27,7 @@ EXERCISES = {
     "02.1": "freeze_first: freeze the first k stages",
     "02.2": "count_trainable: number of trainable parameters",
     "03.1": "discriminative_rates: ULMFiT's layer-wise learning rates",
-    "03.2": "best_rate: the learning rate with the best mean accuracy, diverged runs excluded",
+    "03.2": "best_rate: the learning rate with the best mean validation accuracy, diverged runs excluded",
     "04.1": "ntg_by_setting: the mean negative-transfer gap per (relatedness, labels per class)",
     "04.2": "keep_lower_stages: copy the first stages of a pretrained model, re-initialise the rest",
     "05.1": "leep_score: LEEP from source-class probabilities and target labels",
@@ -175,21 +175,27 @@ def check_discriminative_rates(discriminative_rates) -> bool:
 
 
 def check_best_rate(best_rate) -> bool:
-    """03.2: ``best_rate(rows, method)`` -> the lr whose mean accuracy over seeds is highest, skipping diverged runs."""
-    rows = [{"method": m, "lr": lr, "seed": s, "accuracy": a, "diverged": d} for m, lr, s, a, d in [
-        ("finetune", 0.01, 0, 0.90, False), ("finetune", 0.01, 1, 0.94, False),
-        ("finetune", 0.1, 0, 0.97, False), ("finetune", 0.1, 1, 0.85, False),
-        ("finetune", 1.0, 0, 0.99, True), ("finetune", 1.0, 1, 0.20, True),
-        ("scratch", 0.1, 0, 0.95, False), ("scratch", 0.01, 0, 0.50, False)]]
+    """03.2: ``best_rate(rows, method)`` -> the lr whose mean *validation* accuracy over seeds is highest, skipping
+    diverged runs. The test accuracy in the rows points elsewhere, so a choice made on it fails."""
+    rows = [{"method": m, "lr": lr, "seed": s, "val_accuracy": v, "accuracy": a, "diverged": d}
+            for m, lr, s, v, a, d in [
+                ("finetune", 0.01, 0, 0.90, 0.80, False), ("finetune", 0.01, 1, 0.94, 0.82, False),
+                ("finetune", 0.03, 0, 0.85, 0.95, False), ("finetune", 0.03, 1, 0.87, 0.96, False),
+                ("finetune", 0.1, 0, 0.97, 0.70, False), ("finetune", 0.1, 1, 0.80, 0.70, False),
+                ("finetune", 1.0, 0, 0.99, 0.99, True), ("finetune", 1.0, 1, 0.20, 0.20, True),
+                ("scratch", 0.1, 0, 0.95, 0.95, False), ("scratch", 0.01, 0, 0.50, 0.50, False)]]
     answer = _call("03.2", best_rate, rows, "finetune")
     if answer == 1.0:
         _fail("03.2", "you picked a rate whose runs diverged.", "skip rows with row['diverged'] True.")
+    if answer == 0.03:
+        _fail("03.2", "you chose by test accuracy: 0.03 has the best *test* accuracy, not the best validation "
+                      "accuracy.", "average row['val_accuracy'] over seeds; the test split only reports the choice.")
     if answer == 0.1:
-        _fail("03.2", "0.1 has the single best run, but not the best mean over seeds.",
-              "average the accuracy over seeds for each rate, then take the best average.")
+        _fail("03.2", "0.1 has the single best validation run, but not the best mean over seeds.",
+              "average the validation accuracy over seeds for each rate, then take the best average.")
     if answer != 0.01:
         _fail("03.2", f"got {answer!r}, expected 0.01 for these rows.", "only rows of the given method count.")
-    return _passed("03.2", "the best mean accuracy over seeds, diverged runs excluded.")
+    return _passed("03.2", "the best mean validation accuracy over seeds, diverged runs excluded.")
 
 
 def check_ntg_by_setting(ntg_by_setting) -> bool:

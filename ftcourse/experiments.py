@@ -42,9 +42,27 @@ METHODS = ("scratch", "probe", "finetune")
 # without tuning. A pretrained network is conventionally given a smaller rate than a random one, so that large
 # steps do not wreck the features it came with; lesson 04 measures how much that convention costs.
 DEFAULT_LR = {"scratch": 0.05, "probe": 0.05, "finetune": 0.01}
-# The grid that lr="tuned" chooses from, on validation accuracy. Three rates a factor ~3 apart hold the best rate of
-# scratch (0.01-0.03) and of fine-tuning (0.03-0.1) on every lab target at 100 steps of 32 (issue 11's measurements).
+# The grid that lr="tuned" starts from, and the ladder it extends along: when the rate with the best validation
+# accuracy lies at an edge of what was tried, the next rate of the ladder beyond that edge is tried too, until the
+# best rate has a worse neighbour on both sides or the ladder ends. Three rates a factor ~3 apart usually hold the
+# best rate of scratch and of fine-tuning on the lab's targets at 100 steps of 32; on the conflicting target
+# fine-tuning wants more, and the ladder finds it.
 LR_GRID = (0.01, 0.03, 0.1)
+LR_LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+# Seconds per optimiser step of the lab ResNet at batch 32, measured (benchmarks/README.md): a guide, not a promise.
+SECONDS_PER_STEP = {"cpu": 0.033, "mps": 0.015, "cuda": 0.006}
+
+
+def cost(runs: int, steps: int, device=None) -> str:
+    """What a sweep costs, to say before it starts: ``"54 runs of 100 steps: about 3 min on this cpu"``.
+
+    The estimate assumes the lab ResNet at batch 32 and :data:`SECONDS_PER_STEP` for the device's kind; cached runs
+    cost nothing, so a second run of the same cell takes seconds.
+    """
+    kind = torch.device(device or "cpu").type
+    minutes = runs * steps * SECONDS_PER_STEP.get(kind, SECONDS_PER_STEP["cpu"]) / 60
+    return (f"{runs} runs of {steps} steps: about {max(minutes, 0.1):.1f} min on this {kind} the first time "
+            f"(cached runs are read back instead)")
 
 
 def source_model(pretrained: models.StagedNet | None = None) -> models.StagedNet:
@@ -142,12 +160,14 @@ def choose_on_val(runs: pd.DataFrame, knob: str = "lr", within=()) -> pd.DataFra
     return chosen.drop(columns=["_accuracy", "_loss"]).sort_index()
 
 
-def tune_lr(task: Task, method: str, *, grid=LR_GRID, cache=None, variant: str | None = None,
+def tune_lr(task: Task, method: str, *, grid=LR_GRID, ladder=LR_LADDER, cache=None, variant: str | None = None,
             pretrained: models.StagedNet | None = None, seed: int = 0, **run_kwargs) -> dict:
-    """``method`` at its best learning rate of ``grid``, chosen on ``task.val``; the test accuracy of that run.
+    """``method`` at its best learning rate, chosen on ``task.val``; the test accuracy of that run.
 
-    One :func:`run` per rate (``len(grid)`` runs: that is the price of a fair comparison, and ``tuning_runs`` says
-    it). The runs go through :func:`~ftcourse.sweep.sweep`, so with a ``cache`` folder each is saved the moment it
+    One :func:`run` per rate of ``grid``; then, while the best rate so far is the largest (or smallest) rate tried,
+    the next larger (or smaller) rate of ``ladder`` is tried as well: a best rate at the edge of a grid says that the
+    grid was too narrow, not that the edge is best. Pass ``ladder=()`` for the grid alone. That is the price of a
+    fair comparison: ``tuning_runs`` says how many runs it took. A grid of one rate is that rate alone. The runs go through :func:`~ftcourse.sweep.sweep`, so with a ``cache`` folder each is saved the moment it
     ends and read back next time. Cached runs are named by everything that decides them: the task's data
     (:meth:`Task.fingerprint`), the pretrained weights (:func:`ftcourse.models.fingerprint`), the method, the seed,
     the other arguments, and ``variant``, a name for what ``prepare`` does (a function cannot be named by its
@@ -178,12 +198,27 @@ def tune_lr(task: Task, method: str, *, grid=LR_GRID, cache=None, variant: str |
         result = run(task, method, pretrained=pretrained, seed=seed, lr=lr, **run_kwargs)
         return {name: result[name] for name in metrics}
 
-    runs = sweep(one_rate, {"lr": grid}, seeds=[seed], cache=cache,
-                 code_version="tune-" + hashlib.sha256(key.encode()).hexdigest()[:16]).runs
+    version = "tune-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    runs = sweep(one_rate, {"lr": grid}, seeds=[seed], cache=cache, code_version=version).runs
+    while (beyond := _beyond_the_edge(float(choose_on_val(runs).iloc[0]["lr"]), runs["lr"].tolist(), ladder)):
+        more = sweep(one_rate, {"lr": [beyond]}, seeds=[seed], cache=cache, code_version=version).runs
+        runs = pd.concat([runs, more], ignore_index=True)
+    runs = runs.sort_values("lr", kind="stable").reset_index(drop=True)
     best = choose_on_val(runs).iloc[0]
     return {"method": method, "lr": float(best["lr"]), **{name: float(best[name]) for name in metrics[:-2]},
-            "error": 1 - float(best["accuracy"]), "diverged": bool(best["diverged"]), "tuning_runs": len(grid),
+            "error": 1 - float(best["accuracy"]), "diverged": bool(best["diverged"]), "tuning_runs": len(runs),
             "ran_now": int((~runs["cached"]).sum()), "tuning": runs[["lr", *metrics]]}
+
+
+def _beyond_the_edge(best: float, tried: list[float], ladder) -> float | None:
+    """The ladder's next rate past ``best`` when ``best`` is the largest or smallest rate tried, else None."""
+    if len(tried) < 2:  # a single rate has no edge to look past: it was asked for alone
+        return None
+    if best >= max(tried):
+        return next((rate for rate in sorted(ladder) if rate > best), None)
+    if best <= min(tried):
+        return next((rate for rate in sorted(ladder, reverse=True) if rate < best), None)
+    return None
 
 
 def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 100, batch_size: int = 32,

@@ -32,8 +32,8 @@ import torch
 
 from . import lab
 from .files import save_json, save_state
-from .models import resnet
-from .train import evaluate, fit
+from .models import CHECKPOINT_DIR, SHIPPED, resnet
+from .train import evaluate, fit, steps_per_epoch
 
 RECIPE = {
     "model": {"num_classes": len(lab.SOURCE_SHAPES), "width": 16, "blocks": (1, 1, 1, 1), "stem_stride": 2},
@@ -90,6 +90,23 @@ def pretrain(recipe: dict = RECIPE, *, device=None, progress: bool | None = None
     info = {"source_test_accuracy": round(evaluate(model, task.test)["accuracy"], 4),
             "seconds": round(time.perf_counter() - start, 1), "device": str(device), "torch": torch.__version__}
     return model.cpu().eval(), info
+
+
+def cost(name: str = "lab") -> dict:
+    """What pretraining the shipped checkpoint ``name`` cost, from its recipe and the record written beside it.
+
+    Returns ``steps`` (optimiser steps), ``images`` (images seen: steps x batch size, the unit that compares runs of
+    different batch sizes), and the ``seconds`` and ``device`` of the run that made the shipped file. Pretraining is
+    paid once and then reused by every target; lesson 01 asks after how many targets it has paid for itself.
+    """
+    if name not in SHIPPED:
+        raise ValueError(f"Unknown shipped checkpoint {name!r}; the shipped ones are {list(SHIPPED)}.")
+    record = json.loads((CHECKPOINT_DIR / f"{name}.json").read_text())
+    recipe = record["recipe"]
+    train_size = recipe["data"]["n_per_class"] * recipe["model"]["num_classes"]
+    batch_size = recipe["fit"]["batch_size"]
+    steps = recipe["fit"]["epochs"] * steps_per_epoch(range(train_size), batch_size)
+    return {"steps": steps, "images": steps * batch_size, "seconds": record["seconds"], "device": record["device"]}
 
 
 def save_checkpoint(model, recipe: dict, info: dict, path) -> str:

@@ -22,7 +22,6 @@ from .sweep import mean_and_std
 
 TASKS = ("related", "conflict")
 SHOTS = {"quick": (5, 20), "cpu": (5, 20), "gpu": None}  # labels per class; None: the profile's own list
-SECONDS_PER_RUN = {"cpu": 3.0, "cuda": 1.0}  # 100 steps of 32 on the lab ResNet (measured; a rough guide only)
 
 
 def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", verbose: bool = True) -> pd.DataFrame:
@@ -33,11 +32,9 @@ def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", 
     shots = SHOTS.get(env.profile) or env.sizes.shots
     runs = len(TASKS) * len(shots) * len(env.sizes.seeds) * len(experiments.METHODS) * len(experiments.LR_GRID)
     if verbose:
-        guess = runs * SECONDS_PER_RUN.get(env.device.type, 3.0) * env.sizes.steps / 100 / 60
         print(f"{runs} training runs: {len(TASKS)} targets x {len(shots)} sizes x {len(env.sizes.seeds)} seeds x "
               f"{len(experiments.METHODS)} methods x {len(experiments.LR_GRID)} learning rates to choose from on "
-              f"validation. About {guess:.0f} min the first time on this {env.device.type}; cached in "
-              f"{env.cache_dir / 'tour'}, so a second tour takes seconds.")
+              f"validation.\n{experiments.cost(runs, env.sizes.steps, env.device)}; cached in {env.cache_dir / 'tour'}.")
     rows = []
     for task in TASKS:
         rows += experiments.compare(task, shots, seeds=env.sizes.seeds, steps=env.sizes.steps,

@@ -37,7 +37,7 @@ def right_best_rate(rows, method):
     means = {}
     for r in rows:
         if r["method"] == method and not r["diverged"]:
-            means.setdefault(r["lr"], []).append(r["accuracy"])
+            means.setdefault(r["lr"], []).append(r["val_accuracy"])
     return max(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
 
 
@@ -142,9 +142,21 @@ def test_a_diverged_best_rate_is_refused():
         checks.check_best_rate(lambda rows, method: max(rows, key=lambda r: r["accuracy"])["lr"])
 
 
+def test_a_rate_chosen_by_test_accuracy_is_refused():
+    def by_test(rows, method):
+        means = {}
+        for r in rows:
+            if r["method"] == method and not r["diverged"]:
+                means.setdefault(r["lr"], []).append(r["accuracy"])
+        return max(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
+    with pytest.raises(checks.ExerciseFailed, match="chose by test accuracy"):
+        checks.check_best_rate(by_test)
+
+
 def test_the_best_single_run_is_not_the_best_mean():
     def best_single(rows, method):
-        return max((r for r in rows if r["method"] == method and not r["diverged"]), key=lambda r: r["accuracy"])["lr"]
+        return max((r for r in rows if r["method"] == method and not r["diverged"]),
+                   key=lambda r: r["val_accuracy"])["lr"]
     with pytest.raises(checks.ExerciseFailed, match="best mean over seeds"):
         checks.check_best_rate(best_single)
 

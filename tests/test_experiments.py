@@ -134,7 +134,7 @@ def test_remedies_that_are_rates_refuse_another_rate_and_the_others_take_tuned(c
         experiments.remedy_run(conflict, "lower rate", lr=0.1, steps=2)
     result = experiments.remedy_run(conflict, "L2-SP", lr="tuned", lr_grid=[0.01, 0.1], steps=2, batch_size=16,
                                     cache=tmp_path)
-    assert result["lr"] in (0.01, 0.1) and len(list(tmp_path.glob("*.json"))) == 2
+    assert result["lr"] in experiments.LR_LADDER and len(list(tmp_path.glob("*.json"))) >= 2
 
 
 def test_lp_ft_spends_half_the_budget_on_its_probe(conflict, monkeypatch):
@@ -149,3 +149,27 @@ def test_a_shift_run_reports_in_distribution_and_shifted_accuracy(tmp_path):
     result = experiments.shift_run("related", "LP-FT", shots=2, steps=2, lr_grid=[0.05], val_per_class=4,
                                    test_per_class=4, cache=tmp_path)
     assert result["lr"] == 0.05 and 0 <= result["shifted_accuracy"] <= 1 and 0 <= result["accuracy"] <= 1
+
+
+def test_tuning_looks_past_the_edge_of_the_grid_along_the_ladder(conflict, monkeypatch):
+    ran = []
+    real_run = experiments.run
+
+    def spy_run(task, method, **kwargs):
+        if isinstance(kwargs.get("lr"), float):
+            ran.append(kwargs["lr"])
+        return real_run(task, method, **kwargs)
+
+    def val_rises_with_the_rate_up_to_0_3(model, data):
+        lr = ran[-1]
+        return {"accuracy": 0.5 + (lr if lr <= 0.3 else -lr), "loss": 1.0}
+
+    monkeypatch.setattr(experiments, "run", spy_run)
+    monkeypatch.setattr(experiments, "evaluate", val_rises_with_the_rate_up_to_0_3)
+    tuned = experiments.tune_lr(conflict, "finetune", grid=[0.01, 0.03, 0.1], steps=1, batch_size=16)
+    assert ran == [0.01, 0.03, 0.1, 0.3, 1.0]  # 0.1 was the edge: 0.3 is better, and 1.0 is worse than 0.3
+    assert tuned["lr"] == 0.3 and tuned["tuning_runs"] == 5
+    assert tuned["tuning"]["lr"].tolist() == [0.01, 0.03, 0.1, 0.3, 1.0]
+    ran.clear()
+    assert experiments.tune_lr(conflict, "finetune", grid=[0.01, 0.03, 0.1], ladder=(), steps=1,
+                               batch_size=16)["lr"] == 0.1 and ran == [0.01, 0.03, 0.1]
