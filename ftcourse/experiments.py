@@ -303,6 +303,7 @@ def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None =
     Remedies that are not a rate fine-tune at ``lr``: ``None`` for the conventional rate (``DEFAULT_LR``), a
     number, or ``"tuned"`` (chosen on validation, so that a remedy is compared with tuned fine-tuning, tuned with
     tuned). ``other_source`` names the checkpoint that ``"another source"`` starts from (see models.PRETRAINED).
+    A tuned remedy also returns ``tuning``: every rate it tried, with its validation and test accuracy.
     """
     if remedy not in REMEDIES:
         raise ValueError(f"Unknown remedy {remedy!r}; choose from {list(REMEDIES)}.")
@@ -331,8 +332,8 @@ def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None =
                  batch_size=batch_size, lr=rate, lr_grid=lr_grid, cache=cache, prepare=prepare, device=device,
                  also_test=also_test,
                  variant=f"remedy {remedy}" + (f" from {other_source}" if remedy == "another source" else ""))
-    keep = ["lr", "val_accuracy", "accuracy", "error", *(f"{name}_accuracy" for name in also_test or {})]
-    return {"remedy": remedy, **{name: result[name] for name in keep}}
+    keep = ["lr", "val_accuracy", "accuracy", "error", *(f"{name}_accuracy" for name in also_test or {}), "tuning"]
+    return {"remedy": remedy, **{name: result[name] for name in keep if name in result}}
 
 
 def shift_run(target: str, method: str, *, shots: int, pretrained: models.StagedNet | None = None, seed: int = 0,
@@ -344,9 +345,9 @@ def shift_run(target: str, method: str, *, shots: int, pretrained: models.Staged
     head distorts the pretrained features where the target's training images are, and leaves them unchanged
     elsewhere, so images unlike the training set fall between the two. ``method`` is ``"scratch"``, ``"probe"``,
     ``"finetune"`` or ``"LP-FT"`` (half the ``steps`` probe, half fine-tune: the budget is the same). The rate is
-    chosen on the in-distribution validation set, as a practitioner without shifted data would. Returns the rate,
-    ``accuracy`` (in distribution) and ``shifted_accuracy`` (the same classes on light textured backgrounds, dark
-    shapes, more noise: :func:`ftcourse.lab.make_images` with ``conditions="shifted"``).
+    chosen on the in-distribution validation set, as a practitioner without shifted data would. Returns the rate, the
+    validation accuracy, ``accuracy`` (in distribution) and ``shifted_accuracy`` (the same classes on light textured
+    backgrounds, dark shapes, more noise: :func:`ftcourse.lab.make_images` with ``conditions="shifted"``).
     """
     task = lab.target(target, shots, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
                       device=device)
@@ -354,5 +355,4 @@ def shift_run(target: str, method: str, *, shots: int, pretrained: models.Staged
     common = {"lr": lr, "lr_grid": lr_grid, "cache": cache, "seed": seed, "steps": steps, "batch_size": batch_size,
               "pretrained": pretrained, "device": device, "also_test": {"shifted": shifted}}
     result = remedy_run(task, "LP-FT", **common) if method == "LP-FT" else run(task, method, **common)
-    return {"method": method, **{name: result[name] for name in ("lr", "val_accuracy", "accuracy",
-                                                                "shifted_accuracy")}}
+    return {name: result[name] for name in ("lr", "val_accuracy", "accuracy", "shifted_accuracy")}

@@ -59,3 +59,9 @@ def ctrl_c_at():
         return penalty
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tuning_cache(tmp_path_factory):
+    """One cache folder for the tuned runs of every effect test, so that a run two tests share is trained once."""
+    return tmp_path_factory.mktemp("tuned-runs")

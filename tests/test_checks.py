@@ -33,12 +33,16 @@ def right_rates(stage_names, lr, decay):
     return {name: lr / decay**i for i, name in enumerate(reversed(stage_names))}
 
 
-def right_best_rate(rows, method):
+def best_mean_rate(rows, method, metric):
     means = {}
     for r in rows:
         if r["method"] == method and not r["diverged"]:
-            means.setdefault(r["lr"], []).append(r["val_accuracy"])
+            means.setdefault(r["lr"], []).append(r[metric])
     return max(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
+
+
+def right_best_rate(rows, method):
+    return best_mean_rate(rows, method, "val_accuracy")
 
 
 def right_ntg(rows):
@@ -143,14 +147,8 @@ def test_a_diverged_best_rate_is_refused():
 
 
 def test_a_rate_chosen_by_test_accuracy_is_refused():
-    def by_test(rows, method):
-        means = {}
-        for r in rows:
-            if r["method"] == method and not r["diverged"]:
-                means.setdefault(r["lr"], []).append(r["accuracy"])
-        return max(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
     with pytest.raises(checks.ExerciseFailed, match="chose by test accuracy"):
-        checks.check_best_rate(by_test)
+        checks.check_best_rate(lambda rows, method: best_mean_rate(rows, method, "accuracy"))
 
 
 def test_the_best_single_run_is_not_the_best_mean():

@@ -173,3 +173,9 @@ def test_tuning_looks_past_the_edge_of_the_grid_along_the_ladder(conflict, monke
     ran.clear()
     assert experiments.tune_lr(conflict, "finetune", grid=[0.01, 0.03, 0.1], ladder=(), steps=1,
                                batch_size=16)["lr"] == 0.1 and ran == [0.01, 0.03, 0.1]
+
+
+def test_the_cost_of_a_sweep_is_said_in_runs_steps_and_minutes():
+    text = experiments.cost(60, 100, "cpu")
+    minutes = 60 * 100 * experiments.SECONDS_PER_STEP["cpu"] / 60
+    assert text.startswith("60 runs of 100 steps") and f"{minutes:.1f} min" in text and "cpu" in text

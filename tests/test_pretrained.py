@@ -150,3 +150,17 @@ def test_the_user_checkpoint_folder_follows_ftcourse_home_then_the_xdg_cache(tmp
     assert pretrain.user_checkpoint_dir() == tmp_path / "cache" / "ftcourse" / "checkpoints"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert pretrain.user_checkpoint_dir() == pathlib.Path.home() / ".cache" / "ftcourse" / "checkpoints"
+
+
+def test_the_pretraining_cost_is_read_from_the_shipped_recipe_and_record():
+    from ftcourse import pretrain
+
+    cost = pretrain.cost("lab")
+    recipe = pretrain.RECIPES["lab"]
+    per_epoch = recipe["data"]["n_per_class"] * recipe["model"]["num_classes"] // recipe["fit"]["batch_size"]
+    assert cost["steps"] == recipe["fit"]["epochs"] * per_epoch
+    assert cost["images"] == cost["steps"] * recipe["fit"]["batch_size"]
+    assert cost["seconds"] > 0 and cost["device"]
+    assert pretrain.cost("lab-early")["steps"] == cost["steps"] // recipe["fit"]["epochs"]
+    with pytest.raises(ValueError, match="shipped"):
+        pretrain.cost("imagenet")
