@@ -22,7 +22,7 @@ NOTEBOOKS = sorted(p for folder in ("notebooks", "solutions", "exercises") for p
 
 TEST_AS_VAL = re.compile(r"\bval\s*=\s*[\w.\[\]\"']*\.test\b")
 TRAIN_ON_TEST = re.compile(r"\bfit\(\s*[\w.\[\]]+\s*,\s*[\w.\[\]\"']*\.test\b")
-RANKING = re.compile(r"\b(max|min|idxmax|idxmin|argmax|argmin|sort_values|nlargest)\b")
+RANKING = re.compile(r"\b(max|min|idxmax|idxmin|argmax|argmin)\b|\b(sort_values|nlargest)\([^)]*accuracy")
 TEST_ACCURACY = re.compile(r"(?<!val_)\baccuracy")
 VALIDATION = re.compile(r"\bval")  # val, val_accuracy, task.val (but not sort_values)
 EXEMPT = "# reported, not chosen"
@@ -55,6 +55,7 @@ def test_the_checks_catch_the_leaks_they_are_for():
     assert leaks('best = table.sort_values("val_accuracy_mean").iloc[-1]') is None
     assert leaks("fit(model, task.train, val=task.val)") is None
     assert leaks('top = table.sort_values("accuracy_mean").iloc[-1]  # reported, not chosen') is None
+    assert leaks('return runs.sort_values("seed")["accuracy"].to_numpy()') is None  # sorted by seed, not by accuracy
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
