@@ -32,9 +32,10 @@ def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", 
     shots = SHOTS.get(env.profile) or env.sizes.shots
     runs = len(TASKS) * len(shots) * len(env.sizes.seeds) * len(experiments.METHODS) * len(experiments.LR_GRID)
     if verbose:
-        print(f"{runs} training runs: {len(TASKS)} targets x {len(shots)} sizes x {len(env.sizes.seeds)} seeds x "
-              f"{len(experiments.METHODS)} methods x {len(experiments.LR_GRID)} learning rates to choose from on "
-              f"validation.\n{experiments.cost(runs, env.sizes.steps, env.device)}; cached in {env.cache_dir / 'tour'}.")
+        print(f"{runs} training runs or more: {len(TASKS)} targets x {len(shots)} sizes x {len(env.sizes.seeds)} seeds "
+              f"x {len(experiments.METHODS)} methods x {len(experiments.LR_GRID)} learning rates to choose from on "
+              f"validation, and one more rate wherever the best lies at the edge of those.\n"
+              f"{experiments.cost(runs, env.sizes.steps, env.device)}; cached in {env.cache_dir / 'tour'}.")
     rows = []
     for task in TASKS:
         rows += experiments.compare(task, shots, seeds=env.sizes.seeds, steps=env.sizes.steps,

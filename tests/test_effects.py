@@ -60,3 +60,10 @@ def test_tuned_fine_tuning_matches_tuned_scratch_on_conflict_with_20_labels_per_
     the two are within 2 points, seed by seed (an equivalence claim, so it needs the seeds too)."""
     gap = paired_difference(accuracy(results, "conflict", 20, "scratch"), accuracy(results, "conflict", 20, "finetune"))
     assert -0.02 < gap["low"] and gap["high"] < 0.02, gap
+
+
+def test_with_5_labels_per_class_on_conflict_tuned_fine_tuning_is_a_few_points_below_scratch_not_established(results):
+    """The README's "a few points below it at 5, where the seeds disagree": below on average, by less than 10
+    points, and the paired interval still reaches zero with 3 seeds."""
+    gap = paired_difference(accuracy(results, "conflict", 5, "scratch"), accuracy(results, "conflict", 5, "finetune"))
+    assert 0 < gap["mean"] < 0.1 and gap["low"] < 0, gap

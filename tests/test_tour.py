@@ -14,8 +14,8 @@ def test_tour_runs_every_method_on_both_targets_and_writes_a_figure(tmp_path, mo
     assert set(table["method"]) == {"scratch", "probe", "finetune"}
     assert len(table) == 2 * 2 * 3  # tasks x labels-per-class of the quick profile x methods
     assert table["accuracy_mean"].between(0, 1).all()
-    assert (table["runs"] == len(experiments.LR_GRID)).all()  # one seed in the quick profile, one run per rate
-    assert all(float(rate) in experiments.LR_GRID for rates in table["rates"] for rate in rates.split())
+    assert (table["runs"] >= len(experiments.LR_GRID)).all()  # one seed in the quick profile: a run per rate, or more
+    assert all(float(rate) in experiments.LR_LADDER for rates in table["rates"] for rate in rates.split())
     assert out.stat().st_size > 10_000
 
 
@@ -25,7 +25,7 @@ def test_tour_command_prints_the_table_and_what_it_costs(tmp_path, capsys, monke
     assert cli.main(["tour", "--profile", "quick", "--out", str(tmp_path / "t.png")]) == 0
     out = capsys.readouterr().out
     assert "labels/class" in out and "finetune" in out and "conflict" in out
-    assert "36 training runs" in out and "rates chosen on val" in out  # 2 targets x 2 sizes x 1 seed x 3 x 3
+    assert "36 training runs or more" in out and "rates chosen on val" in out  # 2 targets x 2 sizes x 1 seed x 3 x 3
     assert list((tmp_path / "cache" / "tour").glob("*.json"))  # the tuning runs are cached
 
 
