@@ -99,7 +99,16 @@ def exercises(args) -> int:
 def grade(args) -> int:
     from .grade import grade as run_grade
 
-    run_grade(args.submissions, args.out, timeout=args.timeout)
+    try:
+        run_grade(args.submissions, args.out, timeout=args.timeout, cell_timeout=args.cell_timeout,
+                  resume=args.resume, secret=args.secret, mode=args.sandbox)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"ftcourse grade: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished row is in {args.out}; run again with --resume to go on.",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -133,8 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=exercises)
     p = sub.add_parser("grade", help="run submitted exercise notebooks and write a grade table")
     p.add_argument("submissions", help="a folder with NAME.ipynb or NAME/*.ipynb per student")
-    p.add_argument("--out", default="grades.csv")
-    p.add_argument("--timeout", type=int, default=600, help="seconds a single cell may run")
+    p.add_argument("--out", default="grades.csv", help="the grade table (CSV), written row by row")
+    p.add_argument("--timeout", type=int, default=600, help="seconds a whole notebook may run")
+    p.add_argument("--cell-timeout", type=int, default=300, help="seconds a single cell may run")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows of an earlier run in --out whose notebooks have not changed")
+    p.add_argument("--secret", type=int, default=None,
+                   help="the capstone's secret (default: a new one per run, kept beside --out for --resume)")
+    p.add_argument("--sandbox", choices=["namespaces", "processes"], default=None,
+                   help="the isolation (default: the strongest this machine offers; see the README)")
     p.set_defaults(run=grade)
     return parser
 

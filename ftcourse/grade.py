@@ -1,123 +1,465 @@
-"""``ftcourse grade``: turn a folder of submitted exercise notebooks into a grade table.
+"""``ftcourse grade``: turn a folder of submitted exercise notebooks into a grade table, trusting none of them.
 
 Layout: one notebook per student (``SUBMISSIONS/alice.ipynb``) or one folder per student
-(``SUBMISSIONS/alice/01_pretraining_vs_finetuning.ipynb``, ...). Each notebook runs top to bottom in a fresh kernel
-(quick profile, a time limit per cell, errors in cells do not stop it), and the exercise checks it calls report
-what passed.
-The table has one row per student: a 1 or 0 per exercise, the total, a status and the checks' messages (what
-passed, with figures such as the capstone's accuracy, and what failed, with the hint). A notebook
-that is broken, crashes its kernel or runs out of time gives a row with zeros and the reason -- never a crash of the
-whole run.
+(``SUBMISSIONS/alice/01_pretraining_vs_finetuning.ipynb``, ...). Which exercises a notebook holds is read from its
+metadata (``metadata.ftcourse.assignment``, which ``ftcourse exercises`` writes), never from its file name.
+
+Design: what is trusted, and why
+--------------------------------
+A submission is code written by someone who may want a better mark, or a worse one for a classmate. So:
+
+- **The verdict is computed here, never in the student's process.** Each notebook runs in a sandboxed worker
+  (:mod:`ftcourse.worker` inside :mod:`ftcourse.sandbox`). When it has run, this process sends it inputs drawn from
+  a secret of this grading run, and the worker sends back what the student's functions return on them, as plain
+  data (read with ``torch.load(weights_only=True)``, size-limited). :mod:`ftcourse.checks` judges those answers
+  here. The checks the notebook itself calls only give the learner feedback: they count for nothing. Patching
+  them, printing ``PASSED`` or writing files changes nothing; forging an answer means computing it.
+- **The capstone's test set never exists in the student's process.** It comes from a secret drawn per run
+  (``--secret`` to fix it); the worker gets only the training images, after the notebook has run, and a time
+  limit; it returns the model's weights, which are checked and loaded into a network built here and tested here.
+- **Each submission runs alone**: a fresh copy of its notebook, its own HOME and TMPDIR, a clean environment,
+  resource limits, a wall-clock limit per cell and per notebook, and every process it started killed at the end.
+  On Linux with user namespaces it also cannot see or write anything outside its sandbox (see
+  :mod:`ftcourse.sandbox` for what each platform gets).
+- **Results are never lost**: each row is written as soon as it is known (atomically: a temporary file, then a
+  rename), ``--resume`` skips the students already graded, ``--out`` is checked before anything runs, and whatever
+  a worker does -- crash, garbage, silence, flooding its output -- gives that student a row with zeros and the
+  reason, while the run goes on.
+- **Nothing is silently dropped**: every entry of the folder gives a row or a line in the printed "skipped"
+  list; symbolic links are refused with a row that says so; name clashes are reported; cells of the table are
+  escaped against spreadsheet formulas.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import hashlib
+import io
 import os
-import re
+import select
 import tempfile
+import threading
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checks import EXERCISES, REPORT_VARIABLE
+from . import capstone, checks, sandbox, worker
+
+MAX_NOTEBOOK_BYTES = 50 * 2**20
+MAX_MESSAGE_BYTES = 64 * 2**20  # the capstone's weights are about 1 MB
+MAX_OUTPUT_BYTES = 20 * 2**20  # a notebook that prints more is stopped
+ANSWER_SECONDS = 300  # for the answers to the exercises other than the capstone
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-@contextmanager
-def _environment(**values):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
+class Problem(Exception):
+    """Why a notebook could not be graded (it scores zero, and the row says this)."""
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Discovery: what is in the submissions folder.
+
+@dataclass
+class Submission:
+    student: str
+    notebooks: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # refusals and clashes, for the status column
+    refused: bool = False
+
+    def digest(self) -> str:
+        """sha256 over the student's notebooks, so that --resume notices a changed submission."""
+        h = hashlib.sha256()
+        for path in self.notebooks:
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        return h.hexdigest()
+
+
+def discover(folder: Path) -> tuple[list[Submission], list[str]]:
+    """The submissions in ``folder`` and the entries skipped, each with the reason."""
+    found: dict[str, list[Submission]] = {}
+    skipped = []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        if name.startswith("."):
+            skipped.append(f"{name}: hidden (autosaves such as .ipynb_checkpoints and dot-files are not graded)")
+        elif entry.is_symlink():
+            student = name[:-6] if name.endswith(".ipynb") else name
+            found.setdefault(student, []).append(Submission(student, notes=[
+                f"refused {name}: a symbolic link, not a file (submit the notebook itself)"], refused=True))
+        elif entry.is_file() and name.endswith(".ipynb"):
+            found.setdefault(name[:-6], []).append(Submission(name[:-6], [entry]))
+        elif entry.is_dir():
+            found.setdefault(name, []).append(_folder_submission(entry))
+        else:
+            skipped.append(f"{name}: not a notebook (.ipynb) or a folder")
+    submissions = []
+    for student, same_name in found.items():
+        if len(same_name) > 1:  # e.g. nina.ipynb and nina/: both graded, under names that say which is which
+            sources = [s.notebooks[0].name if s.notebooks and s.notebooks[0].parent == folder else f"{student}/"
+                       for s in same_name]
+            for submission, source in zip(same_name, sources):
+                submission.student = f"{student} ({source})"
+                submission.notes.append(f"name clash: {' and '.join(sources)} are both in the folder")
+        submissions += same_name
+    return submissions, skipped
+
+
+def _folder_submission(folder: Path) -> Submission:
+    submission = Submission(folder.name)
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .ipynb_checkpoints holds autosaves
+        for name in sorted(files):
+            path = Path(root) / name
+            if name.startswith(".") or not name.endswith(".ipynb"):
+                continue
+            if path.is_symlink():
+                submission.notes.append(f"refused {path.relative_to(folder.parent)}: a symbolic link")
             else:
-                os.environ[k] = v
+                submission.notebooks.append(path)
+        for d in dirs:
+            if (Path(root) / d).is_symlink():
+                submission.notes.append(f"refused {(Path(root) / d).relative_to(folder.parent)}: a symbolic link")
+    if not submission.notebooks and not submission.notes:
+        submission.notes.append("no notebook submitted")
+    return submission
 
 
-def run_notebook(path: Path, timeout: int) -> tuple[list[dict], str]:
-    """Execute one notebook; returns the check results it reported and a status ("ok" or what went wrong)."""
-    import nbclient
+def read_notebook(path: Path):
+    """The notebook at ``path`` (checked: a size limit, valid JSON, nbformat 4), or Problem."""
     import nbformat
 
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        raise Problem(f"{path.name} is {size / 2**20:.0f} MB; notebooks over {MAX_NOTEBOOK_BYTES // 2**20} MB are "
+                      f"not graded (clear its outputs)")
     try:
-        notebook = nbformat.read(path, as_version=4)
-    except Exception as error:  # not JSON, not a notebook...
-        return [], f"broken notebook: {type(error).__name__}: {error}"
-    fd, report = tempfile.mkstemp(prefix="ftcourse-grade-", suffix=".jsonl")
-    os.close(fd)
-    status = "ok"
+        return nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    except Exception as error:  # not JSON, not a notebook, not UTF-8...
+        raise Problem(f"broken notebook {path.name}: {type(error).__name__}: {str(error)[:120]}") from None
+
+
+def assignment_of(notebook) -> str | None:
+    """The assignment id an exercise notebook carries in ``metadata.ftcourse.assignment`` (e.g. "02"), or None."""
+    meta = notebook.get("metadata", {}).get("ftcourse", {})
+    value = meta.get("assignment") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and any(e.startswith(value + ".") for e in checks.GRADED) else None
+
+
+def justification_of(notebook) -> str:
+    """The text of the cells tagged "justification" (the capstone asks for one), for the teacher to read."""
+    texts = [c.source for c in notebook.cells if "justification" in c.get("metadata", {}).get("tags", [])]
+    return " ".join(" ".join(texts).split())[:1000]
+
+
+def exercises_of(assignment: str) -> list[str]:
+    return [e for e in checks.GRADED if e.startswith(assignment + ".")]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Running one notebook in its sandbox and asking it for answers.
+
+class _Output(threading.Thread):
+    """Reads the sandbox's stdout and stderr, keeps the end, and stops a sandbox that writes too much."""
+
+    def __init__(self, box: sandbox.Sandboxed):
+        super().__init__(daemon=True)
+        self.box, self.total, self.tail, self.flooded = box, 0, b"", False
+
+    def run(self):
+        while True:
+            try:
+                chunk = self.box.process.stdout.read1(65536)
+            except (OSError, ValueError):
+                return
+            if not chunk:
+                return
+            self.total += len(chunk)
+            self.tail = (self.tail + chunk)[-2000:]
+            if self.total > MAX_OUTPUT_BYTES and not self.flooded:
+                self.flooded = True
+                self.box.stop()
+                return
+
+
+def _receive(box: sandbox.Sandboxed, output: _Output, deadline: float, waiting_for: str):
+    """The next message from the worker, read within ``deadline``; Problem if it does not come, or is not one."""
+    buffer = b""
+    needed = worker.HEADER.size
+    length = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Problem(f"timed out {waiting_for}")
+        ready, _, _ = select.select([box.answers_fd], [], [], min(left, 1.0))
+        if not ready:
+            if output.flooded:
+                raise Problem(f"stopped: it wrote more than {MAX_OUTPUT_BYTES // 2**20} MB of output")
+            continue
+        chunk = os.read(box.answers_fd, min(1 << 20, needed - len(buffer)))
+        if not chunk:
+            raise Problem(_ended(box, output, waiting_for))
+        buffer += chunk
+        if len(buffer) < needed:
+            continue
+        if length is None:
+            length = worker.HEADER.unpack(buffer)[0]
+            if length > MAX_MESSAGE_BYTES:
+                raise Problem(f"its answer is {length / 2**20:.0f} MB, over the limit of "
+                              f"{MAX_MESSAGE_BYTES // 2**20} MB")
+            buffer, needed = b"", length
+            if length:
+                continue
+        try:
+            message = worker.decode(buffer)
+        except Exception as error:  # garbage, or a pickle that would run code: refused by weights_only
+            raise Problem(f"sent something that is not an answer ({type(error).__name__})") from None
+        if not isinstance(message, dict):
+            raise Problem("sent something that is not an answer")
+        return message
+
+
+def _ended(box: sandbox.Sandboxed, output: _Output, waiting_for: str) -> str:
     try:
-        with _environment(**{REPORT_VARIABLE: report, "FTCOURSE_PROFILE": "quick", "MPLBACKEND": "Agg"}):
-            client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=True,
-                                             resources={"metadata": {"path": str(path.parent)}})
-            client.execute()
-        errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if o.get("output_type") == "error"]
-        if errors:
-            status = f"ok, {len(errors)} cell(s) raised an error (first: {errors[0].get('ename')})"
-    except nbclient.exceptions.CellTimeoutError:
-        status = f"timed out: a cell ran longer than {timeout} s"
-    except nbclient.exceptions.DeadKernelError as error:
-        status = f"kernel died: {error}"
-    except Exception as error:
-        status = f"could not run: {type(error).__name__}: {error}"
-    results = [json.loads(line) for line in Path(report).read_text().splitlines() if line.strip()]
-    os.remove(report)
-    if status != "ok" and not status.startswith("ok,"):
-        results = []  # a notebook that did not run to the end scores zero; the status says why
+        code = box.process.wait(timeout=5)
+    except Exception:
+        code = None
+    if output.flooded:
+        return f"stopped: it wrote more than {MAX_OUTPUT_BYTES // 2**20} MB of output"
+    why = {-9: "killed (out of memory, or a limit)", -24: "over its CPU-time limit",
+           -25: "over its file-size limit", 70: "the sandbox could not be set up"}.get(code, f"exit code {code}")
+    last = output.tail.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    return f"its process ended {waiting_for} ({why}){': ' + last[0][:160] if last[0] else ''}"
+
+
+def _send(box: sandbox.Sandboxed, request: dict) -> None:
+    try:
+        box.process.stdin.write(worker.encode(request))
+        box.process.stdin.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        raise Problem("its process stopped reading the grader's questions") from None
+
+
+@dataclass
+class Settings:
+    secret: int
+    timeout: int = 600  # seconds for the whole notebook to run
+    cell_timeout: int = 300
+    limits: sandbox.Limits = sandbox.Limits()
+    mode: str | None = None  # the sandbox's isolation; None: the best this machine has
+    hide: tuple = ()
+    capstone_seconds: float | None = None  # the recipe's time limit, measured when first needed
+    _capstone: tuple | None = None
+
+    def capstone_target(self):
+        if self._capstone is None:
+            self._capstone = capstone.target(self.secret)
+        return self._capstone
+
+    def inputs(self, exercise_id: str):
+        import random
+
+        return checks.GRADED[exercise_id].ask(random.Random(f"{self.secret}/{exercise_id}"))
+
+
+def grade_notebook(path: Path, notebook, assignment: str, settings: Settings) -> tuple[dict, str]:
+    """Run one notebook in a sandbox and judge its answers here: ({exercise: (passed, message)}, status)."""
+    ids = exercises_of(assignment)
+    results = {e: (False, "no answer") for e in ids}
+    box = sandbox.start(["python", "-I", "-m", "ftcourse.worker", "notebook.ipynb", str(settings.cell_timeout)],
+                        {"notebook.ipynb": path.read_bytes()}, limits=settings.limits, mode=settings.mode,
+                        hide=settings.hide, env={"FTCOURSE_PROFILE": "quick"})
+    output = _Output(box)
+    output.start()
+    try:
+        ready = _receive(box, output, time.monotonic() + settings.timeout,
+                         f"while the notebook ran (its limit is {settings.timeout} s)")
+        errors = ready.get("errors") if isinstance(ready.get("errors"), list) else []
+        status = "ok" if not errors else f"ok; {len(errors)} cell(s) raised an error"
+        answers = {}
+        plain = [e for e in ids if e != "07.1"]
+        if plain:
+            _send(box, {"exercises": {e: settings.inputs(e) for e in plain}})
+            reply = _receive(box, output, time.monotonic() + ANSWER_SECONDS, "while answering")
+            answers.update(reply.get("exercises", {}) if isinstance(reply.get("exercises"), dict) else {})
+        if "07.1" in ids:
+            train, _ = settings.capstone_target()
+            seconds = settings.capstone_seconds
+            _send(box, {"capstone": checks.capstone_inputs(train)})
+            reply = _receive(box, output, time.monotonic() + seconds,
+                             f"while the recipe trained (its time limit is {seconds:.0f} s on this machine)")
+            answers["07.1"] = reply.get("capstone")
+    except Problem as problem:
+        return results, str(problem)
+    finally:
+        box.kill()
+        output.join(timeout=5)
+    for e in ids:
+        results[e] = _judge(e, answers.get(e), settings)
     return results, status
 
 
-def exercises_for(notebooks: list[Path]) -> list[str]:
-    """The exercises of the lessons submitted (from file names like ``01_...ipynb``), else all of them."""
-    lessons = {m.group(1) for p in notebooks if (m := re.match(r"(\d\d)_", p.name))}
-    chosen = [e for e in EXERCISES if e.split(".")[0] in lessons]
-    return chosen or list(EXERCISES)
+def _judge(exercise_id: str, reply, settings: Settings) -> tuple[bool, str]:
+    """Judge one answer here, in the grader's process."""
+    if not isinstance(reply, dict) or ("value" not in reply and "error" not in reply):
+        return False, f"{exercise_id}: no answer"
+    if "error" in reply:
+        return False, f"{exercise_id}: {str(reply['error'])[:300]}"
+    try:
+        if exercise_id == "07.1":
+            _, what = checks.judge_capstone(reply["value"], settings.capstone_target()[1])
+        else:
+            what = checks.GRADED[exercise_id].judge(reply["value"], settings.inputs(exercise_id))
+        return True, f"PASSED {exercise_id}: {what}"
+    except checks.ExerciseFailed as failed:
+        return False, " ".join(str(failed).split())
+    except Exception as error:  # an answer of an unexpected form
+        return False, f"{exercise_id}: the answer has an unexpected form ({type(error).__name__})"
 
 
-def grade(submissions, out="grades.csv", *, timeout: int = 600, verbose: bool = True) -> list[dict]:
-    """Grade every submission under ``submissions``; write the table to ``out`` (CSV) and return its rows."""
-    submissions = Path(submissions)
+# ------------------------------------------------------------------------------------------------------------------
+# The table.
+
+def escape(value):
+    """A CSV cell that a spreadsheet shows as text: cells starting with = + - @ (formulas) get a leading quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_table(rows: list[dict], columns: list[str], out: Path) -> None:
+    """Write the table atomically: a reader (or a crash) sees the old table or the new one, never half of one."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: escape(v) for k, v in row.items()} for row in rows)
+    fd, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, out)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def check_out(out: Path, submissions: Path) -> None:
+    """Fail now, before anyone is graded, if the table cannot be written at ``out``."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'grades.csv'}.")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist. Create it, or choose another path.")
+    if submissions.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out} is inside the submissions folder; put the grade table somewhere else.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"--out {out}: cannot write in {out.parent} ({error.strerror}).") from None
+
+
+def _secret_file(out: Path) -> Path:
+    return out.with_name(f".{out.name}.secret")
+
+
+def _run_secret(out: Path, secret: int | None, resume: bool) -> int:
+    """This run's secret: the one given, the one a resumed run used, or a new one; kept beside the table (0600)."""
+    keep = _secret_file(out)
+    if secret is None and resume and keep.exists():
+        return int(keep.read_text().strip())
+    secret = capstone.new_secret() if secret is None else int(secret)
+    fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{secret}\n")
+    return secret
+
+
+def _previous_rows(out: Path) -> dict[str, dict]:
+    if not out.exists():
+        return {}
+    with out.open(newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f) if row.get("student")}
+
+
+def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: int = 300, resume: bool = False,
+          secret: int | None = None, limits: sandbox.Limits | None = None, mode: str | None = None,
+          verbose: bool = True) -> list[dict]:
+    """Grade every submission under ``submissions``; write the table to ``out`` (CSV) row by row; return its rows."""
+    submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():
         raise FileNotFoundError(f"{submissions} is not a folder. Put one notebook (or one folder of notebooks) per "
                                 f"student in it.")
-    students = {}
-    for entry in sorted(submissions.iterdir()):
-        if entry.is_file() and entry.suffix == ".ipynb":
-            students[entry.stem] = [entry]
-        elif entry.is_dir() and not entry.name.startswith("."):
-            students[entry.name] = sorted(entry.rglob("*.ipynb"))
-    if not students:
-        raise FileNotFoundError(f"No notebooks in {submissions}: expected NAME.ipynb or NAME/*.ipynb per student.")
-    columns = exercises_for([p for paths in students.values() for p in paths])
-    rows = []
-    for student, notebooks in students.items():
-        start = time.perf_counter()
-        passed, messages, statuses = set(), [], []
-        if not notebooks:
-            statuses.append("no notebook submitted")
-        for notebook in notebooks:
-            results, status = run_notebook(notebook, timeout)
-            statuses.append(f"{notebook.name}: {status}")
-            for r in results:
-                if r["passed"]:
-                    passed.add(r["exercise"])
-                messages.append(r["message"].replace("\n", " "))  # what passed (e.g. the accuracy) and what did not
-        row = {"student": student, **{e: int(e in passed) for e in columns}}
-        row["total"] = sum(row[e] for e in columns)
-        row["status"] = "; ".join(statuses)
-        row["messages"] = " | ".join(messages)
-        rows.append(row)
-        if verbose:
-            print(f"{student}: {row['total']}/{len(columns)} ({time.perf_counter() - start:.0f} s) {row['status']}")
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    check_out(out, submissions)
+    found, skipped = discover(submissions)
+    if not found:
+        raise FileNotFoundError(f"No submissions in {submissions}: expected NAME.ipynb or NAME/*.ipynb per student.")
+    previous = _previous_rows(out) if resume else {}
+    settings = Settings(_run_secret(out, secret, resume), timeout=timeout, cell_timeout=cell_timeout,
+                        limits=limits or sandbox.Limits(), mode=mode, hide=(submissions, out.parent))
+    plans = {}  # student -> [(path, notebook or Problem, assignment)]
+    for s in found:
+        plans[s.student] = []
+        for path in s.notebooks:
+            try:
+                notebook = read_notebook(path)
+                plans[s.student].append((path, notebook, assignment_of(notebook)))
+            except Problem as problem:
+                plans[s.student].append((path, problem, None))
+    assignments = {a for plan in plans.values() for _, _, a in plan if a}
+    columns = [e for e in checks.GRADED if e.split(".")[0] in assignments]
+    header = ["student", *columns, "total", "status", "messages", "justification", "sha256"]
+    if "07" in assignments and settings.capstone_seconds is None:
+        settings.capstone_seconds = capstone.time_limit(capstone.reference_seconds())
     if verbose:
-        print(f"wrote {out}")
+        print(f"grading {len(found)} submission(s) in a sandbox ({settings.mode or sandbox.isolation()}); "
+              f"exercises {', '.join(columns) or 'none'}")
+    rows = []
+    try:
+        for s in found:
+            digest = s.digest() if s.notebooks else ""
+            kept = previous.get(s.student)
+            if kept and kept.get("sha256") == digest and all(c in kept for c in columns):
+                rows.append({k: kept.get(k, "") for k in header})
+                if verbose:
+                    print(f"{s.student}: kept from the previous run")
+                continue
+            start = time.perf_counter()
+            rows.append(_grade_student(s, plans[s.student], columns, settings, digest))
+            write_table(rows, header, out)
+            if verbose:
+                print(f"{s.student}: {rows[-1]['total']}/{len(columns)} ({time.perf_counter() - start:.0f} s) "
+                      f"{rows[-1]['status']}")
+    finally:
+        write_table(rows, header, out)  # every finished row, also after Ctrl-C
+    if verbose:
+        print(f"wrote {out} ({len(rows)} rows)")
+        if skipped:
+            print("skipped, because:\n  " + "\n  ".join(skipped))
     return rows
+
+
+def _grade_student(s: Submission, plan: list, columns: list[str], settings: Settings, digest: str) -> dict:
+    passed, messages, statuses = set(), [], list(s.notes)
+    justification = ""
+    for path, notebook, assignment in plan:
+        if isinstance(notebook, Problem):
+            statuses.append(str(notebook))
+            continue
+        if assignment is None:
+            statuses.append(f"{path.name}: no ftcourse assignment id in its metadata (is it an exercise notebook "
+                            f"from `ftcourse exercises`?); not graded")
+            continue
+        results, status = grade_notebook(path, notebook, assignment, settings)
+        statuses.append(f"{path.name}: {status}")
+        for e, (ok, message) in results.items():
+            if ok:
+                passed.add(e)
+            messages.append(message)
+        justification = justification or justification_of(notebook)
+    row = {"student": s.student, **{e: int(e in passed) for e in columns}}
+    row["total"] = sum(row[e] for e in columns)
+    row.update(status="; ".join(statuses), messages=" | ".join(messages), justification=justification,
+               sha256=digest)
+    return row

@@ -281,6 +281,19 @@ def load_checkpoint(path) -> StagedNet:
     return _build(_read_checkpoint(path, fix), path)
 
 
+def model_from_checkpoint(state, what: str = "the checkpoint") -> StagedNet:
+    """The model that a checkpoint's contents describe (``format``, ``config``, ``state_dict``), checked whole first.
+
+    For contents that came from elsewhere, e.g. a student's process: a ValueError says what is wrong with them.
+    """
+    problem = _checkpoint_problem(state) if isinstance(state, dict) else f"it is a {type(state).__name__}, not a dict"
+    if problem:
+        raise ValueError(f"{what} cannot be loaded: {problem}.")
+    model = resnet(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
 def _read_checkpoint(path: Path, fix: str) -> dict:
     """The checkpoint at ``path``, read and checked (see :func:`load_checkpoint`); a ValueError naming it if not."""
     state = read_torch_file(path, "ftcourse checkpoint", fix=fix)

@@ -1,0 +1,101 @@
+"""The capstone's target: a new task from the lab whose exact definition, and test set, come from a secret.
+
+Like a Kaggle competition, the capstone has a public *practice* variant and a private one. Both are the same kind of
+task: 5 classes, class k shown either by a new shape (30% of its images, colour random) or by a colour (70%, shape
+random), 5 labelled training images per class. The secret decides which shape and which colour stand for which
+class, where the 5 class colours sit on the colour wheel, and which images are drawn. The notebook develops on
+``practice()`` (secret :data:`PRACTICE_SECRET`, public); ``ftcourse grade`` draws a secret of its own per grading run
+and hands the recipe only the training images of :func:`target`. Nobody can rebuild the test set, and a model
+trained on the practice data learns the wrong pairings.
+
+The pass mark (:data:`PASS_MARK`) was calibrated on this 2-core CPU with 3 secrets x 3 seeds (see
+:data:`CALIBRATION`): training from scratch (even 4 times longer) fails it, fine-tuning the shipped ``lab``
+checkpoint fails it (this target is mostly about colour, which ``lab`` learned to ignore), and fine-tuning the
+checkpoint whose features fit the target (``lab-colours``) passes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import lab
+from .data import ImageData
+
+CLASSES = 5
+SHOTS = 5  # labelled training images per class
+TEST_PER_CLASS = 100
+BY_SHAPE = 0.8  # the fraction of each class's images that show it by its shape; the rest show it by its colour
+BUDGET = 3200  # training images a recipe may use: 100 steps of 32
+PRACTICE_SECRET = 2026
+PASS_MARK = 0.6
+CALIBRATION = {  # test accuracy, mean and range over secrets 1, 2, 3 x seeds 0, 1, 2; see benchmarks/capstone.py
+    "scratch": None, "scratch, 4x the steps": None, "fine-tune lab": None, "fine-tune lab-colours": None,
+}
+
+
+def definition(secret: int) -> dict:
+    """What the secret decides: for each class its shape (one of the lab's new shapes) and its hue."""
+    g = torch.Generator().manual_seed(int(secret) % 2**62)
+    shapes = torch.randperm(len(lab.NEW_SHAPES), generator=g)[:CLASSES]
+    offset = torch.rand(1, generator=g).item() / CLASSES  # the class colours turn round the wheel together
+    hues = (torch.randperm(CLASSES, generator=g).float() / CLASSES + offset) % 1.0
+    return {"shapes": [len(lab.SOURCE_SHAPES) + int(s) for s in shapes], "hues": [round(h, 4) for h in hues.tolist()]}
+
+
+def images(secret: int, n_per_class: int, split: str) -> ImageData:
+    """``n_per_class`` images per class of the secret's target, from the split's own random stream."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    rule = definition(secret)
+    g = torch.Generator().manual_seed((int(secret) * 1_000_003 + (1 if split == "train" else 2)) % 2**62)
+    n = n_per_class * CLASSES
+    labels = torch.arange(n) % CLASSES
+    f = lab.sample_factors(n, g)
+    by_shape = torch.rand(n, generator=g) < BY_SHAPE
+    shapes, hues = torch.tensor(rule["shapes"]), torch.tensor(rule["hues"])
+    f["shape"] = torch.where(by_shape, shapes[labels], f["shape"])
+    hue = (hues[labels] + (torch.rand(n, generator=g) - 0.5) * 0.08) % 1.0
+    f["hue"] = torch.where(by_shape, f["hue"], hue)
+    f["saturation"] = torch.where(by_shape, f["saturation"], 0.75 + 0.25 * torch.rand(n, generator=g))
+    parts = [lab.render({k: t[i:i + lab.BLOCK] for k, t in f.items()}) for i in range(0, n, lab.BLOCK)]
+    names = [f"{lab.SHAPES[s]}/hue {h:.2f}" for s, h in zip(rule["shapes"], rule["hues"])]
+    return ImageData(torch.cat(parts), labels, names)
+
+
+def target(secret: int) -> tuple[ImageData, ImageData]:
+    """The secret's training images (all a recipe may learn from) and its test set (only the grader sees it)."""
+    return images(secret, SHOTS, "train"), images(secret, TEST_PER_CLASS, "test")
+
+
+def practice() -> tuple[ImageData, ImageData]:
+    """The public practice variant: the same kind of task, with :data:`PRACTICE_SECRET`."""
+    return target(PRACTICE_SECRET)
+
+
+def new_secret() -> int:
+    """A secret for one grading run, from the operating system's random source."""
+    import secrets
+
+    return secrets.randbits(62)
+
+
+def time_limit(reference_seconds: float) -> float:
+    """Seconds a recipe may run: 3 times what a plain ``BUDGET``-image fine-tuning took on the grading machine, plus
+    10 s for scoring sources and loading checkpoints. Slower machines get more, faster ones less."""
+    return 3 * reference_seconds + 10
+
+
+def reference_seconds() -> float:
+    """Time a plain fine-tuning with the whole budget on this machine (the unit of :func:`time_limit`)."""
+    import time
+
+    from . import models
+    from .train import fit
+
+    train, _ = practice()
+    model = models.replace_head(models.pretrained("lab"), CLASSES)
+    start = time.perf_counter()
+    fit(model, train, steps=math.ceil(BUDGET / 32), lr=0.01, batch_size=32, augment=True, progress=False)
+    return time.perf_counter() - start

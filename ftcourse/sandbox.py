@@ -1,0 +1,322 @@
+"""Run untrusted code -- a student's notebook -- so that it can harm nothing but its own result.
+
+``ftcourse grade`` runs each submission through :func:`start`. What the code inside gets depends on the platform
+(:func:`isolation` says which applies here):
+
+``"namespaces"`` (Linux with unprivileged user namespaces and util-linux's ``unshare``; the same idea as
+    bubblewrap, PrairieLearn's and Otter-Grader's sandboxes):
+
+    - a root file system of its own, built on an empty tmpfs: the system's programs and libraries, the Python
+      installation and the ``ftcourse`` package, all **read-only**; nothing else of the machine exists inside (no
+      home folders, no submissions folder, no grade table);
+    - a writable ``/sandbox`` (its working folder, holding a copy of its own notebook only), ``/sandbox/home``
+      (``HOME``) and ``/tmp`` (``TMPDIR``), each a size-limited tmpfs that vanishes with it;
+    - no network (a network namespace with nothing in it), its own PID namespace (it sees only its own processes,
+      and when its first process ends the kernel kills every other one, including daemons that called ``setsid``),
+      a user namespace whose only user owns nothing outside, and ``no_new_privs``;
+    - its mounts are locked: it cannot remount them writable.
+``"processes"`` (anything else, e.g. macOS or a container without user namespaces): a fresh temporary folder as
+    working folder, ``HOME`` and ``TMPDIR``, a new session, the resource limits below, and every process it leaves
+    killed at the end. It **can** read and write whatever the grader's user can: grade only trusted submissions
+    there, or use ``--container``.
+
+Both get resource limits (:class:`Limits`): memory (``RLIMIT_DATA``), CPU seconds, the size of any one file they
+write, open files, no core dumps, and a number of processes (a pids cgroup where the grader may make one, else
+``RLIMIT_NPROC``, which the kernel does not apply to root), plus a wall-clock limit that the grader enforces from
+outside. Only the variables of :func:`clean_environment` are passed in.
+
+The caller talks to the sandbox over pipes only: stdin, the merged stdout/stderr, and one more descriptor for
+answers (see :mod:`ftcourse.grade`). Everything that comes out of it is untrusted data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+SETUP = Path(__file__).with_name("_sandbox_setup.py")  # runs first inside the namespaces; standard library only
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "passwd", "group", "localtime",
+             "os-release", "hosts", "alternatives", "fonts", "ssl")  # what programs need from /etc; not the rest
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one sandboxed run may use. Sizes in MiB."""
+    memory_mb: int = 4096  # RLIMIT_DATA: heap and anonymous memory, what a training run allocates
+    cpu_seconds: int = 1800  # RLIMIT_CPU, over all threads
+    file_mb: int = 64  # RLIMIT_FSIZE: the largest file it may write
+    work_mb: int = 256  # the size of its writable /sandbox and /tmp (namespaces only)
+    processes: int = 64  # threads count as processes for the kernel
+    open_files: int = 512
+
+
+def clean_environment(home: str, tmp: str, extra: dict | None = None) -> dict:
+    """The environment a sandbox gets: a PATH, its own HOME and TMPDIR, a locale, the thread settings; no secrets."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": tmp, "LANG": "C.UTF-8",
+           "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TZ"):  # how fast it runs, and the time zone
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(extra or {})
+    return env
+
+
+@lru_cache(maxsize=1)
+def isolation() -> str:
+    """``"namespaces"`` if this machine can give each submission its own namespaces (see the module), else
+    ``"processes"``. Set ``FTCOURSE_SANDBOX=processes`` to force the weaker mode."""
+    if os.environ.get("FTCOURSE_SANDBOX") == "processes" or not sys.platform.startswith("linux"):
+        return "processes"
+    if shutil.which("unshare") is None:
+        return "processes"
+    try:
+        probe = subprocess.run(["unshare", *_UNSHARE, "true"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "processes"
+    return "namespaces" if probe.returncode == 0 else "processes"
+
+
+_UNSHARE = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--net", "--ipc",
+            "--uts")
+
+
+def readable_paths(hide: tuple[Path, ...] = ()) -> list[str]:
+    """What a namespaced sandbox sees (read-only): system folders, a few /etc files, Python and its packages.
+
+    A path that holds one of ``hide`` (the submissions folder, the output folder) is left out, so that a
+    ``sys.path`` entry such as a course checkout cannot expose what lies inside it.
+    """
+    import ftcourse
+
+    candidates = list(SYSTEM_DIRS) + [f"/etc/{name}" for name in ETC_FILES]
+    candidates += [sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(sys.executable).resolve().parent)]
+    candidates += [p for p in (sysconfig.get_paths().values()) if p]
+    candidates += [p for p in sys.path if p and Path(p).is_absolute() and "site-packages" in p]
+    candidates.append(str(Path(ftcourse.__file__).resolve().parent))
+    hidden = [h.resolve() for h in hide]
+    chosen = []
+    for path in dict.fromkeys(candidates):
+        real = Path(path)
+        if not real.exists() or not real.is_absolute():
+            continue
+        if any(h == real.resolve() or real.resolve() in h.parents for h in hidden):
+            continue
+        chosen.append(str(real))
+    return chosen
+
+
+class Sandboxed:
+    """One running sandbox: ``process`` (a Popen), its pipes, and what it needs cleaned up."""
+
+    def __init__(self, process: subprocess.Popen, answers_fd: int, folder: Path, cgroup: Path | None,
+                 children_before: set[int]):
+        self.process, self.answers_fd, self.folder, self.cgroup = process, answers_fd, folder, cgroup
+        self.children_before = children_before  # the caller's other children, which kill() leaves alone
+
+    def stop(self) -> None:
+        """Kill its first process and its session (in namespaces mode the kernel then kills all the rest)."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # its session: unshare, or the worker and its children
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def kill(self) -> None:
+        """End the sandbox and every process in it, then remove its files. Safe to call twice."""
+        self.stop()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_cgroup(self.cgroup)
+        _kill_orphans(keep=self.children_before)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        if self.answers_fd >= 0:
+            os.close(self.answers_fd)
+            self.answers_fd = -1
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits(), env: dict | None = None,
+          hide: tuple[Path, ...] = (), mode: str | None = None) -> Sandboxed:
+    """Start ``argv`` (a Python program: ``argv[0]`` is replaced by this interpreter) in a sandbox holding ``files``.
+
+    ``files`` maps names to contents; they are copied into the sandbox's working folder, and nothing else is. The
+    program gets the answers pipe's write end as descriptor ``FTCOURSE_ANSWERS_FD`` (an environment variable);
+    read it from ``Sandboxed.answers_fd``. The caller must call ``kill()`` when done.
+    """
+    mode = mode or isolation()
+    folder = Path(tempfile.mkdtemp(prefix="ftcourse-sandbox-"))
+    inbox = folder / "inbox"
+    inbox.mkdir()
+    for name, content in files.items():
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"sandbox file names are plain names, not {name!r}")
+        (inbox / name).write_bytes(content)
+    read_end, write_end = os.pipe()
+    python = str(Path(sys.executable))
+    if mode == "namespaces":
+        root = folder / "root"
+        root.mkdir()
+        home, work = "/sandbox/home", "/sandbox"
+        spec = {"root": str(root), "inbox": str(inbox), "readable": readable_paths(hide), "work_mb": limits.work_mb,
+                "cwd": work, "argv": [python, *argv[1:]]}
+        command = ["unshare", *_UNSHARE, python, "-I", "-S", str(SETUP), _encode(spec)]
+        environment = clean_environment(home, "/tmp", {"FTCOURSE_ANSWERS_FD": str(write_end), **(env or {})})
+        cwd = "/"
+    else:
+        home = str(inbox / "home")
+        os.makedirs(home)
+        os.makedirs(inbox / "tmp")
+        command = [python, *argv[1:]]
+        environment = clean_environment(home, str(inbox / "tmp"),
+                                        {"FTCOURSE_ANSWERS_FD": str(write_end), **(env or {})})
+        cwd = str(inbox)
+        _become_subreaper()
+    cgroup = _make_cgroup(limits.processes)
+    children_before = set(_children())
+    processes = limits.processes + _processes_of(os.getuid())  # RLIMIT_NPROC counts all of this user's processes
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd=cwd, env=environment, pass_fds=(write_end,), start_new_session=True,
+                               preexec_fn=lambda: _limit(limits, processes, cgroup))
+    os.close(write_end)
+    return Sandboxed(process, read_end, folder, cgroup, children_before)
+
+
+def _encode(spec: dict) -> str:
+    import json
+
+    return json.dumps(spec)
+
+
+def _limit(limits: Limits, processes: int, cgroup: Path | None) -> None:
+    """In the child, before exec: its resource limits (inherited by everything it starts)."""
+    import resource
+
+    mib = 1024 * 1024
+    for name, value in (("RLIMIT_DATA", limits.memory_mb * mib), ("RLIMIT_CPU", limits.cpu_seconds),
+                        ("RLIMIT_FSIZE", limits.file_mb * mib), ("RLIMIT_NOFILE", limits.open_files),
+                        ("RLIMIT_CORE", 0), ("RLIMIT_NPROC", processes)):
+        if hasattr(resource, name):
+            try:
+                resource.setrlimit(getattr(resource, name), (value, value))
+            except (ValueError, OSError):
+                pass
+    if cgroup is not None:
+        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+
+CGROUP_PIDS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # cgroup v1's pids controller, or v2's root
+
+
+def _make_cgroup(processes: int) -> Path | None:
+    """A pids cgroup that caps the sandbox's processes, where this user may make one; else None."""
+    for base in CGROUP_PIDS:
+        if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
+            continue
+        try:
+            group = Path(tempfile.mkdtemp(prefix="ftcourse-", dir=base))
+        except OSError:
+            continue
+        try:
+            (group / "pids.max").write_text(str(processes))
+            return group
+        except OSError:
+            shutil.rmtree(group, ignore_errors=True)
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+    return None
+
+
+def _kill_cgroup(group: Path | None) -> None:
+    """Kill whatever is still in the sandbox's cgroup, then remove the cgroup."""
+    if group is None:
+        return
+    for _ in range(50):
+        try:
+            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        except OSError:
+            return
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
+    try:
+        group.rmdir()
+    except OSError:
+        pass
+
+
+def _become_subreaper() -> None:
+    """Linux: orphans of the sandbox (daemons that left their session) become our children, so we can kill them."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_CHILD_SUBREAPER = 36
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _processes(field: int):
+    """(pid, the field-th entry of /proc/PID/stat after the command name) for every process; nothing off Linux."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()[field]
+            except (OSError, IndexError):
+                continue
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    return [pid for pid, parent in _processes(1) if parent == me]
+
+
+def _processes_of(uid: int) -> int:
+    """How many processes (threads included, as RLIMIT_NPROC counts them) this user has now; 0 if unknown."""
+    count = 0
+    for entry in Path("/proc").glob("[0-9]*") if Path("/proc").is_dir() else ():
+        try:
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(entry / "task"))
+        except OSError:
+            continue
+    return count
+
+
+def _kill_orphans(keep: set[int]) -> None:
+    """Kill and reap every child of this process that a sandbox left behind (processes mode, Linux)."""
+    for pid in _children():
+        if pid in keep:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError, PermissionError):
+            pass

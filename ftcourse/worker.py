@@ -1,0 +1,126 @@
+"""The student's side of grading: runs inside the sandbox (:mod:`ftcourse.sandbox`), and nothing here is trusted.
+
+``python -m ftcourse.worker NOTEBOOK CELL_SECONDS`` runs the notebook's code cells one by one in an IPython shell
+(magics work; a cell that raises or runs out of time does not stop the rest), then answers the grader's questions:
+
+1. it sends ``{"kind": "ready", ...}`` on the answers descriptor (``FTCOURSE_ANSWERS_FD``);
+2. it reads a request from stdin: ``{"exercises": {id: inputs}}`` or ``{"capstone": inputs}``;
+3. for each exercise it finds the student's function by its name and sends back what
+   :attr:`ftcourse.checks.Exercise.answer` makes of it, as plain data; errors become ``{"error": ...}``.
+
+Messages both ways are frames: 8 bytes of length, then a ``torch.save`` of plain data. The grader reads them with
+``weights_only=True`` and a size limit, and judges in its own process; whatever this process sends is only an
+answer, never a verdict.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import struct
+import sys
+
+HEADER = struct.Struct(">Q")
+
+
+def encode(message) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(message, buffer)
+    return HEADER.pack(len(buffer.getvalue())) + buffer.getvalue()
+
+
+def decode(payload: bytes):
+    """A frame's contents: plain data only (``weights_only=True`` refuses anything that would run code)."""
+    import torch
+
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+def _read_exactly(stream, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+class CellTimedOut(Exception):
+    """A cell ran past its time limit."""
+
+
+def _alarm(signum, frame):
+    raise CellTimedOut("this cell ran past its time limit")
+
+
+def run_notebook(path: str, cell_seconds: int) -> tuple[dict, list]:
+    """Run every code cell of the notebook at ``path``; returns the namespace and the cells that raised."""
+    import nbformat
+    from IPython.core.interactiveshell import InteractiveShell
+
+    notebook = nbformat.read(path, as_version=4)
+    shell = InteractiveShell.instance()
+    signal.signal(signal.SIGALRM, _alarm)
+    errors = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        signal.alarm(cell_seconds)
+        try:
+            result = shell.run_cell(cell.source, store_history=False)
+        finally:
+            signal.alarm(0)
+        if not result.success:
+            error = result.error_in_exec or result.error_before_exec
+            errors.append((index, type(error).__name__))
+    return shell.user_ns, errors
+
+
+def answer(request: dict, namespace: dict) -> dict:
+    """The student's answers to the grader's request, as plain data."""
+    from . import checks
+
+    def one(exercise, inputs, seconds):
+        fn = namespace.get(exercise.function)
+        if not callable(fn):
+            return {"error": f"the notebook defines no function {exercise.function}()"}
+        signal.alarm(seconds)
+        try:
+            return {"value": checks.plain(exercise.answer(fn, inputs))}
+        except NotImplementedError:
+            return {"error": "not done yet: the stub raises NotImplementedError"}
+        except BaseException as error:  # whatever the student's code raised, as words
+            return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+        finally:
+            signal.alarm(0)
+
+    if "capstone" in request:
+        return {"capstone": one(checks.GRADED["07.1"], request["capstone"], 0)}
+    return {"exercises": {id: one(checks.GRADED[id], inputs, 120)
+                          for id, inputs in request["exercises"].items() if id in checks.GRADED}}
+
+
+def main(argv=None) -> int:
+    path, cell_seconds = (argv or sys.argv[1:])[:2]
+    answers = os.fdopen(int(os.environ["FTCOURSE_ANSWERS_FD"]), "wb")
+    requests = os.fdopen(os.dup(0), "rb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # the student's code reads an empty stdin; the requests come on the copy
+    namespace, errors = run_notebook(path, int(cell_seconds))
+    answers.write(encode({"kind": "ready", "errors": errors}))
+    answers.flush()
+    while True:
+        header = _read_exactly(requests, HEADER.size)
+        if header is None:
+            return 0
+        request = decode(_read_exactly(requests, HEADER.unpack(header)[0]) or b"")
+        answers.write(encode({"kind": "answers", **answer(request, namespace)}))
+        answers.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
