@@ -1,17 +1,17 @@
 """The capstone's target: a new task from the lab whose exact definition, and test set, come from a secret.
 
 Like a Kaggle competition, the capstone has a public *practice* variant and a private one. Both are the same kind of
-task: 5 classes, class k shown either by a new shape (30% of its images, colour random) or by a colour (70%, shape
+task: 5 classes, class k shown either by a new shape (80% of its images, colour random) or by a colour (20%, shape
 random), 5 labelled training images per class. The secret decides which shape and which colour stand for which
 class, where the 5 class colours sit on the colour wheel, and which images are drawn. The notebook develops on
 ``practice()`` (secret :data:`PRACTICE_SECRET`, public); ``ftcourse grade`` draws a secret of its own per grading run
 and hands the recipe only the training images of :func:`target`. Nobody can rebuild the test set, and a model
 trained on the practice data learns the wrong pairings.
 
-The pass mark (:data:`PASS_MARK`) was calibrated on this 2-core CPU with 3 secrets x 3 seeds (see
-:data:`CALIBRATION`): training from scratch (even 4 times longer) fails it, fine-tuning the shipped ``lab``
-checkpoint fails it (this target is mostly about colour, which ``lab`` learned to ignore), and fine-tuning the
-checkpoint whose features fit the target (``lab-colours``) passes.
+The pass mark (:data:`PASS_MARK`) was calibrated on a 2-core CPU with 3 secrets x 3 seeds (see :data:`CALIBRATION`):
+training from scratch fails it by a wide margin, even with 4 times the steps (5 images per class are too few to
+learn new shapes from nothing); so does fine-tuning the wrong source (``lab-colours``, which learned colour, not
+shape); fine-tuning the source whose features fit (``lab``, which LEEP picks from the training images) passes.
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ TEST_PER_CLASS = 100
 BY_SHAPE = 0.8  # the fraction of each class's images that show it by its shape; the rest show it by its colour
 BUDGET = 3200  # training images a recipe may use: 100 steps of 32
 PRACTICE_SECRET = 2026
-PASS_MARK = 0.6
-CALIBRATION = {  # test accuracy, mean and range over secrets 1, 2, 3 x seeds 0, 1, 2; see benchmarks/capstone.py
-    "scratch": None, "scratch, 4x the steps": None, "fine-tune lab": None, "fine-tune lab-colours": None,
+PASS_MARK = 0.5
+CALIBRATION = {  # test accuracy (mean, lowest, highest) over secrets 1, 2, 3 x seeds 0, 1, 2: benchmarks/capstone.py
+    "scratch": (0.311, 0.240, 0.386),
+    "scratch, 4x the steps": (0.307, 0.266, 0.364),
+    "fine-tune lab": (0.688, 0.596, 0.758),  # what LEEP chooses on each secret's training images
+    "fine-tune lab-colours": (0.305, 0.274, 0.324),
 }
 
 

@@ -140,8 +140,11 @@ def _stage_parameters(model: models.StagedNet) -> dict[str, list[str]]:
     return {stage: [name_of[id(p)] for p in model.stage(stage).parameters()] for stage in model.stage_names}
 
 
-def _same(a, b) -> bool:
-    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+def _same(a: torch.Tensor, b) -> bool:
+    """Whether ``b`` (from an answer) equals the tensor ``a``; a 0-dim tensor arrives as a number (see plain)."""
+    if isinstance(b, (int, float)) and not isinstance(b, bool) and a.dim() == 0:
+        b = torch.tensor(b, dtype=a.dtype)
+    return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
 
 
 def _number(exercise: str, answer, what: str) -> float:
@@ -529,6 +532,10 @@ def judge_capstone(answer, test) -> tuple[float, str]:
         kind = answer.get("type") if isinstance(answer, dict) else type(answer).__name__
         _fail("07.1", f"the recipe returned {kind}, not a StagedNet.",
               "return the trained model (a course network from ftcourse.models).")
+    weights = answer.get("state_dict")
+    if isinstance(weights, dict):  # plain() sent 0-dim tensors (BatchNorm's counters) as numbers
+        answer = {**answer, "state_dict": {k: torch.tensor(v) if isinstance(v, (int, float)) else v
+                                           for k, v in weights.items()}}
     try:
         model = models.model_from_checkpoint(answer, "the recipe's model")
     except ValueError as error:

@@ -52,7 +52,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 @dataclass(frozen=True)
 class Limits:
     """What one sandboxed run may use. Sizes in MiB."""
-    memory_mb: int = 4096  # RLIMIT_DATA: heap and anonymous memory, what a training run allocates
+    memory_mb: int = 2048  # RLIMIT_DATA: heap and anonymous memory (the capstone's solution needs about 1,000)
     cpu_seconds: int = 1800  # RLIMIT_CPU, over all threads
     file_mb: int = 64  # RLIMIT_FSIZE: the largest file it may write
     work_mb: int = 256  # the size of its writable /sandbox and /tmp (namespaces only)
@@ -131,15 +131,20 @@ class Sandboxed:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def kill(self) -> None:
-        """End the sandbox and every process in it, then remove its files. Safe to call twice."""
+    def end(self) -> None:
+        """Kill every process of the sandbox: its session, its cgroup, and any orphan it left (processes mode)."""
         self.stop()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
         _kill_cgroup(self.cgroup)
+        self.cgroup = None
         _kill_orphans(keep=self.children_before)
+
+    def kill(self) -> None:
+        """End the sandbox and every process in it, then remove its files. Safe to call twice."""
+        self.end()
         for stream in (self.process.stdin, self.process.stdout):
             if stream:
                 try:

@@ -59,19 +59,22 @@ def _alarm(signum, frame):
 
 def run_notebook(path: str, cell_seconds: int) -> tuple[dict, list]:
     """Run every code cell of the notebook at ``path``; returns the namespace and the cells that raised."""
-    import nbformat
+    import json
+
     from IPython.core.interactiveshell import InteractiveShell
 
-    notebook = nbformat.read(path, as_version=4)
+    with open(path, encoding="utf-8") as f:  # the grader has checked it is a notebook (nbformat is slow to import)
+        cells = json.load(f)["cells"]
     shell = InteractiveShell.instance()
     signal.signal(signal.SIGALRM, _alarm)
     errors = []
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type != "code":
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code":
             continue
+        source = cell.get("source", "")
         signal.alarm(cell_seconds)
         try:
-            result = shell.run_cell(cell.source, store_history=False)
+            result = shell.run_cell("".join(source) if isinstance(source, list) else str(source), store_history=False)
         finally:
             signal.alarm(0)
         if not result.success:

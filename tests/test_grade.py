@@ -1,11 +1,22 @@
+"""`ftcourse grade` against hostile submissions: each must score 0, leave honest classmates graded right and their
+files unchanged, write nothing outside its sandbox, and never stop the run."""
+
 import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from ftcourse import cli
+import ftcourse
+from ftcourse import cli, grade, sandbox
 
-HEADER = "from ftcourse import checks\n"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(ftcourse.__file__).resolve().parent
 RIGHT = """def freeze_first(model, k):
     for name in model.stage_names[:k]:
         model.stage(name).requires_grad_(False)
@@ -14,59 +25,232 @@ RIGHT = """def freeze_first(model, k):
 def count_trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 """
-WRONG = """def freeze_first(model, k):
-    for name in model.stage_names[:k + 1]:
-        model.stage(name).requires_grad_(False)
-    return model
-
-def count_trainable(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-"""
-CHECKS = ["checks.check_freeze_first(freeze_first)", "checks.check_count_trainable(count_trainable)"]
+WRONG = RIGHT.replace("stage_names[:k]", "stage_names[:k + 1]")
+NOTHING = "def freeze_first(model, k):\n    return model\n\ndef count_trainable(model):\n    return 0\n"
+CHECKS = ["from ftcourse import checks", "checks.check_freeze_first(freeze_first)",
+          "checks.check_count_trainable(count_trainable)"]
+namespaces = pytest.mark.skipif(sandbox.isolation() != "namespaces",
+                                reason="only the namespaces sandbox hides the machine from a submission")
 
 
-def submission(path, code, extra=()):
-    cells = [nbformat.v4.new_code_cell(HEADER + code), *map(nbformat.v4.new_code_cell, CHECKS)]
-    cells += [nbformat.v4.new_code_cell(c) for c in extra]
-    notebook = nbformat.v4.new_notebook(cells=cells)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+def notebook(path: Path, *cells: str, assignment="02", code=NOTHING):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (code, *cells, *CHECKS)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if assignment:
+        nb.metadata["ftcourse"] = {"assignment": assignment}
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, path)
+    nbformat.write(nb, path)
+    return path
 
 
-@pytest.mark.slow  # runs notebooks in kernels, one until its time limit
-def test_grade_scores_right_wrong_broken_and_timed_out_submissions(tmp_path):
-    folder = tmp_path / "submissions"
-    submission(folder / "alice" / "02_freezing.ipynb", RIGHT)
-    submission(folder / "bob.ipynb", WRONG)
-    folder.joinpath("carol.ipynb").write_text("{ this is not a notebook")
-    submission(folder / "dave.ipynb", RIGHT, extra=["import time\ntime.sleep(120)"])
-    out = tmp_path / "grades.csv"
-    assert cli.main(["grade", str(folder), "--out", str(out), "--timeout", "20"]) == 0
+def frame(payload: str) -> str:
+    """Code that writes a frame of pickled ``payload`` (an expression) to the answers descriptor."""
+    return f"""import os, pickle, struct
+_data = pickle.dumps({payload})
+os.write(int(os.environ["FTCOURSE_ANSWERS_FD"]), struct.pack(">Q", len(_data)) + _data)"""
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One grading run over honest students and every hostile probe; returns (rows, output, paths)."""
+    tmp = tmp_path_factory.mktemp("grading")
+    folder, out = tmp / "submissions", tmp / "out" / "grades.csv"
+    out.parent.mkdir()
+    home_marker = Path.home() / f"ftcourse-pwned-{os.getpid()}"
+    secret_file = tmp / "secret.txt"
+    secret_file.write_text("the exam's answers")
+    token = f"ftcourse-daemon-{os.getpid()}-{time.time_ns()}"
+    alice = notebook(folder / "alice" / "assignment.ipynb", code=RIGHT)
+    notebook(folder / "bob.ipynb", code=WRONG)
+    probes = {
+        "forger": [  # print PASSED, replace the checks and their judges, claim every exercise
+            "from ftcourse import checks\nfor e in checks.GRADED.values(): print(f'PASSED exercise {e.id}')",
+            "checks.GRADED.clear(); checks.judge_freeze_first = lambda *a: 'ok'; checks.plain = lambda v: 1",
+        ],
+        "frames": [  # forge the answers channel: a claim of passing, then a pickle that would run code
+            frame("{'kind': 'ready', 'errors': []}"),
+            frame("{'kind': 'answers', 'exercises': {'02.1': {'passed': True}, '02.2': {'value': 'PASSED'}}}"),
+            "class Evil:\n    def __reduce__(self):\n        return (os.system, ('touch /tmp/pwned',))\n"
+            + frame("Evil()"),
+        ],
+        "patcher": ["import ftcourse.train\nftcourse.train.evaluate = lambda *a, **k: {'accuracy': 1.0}",
+                    f"open({str(PACKAGE / 'checks.py')!r}, 'a').write('\\nGRADED.clear()\\n')"],
+        "vandal": [f"import shutil\nshutil.rmtree({str(folder)!r}, ignore_errors=True)",
+                   f"open({str(alice)!r}, 'w').write('gone')",
+                   "open('../alice/assignment.ipynb', 'w').write('gone')",
+                   f"open({str(out)!r}, 'w').write('student,total\\nvandal,99\\n')"],
+        "escaper": [f"open({str(home_marker)!r}, 'w').write('x')",
+                    "import os\nopen(os.path.expanduser('~/.bashrc'), 'a').write('echo pwned')",
+                    "open('../pwned', 'w').write('x')"],
+        "daemon": [f"""import subprocess, sys
+subprocess.Popen(["setsid", sys.executable, "-c", '''import time
+while True:
+    try:
+        open({str(out)!r}, "w").write("student,total\\\\nbob,99\\\\n")
+    except OSError:
+        pass
+    time.sleep(0.2)''', {token!r}], start_new_session=True)"""],
+        "killer": ["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+                   f"os.kill({os.getpid()}, signal.SIGKILL)", "os.kill(-1, signal.SIGKILL)"],
+        "forker": ["import os, time\nfor _ in range(100000):\n    if os.fork() == 0:\n        time.sleep(600)\n"
+                   "        os._exit(0)"],
+        "glutton": ["hoard = bytearray(2 * 2**30)\nhoard[::4096] = b'x' * len(hoard[::4096])"],
+        "shouter": ["import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 2**20)"],
+        "looper": ["while True:\n    pass"],
+        "stubborn": ["while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n"
+                     "        pass"],
+        "=HYPERLINK(\"x\";\"click\")": [],
+    }
+    for name, cells in probes.items():
+        notebook(folder / f"{name}.ipynb", *cells)
+    (folder / "eve.ipynb").symlink_to(secret_file)
+    (folder / "ghost.ipynb").symlink_to(tmp / "nowhere.ipynb")
+    notebook(folder / "nina.ipynb", code=RIGHT)
+    notebook(folder / "nina" / "work.ipynb", code=WRONG)
+    notebook(folder / ".ipynb_checkpoints" / "alice-checkpoint.ipynb", code=RIGHT)
+    notebook(folder / "olaf.ipynb", code=RIGHT, assignment=None)  # not an exercise notebook: no assignment id
+    (folder / "notes.txt").write_text("not a notebook")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+    package_before = {p: p.read_bytes() for p in PACKAGE.glob("*.py")}
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "ftcourse.cli", "grade", str(folder), "--out", str(out),
+                             "--timeout", "25", "--cell-timeout", "5"], capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - start
+    time.sleep(1)  # give a surviving daemon the chance to show itself
     rows = {r["student"]: r for r in csv.DictReader(out.open())}
-    assert set(rows) == {"alice", "bob", "carol", "dave"}
-    assert (rows["alice"]["02.1"], rows["alice"]["02.2"], rows["alice"]["total"]) == ("1", "1", "2")
-    assert rows["alice"]["status"] == "02_freezing.ipynb: ok"
+    return {"rows": rows, "result": result, "seconds": seconds, "before": before, "package_before": package_before,
+            "home_marker": home_marker, "token": token, "out": out, "folder": folder}
+
+
+@namespaces
+@pytest.mark.slow  # one grading run of 20 submissions, a few of which run until their time limits
+def test_honest_students_are_graded_right_whatever_their_classmates_did(graded):
+    rows, result = graded["rows"], graded["result"]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert rows["alice"]["02.1"] == rows["alice"]["02.2"] == "1" and rows["alice"]["total"] == "2", rows["alice"]
     assert (rows["bob"]["02.1"], rows["bob"]["02.2"]) == ("0", "1")
-    assert "with k=0 the trainable stages" in rows["bob"]["messages"] and "ExerciseFailed" in rows["bob"]["status"]
-    assert rows["carol"]["total"] == "0" and "broken notebook" in rows["carol"]["status"]
-    assert rows["dave"]["total"] == "0" and "timed out" in rows["dave"]["status"]
+    assert "with k=0 the trainable stages" in rows["bob"]["messages"]
 
 
-@pytest.mark.slow  # trains the capstone's model in a kernel
-def test_grade_runs_the_capstone_and_reports_the_accuracy_reached(tmp_path):
-    """The capstone's worked solution passes under `ftcourse grade`; its exercise (a stub) scores zero."""
-    import shutil
-    from pathlib import Path
+@namespaces
+@pytest.mark.slow
+@pytest.mark.parametrize("probe", ["forger", "frames", "patcher", "vandal", "escaper", "daemon", "killer", "forker",
+                                   "glutton", "shouter", "looper", "stubborn"])
+def test_every_hostile_submission_scores_zero(graded, probe):
+    row = graded["rows"][probe]
+    assert row["total"] == "0", row
 
-    root = Path(__file__).resolve().parent.parent
+
+@namespaces
+@pytest.mark.slow
+def test_the_reasons_are_in_the_table(graded):
+    rows = graded["rows"]
+    assert "more than 20 MB of output" in rows["shouter"]["status"]
+    assert "timed out while the notebook ran" in rows["stubborn"]["status"]
+    assert "refused eve.ipynb: a symbolic link" in rows["eve"]["status"]
+    assert "refused ghost.ipynb: a symbolic link" in rows["ghost"]["status"]
+    assert "no ftcourse assignment id" in rows["olaf"]["status"]
+    assert rows["nina (nina.ipynb)"]["total"] == "2" and rows["nina (nina/)"]["total"] == "1"
+    assert "name clash" in rows["nina (nina.ipynb)"]["status"]
+    assert "exam" not in graded["out"].read_text()  # the symlinked secret was never read into the table
+    assert not any("checkpoint" in s for s in rows)
+
+
+@namespaces
+@pytest.mark.slow
+def test_nothing_outside_the_sandboxes_changed_and_nothing_survived(graded):
+    for path, content in graded["before"].items():
+        assert path.read_bytes() == content, f"{path} was changed"
+    for path, content in graded["package_before"].items():
+        assert path.read_bytes() == content, f"the installed package's {path.name} was changed"
+    assert not graded["home_marker"].exists()
+    assert not (graded["folder"].parent / "pwned").exists() and not Path("/tmp/pwned").exists()
+    alive = subprocess.run(["pgrep", "-f", graded["token"]], capture_output=True, text=True).stdout.split()
+    assert not alive, f"a daemon outlived its sandbox: {alive}"
+    rows = graded["rows"]
+    assert rows["bob"]["total"] == "1" and "vandal" in rows  # the table is the grader's, not the daemon's
+
+
+@namespaces
+@pytest.mark.slow
+def test_every_entry_gives_a_row_or_a_reason_and_formulas_are_escaped(graded):
+    rows, stdout = graded["rows"], graded["result"].stdout
+    print(stdout, f"{graded['seconds']:.0f} s")
+    assert "skipped, because:" in stdout and "notes.txt: not a notebook" in stdout
+    assert ".ipynb_checkpoints: hidden" in stdout
+    assert "'=HYPERLINK(\"x\";\"click\")" in rows  # the name is text, not a formula
+    text = graded["out"].read_text()
+    assert "\n=" not in text and ",=" not in text
+
+
+def test_out_is_checked_before_anyone_is_graded(tmp_path, capsys):
     folder = tmp_path / "submissions"
+    notebook(folder / "alice.ipynb", code=RIGHT)
+    assert cli.main(["grade", str(folder), "--out", str(tmp_path / "no" / "such" / "x.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["grade", str(folder), "--out", str(folder / "grades.csv")]) == 2
+    assert "inside the submissions folder" in capsys.readouterr().err
+
+
+def test_discovery_reads_assignments_from_metadata_not_file_names(tmp_path):
+    folder = tmp_path / "submissions"
+    notebook(folder / "01_x.ipynb", assignment="02")  # a misleading name changes nothing
+    notebook(folder / "zoe" / "anything.ipynb", assignment="05")
+    found, skipped = grade.discover(folder)
+    assignments = {s.student: [grade.assignment_of(grade.read_notebook(p)) for p in s.notebooks] for s in found}
+    assert assignments == {"01_x": ["02"], "zoe": ["05"]} and skipped == []
+
+
+def test_csv_cells_that_look_like_formulas_are_escaped(tmp_path):
+    out = tmp_path / "t.csv"
+    grade.write_table([{"student": "=1+1", "total": 2, "messages": "@SUM(A1)", "status": "-2+3"}],
+                      ["student", "total", "messages", "status"], out)
+    row = next(csv.DictReader(out.open()))
+    assert row == {"student": "'=1+1", "total": "2", "messages": "'@SUM(A1)", "status": "'-2+3"}
+
+
+@pytest.mark.slow  # grades three students, then again with --resume
+def test_a_rerun_with_resume_keeps_finished_rows_and_regrades_changed_notebooks(tmp_path):
+    folder, out = tmp_path / "submissions", tmp_path / "grades.csv"
+    notebook(folder / "alice.ipynb", code=RIGHT)
+    notebook(folder / "bob.ipynb", code=WRONG)
+    assert cli.main(["grade", str(folder), "--out", str(out), "--timeout", "60"]) == 0
+    notebook(folder / "bob.ipynb", code=RIGHT)  # bob fixed his notebook
+    rows = grade.grade(folder, out, timeout=60, resume=True, verbose=False)
+    assert {r["student"]: str(r["total"]) for r in rows} == {"alice": "2", "bob": "2"}
+    with out.open() as f:
+        assert {r["student"]: r["total"] for r in csv.DictReader(f)} == {"alice": "2", "bob": "2"}
+
+
+@pytest.mark.slow  # trains the capstone's recipes in sandboxes
+def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails(tmp_path):
+    folder, out = tmp_path / "submissions", tmp_path / "grades.csv"
     folder.mkdir()
-    shutil.copy(root / "solutions" / "07_capstone.ipynb", folder / "erin.ipynb")
-    shutil.copy(root / "exercises" / "07_capstone.ipynb", folder / "frank.ipynb")
-    out = tmp_path / "grades.csv"
-    assert cli.main(["grade", str(folder), "--out", str(out), "--timeout", "300"]) == 0
-    rows = {r["student"]: r for r in csv.DictReader(out.open())}
-    assert rows["erin"]["07.1"] == "1", rows["erin"]
-    assert "PASSED exercise 07.1: test accuracy" in rows["erin"]["messages"]
-    assert rows["frank"]["07.1"] == "0" and "not done yet" in rows["frank"]["messages"]
+    shutil.copy(ROOT / "solutions" / "07_capstone.ipynb", folder / "erin.ipynb")
+    shutil.copy(ROOT / "exercises" / "07_capstone.ipynb", folder / "frank.ipynb")
+    lookup = """def recipe(train, budget):  # memorise the practice test set: the answer key of another target
+    import torch
+    from ftcourse import capstone, models, train as engine
+    _, test = capstone.practice()
+    model = models.replace_head(models.pretrained("lab"), len(test.classes))
+    engine.fit(model, test, steps=100, lr=0.01, batch_size=32, progress=False)
+    return model"""
+    scratch = """def recipe(train, budget):  # from scratch, and hide the compute from the image counter
+    import torch
+    from ftcourse import models, train as engine
+    torch.nn.modules.module._global_forward_hooks.clear()
+    model = models.resnet(len(train.classes))
+    engine.fit(model, train, steps=budget // 32, lr=0.05, batch_size=32, augment=True, progress=False)
+    return model"""
+    slow = "def recipe(train, budget):\n    import time\n    time.sleep(100_000)"
+    for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow)):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nb.metadata["ftcourse"] = {"assignment": "07"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    rows = {r["student"]: r for r in grade.grade(folder, out, timeout=300, secret=12345, verbose=False)}
+    assert rows["erin"]["07.1"] == 1 and "PASSED 07.1: test accuracy" in rows["erin"]["messages"], rows["erin"]
+    assert "Your justification" in rows["erin"]["justification"]
+    assert rows["frank"]["07.1"] == 0 and "not done yet" in rows["frank"]["messages"]
+    assert rows["gina"]["07.1"] == 0 and "test accuracy" in rows["gina"]["messages"], rows["gina"]
+    assert rows["hank"]["07.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
+    assert rows["ivan"]["07.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]

@@ -1,0 +1,158 @@
+"""The sandbox itself (ftcourse.sandbox), probed by small programs that try to get out of it.
+
+The namespace tests run where this machine offers user namespaces (Linux; CI does); the limits apply everywhere.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ftcourse
+from ftcourse import sandbox
+
+namespaces = pytest.mark.skipif(sandbox.isolation() != "namespaces",
+                                reason="this machine offers no user namespaces; the sandbox runs in processes mode")
+
+
+def run(code: str, *, files=None, limits=sandbox.Limits(), hide=(), mode=None, seconds=60) -> tuple[int, str, bytes]:
+    """Run ``code`` with ``python -c`` in a sandbox; returns its exit code, its output and what it wrote as answers."""
+    box = sandbox.start(["python", "-I", "-c", code], files or {"notebook.ipynb": b"{}"}, limits=limits,
+                        hide=hide, mode=mode)
+    try:
+        box.process.wait(timeout=seconds)
+        box.end()  # whatever it left running is gone, so its output ends
+        output = box.process.stdout.read()
+        answers = b""
+        while chunk := os.read(box.answers_fd, 65536):
+            answers += chunk
+        return box.process.returncode, output.decode(errors="replace"), answers
+    finally:
+        box.kill()
+
+
+@namespaces
+def test_the_sandbox_sees_its_own_files_python_and_the_package_read_only_and_nothing_else(tmp_path):
+    secret = tmp_path / "submissions" / "alice.ipynb"
+    secret.parent.mkdir()
+    secret.write_text("alice's work")
+    package = Path(ftcourse.__file__).resolve().parent
+    code = f"""
+import os, sys
+print("files", sorted(os.listdir(".")))
+print("uid", os.getuid())
+for path in [{str(package / 'checks.py')!r}, {str(secret)!r}, {str(Path.home() / 'x')!r}, "/etc/shadow",
+             "../escape", os.path.expanduser("~/mine"), "/tmp/mine", "here.txt"]:
+    try:
+        with open(path, "a") as f:
+            f.write("x")
+        print("wrote", path)
+    except OSError as e:
+        print("refused", path, e.strerror)
+print("alice exists", os.path.exists({str(secret)!r}))
+import ftcourse.checks
+print("package readable", ftcourse.checks.__name__)
+"""
+    code_, out, _ = run(code, hide=(secret.parent,))
+    assert code_ == 0, out
+    assert "files ['home', 'notebook.ipynb']" in out
+    assert "uid 1000" in out  # an ordinary user inside; root owns nothing it can reach
+    assert f"refused {package / 'checks.py'} Read-only file system" in out
+    assert "alice exists False" in out  # the submissions folder does not exist inside
+    for inside in ("/sandbox/home/mine", "/tmp/mine", "here.txt"):
+        assert f"wrote {inside}" in out
+    assert "refused ../escape" in out and "refused /etc/shadow" in out
+    assert secret.read_text() == "alice's work"
+    assert not (Path.home() / "x").exists() and "package readable ftcourse.checks" in out
+
+
+@namespaces
+def test_no_network_no_privileges_and_a_clean_environment(monkeypatch):
+    monkeypatch.setenv("TEACHERS_TOKEN", "s3cret")
+    code = """
+import os, socket, subprocess
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=3); print("network yes")
+except OSError as e:
+    print("network no")
+r = subprocess.run(["mount", "-o", "remount,rw", "/"], capture_output=True)
+print("remount", r.returncode)
+print("token" , "TEACHERS_TOKEN" in os.environ, os.environ["HOME"], os.environ["TMPDIR"])
+"""
+    _, out, _ = run(code)
+    assert "network no" in out and "remount 0" not in out and "token False /sandbox/home /tmp" in out
+
+
+@namespaces
+def test_a_daemon_that_left_the_session_dies_with_the_sandbox(tmp_path):
+    token = f"ftcourse-daemon-{os.getpid()}-{time.time_ns()}"
+    code = f"""
+import subprocess, sys
+subprocess.Popen(["setsid", sys.executable, "-c", "import time\\nwhile True: time.sleep(0.1)", {token!r}],
+                 start_new_session=True)
+print("started")
+"""
+    _, out, _ = run(code)
+    assert "started" in out
+    time.sleep(0.5)
+    alive = subprocess.run(["pgrep", "-f", token], capture_output=True, text=True).stdout.split()
+    assert not alive, f"processes outlived the sandbox: {alive}"
+
+
+def test_a_fork_loop_is_bounded_and_everything_is_killed_at_the_end():
+    code = """
+import os, time
+made = 0
+try:
+    for _ in range(5000):
+        if os.fork() == 0:
+            time.sleep(300)
+            os._exit(0)
+        made += 1
+except OSError:
+    pass
+print("forked", made)
+"""
+    _, out, _ = run(code, limits=sandbox.Limits(processes=32))
+    made = int(out.split("forked")[1].split()[0])
+    assert made < 64, out
+
+
+def test_memory_cpu_and_file_size_are_limited():
+    grab = "b = bytearray(2 * 2**30)\nprint('got 2 GB')"
+    code_, out, _ = run(grab, limits=sandbox.Limits(memory_mb=1024))
+    assert "got 2 GB" not in out and "MemoryError" in out
+    code_, out, _ = run("open('big', 'wb').write(b'x' * (8 * 2**20))", limits=sandbox.Limits(file_mb=4))
+    assert code_ != 0  # SIGXFSZ, or an OSError
+    start = time.monotonic()
+    code_, out, _ = run("while True: pass", limits=sandbox.Limits(cpu_seconds=2))
+    assert code_ != 0 and time.monotonic() - start < 30
+
+
+def test_the_answers_descriptor_carries_what_the_program_writes():
+    code_, out, answers = run("import os\nos.write(int(os.environ['FTCOURSE_ANSWERS_FD']), b'42')")
+    assert code_ == 0 and answers == b"42", out
+
+
+def test_processes_mode_kills_what_is_left_and_keeps_the_teachers_environment_out(monkeypatch):
+    monkeypatch.setenv("TEACHERS_TOKEN", "s3cret")
+    token = f"ftcourse-orphan-{os.getpid()}-{time.time_ns()}"
+    code = f"""
+import os, subprocess, sys
+print("token", "TEACHERS_TOKEN" in os.environ, os.environ["HOME"].endswith("home"))
+subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.1)", {token!r}],
+                 start_new_session=True)
+"""
+    _, out, _ = run(code, mode="processes")
+    assert "token False True" in out
+    time.sleep(0.5)
+    alive = subprocess.run(["pgrep", "-f", token], capture_output=True, text=True).stdout.split()
+    assert not alive, f"processes outlived the sandbox: {alive}"
+
+
+def test_isolation_is_one_of_the_documented_modes():
+    assert sandbox.isolation() in ("namespaces", "processes")
+    assert sys.platform.startswith("linux") or sandbox.isolation() == "processes"
