@@ -101,7 +101,7 @@ def grade(args) -> int:
 
     try:
         run_grade(args.submissions, args.out, timeout=args.timeout, cell_timeout=args.cell_timeout,
-                  resume=args.resume, secret=args.secret, mode=args.sandbox)
+                  resume=args.resume, secret=args.secret, mode=args.container or args.sandbox)
     except (FileNotFoundError, ValueError) as error:
         print(f"ftcourse grade: {error}", file=sys.stderr)
         return 2
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the capstone's secret (default: a new one per run, kept beside --out for --resume)")
     p.add_argument("--sandbox", choices=["namespaces", "processes"], default=None,
                    help="the isolation (default: the strongest this machine offers; see the README)")
+    p.add_argument("--container", choices=["docker", "podman"], default=None,
+                   help="run each submission in a container of $FTCOURSE_CONTAINER_IMAGE (default ftcourse-grader)")
     p.set_defaults(run=grade)
     return parser
 

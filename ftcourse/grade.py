@@ -168,7 +168,7 @@ class _Output(threading.Thread):
     def run(self):
         while True:
             try:
-                chunk = self.box.process.stdout.read1(65536)
+                chunk = self.box.output.read1(65536)
             except (OSError, ValueError):
                 return
             if not chunk:

@@ -18,7 +18,11 @@
 ``"processes"`` (anything else, e.g. macOS or a container without user namespaces): a fresh temporary folder as
     working folder, ``HOME`` and ``TMPDIR``, a new session, the resource limits below, and every process it leaves
     killed at the end. It **can** read and write whatever the grader's user can: grade only trusted submissions
-    there, or use ``--container``.
+    there, or use a container.
+``"docker"`` or ``"podman"`` (``ftcourse grade --container docker``): each submission in a container of the image
+    ``$FTCOURSE_CONTAINER_IMAGE`` (default ``ftcourse-grader``: any image with Python and ftcourse installed), with
+    no network, a read-only image, no capabilities, an unprivileged user and the engine's own limits
+    (:func:`container_command`). Where an engine is installed this is the strongest choice on any platform.
 
 Both get resource limits (:class:`Limits`): memory (``RLIMIT_DATA``), CPU seconds, the size of any one file they
 write, open files, no core dumps, and a number of processes (a pids cgroup where the grader may make one, else
@@ -118,13 +122,16 @@ def readable_paths(hide: tuple[Path, ...] = ()) -> list[str]:
 class Sandboxed:
     """One running sandbox: ``process`` (a Popen), its pipes, and what it needs cleaned up."""
 
-    def __init__(self, process: subprocess.Popen, answers_fd: int, folder: Path, cgroup: Path | None,
-                 children_before: set[int]):
-        self.process, self.answers_fd, self.folder, self.cgroup = process, answers_fd, folder, cgroup
+    def __init__(self, process: subprocess.Popen, answers_fd: int, output, folder: Path, cgroup: Path | None,
+                 children_before: set[int], container: str | None = None):
+        self.process, self.answers_fd, self.output, self.folder = process, answers_fd, output, folder
+        self.cgroup, self.container = cgroup, container
         self.children_before = children_before  # the caller's other children, which kill() leaves alone
 
     def stop(self) -> None:
         """Kill its first process and its session (in namespaces mode the kernel then kills all the rest)."""
+        if self.container:  # the container outlives its `docker run` client unless it is killed by name
+            subprocess.run([self.process.args[0], "kill", self.container], capture_output=True, timeout=30)
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)  # its session: unshare, or the worker and its children
@@ -145,15 +152,15 @@ class Sandboxed:
     def kill(self) -> None:
         """End the sandbox and every process in it, then remove its files. Safe to call twice."""
         self.end()
-        for stream in (self.process.stdin, self.process.stdout):
+        if self.answers_fd >= 0 and not self.container:  # a container's answers come on its stdout, closed below
+            os.close(self.answers_fd)
+        self.answers_fd = -1
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream:
                 try:
                     stream.close()
                 except OSError:
                     pass
-        if self.answers_fd >= 0:
-            os.close(self.answers_fd)
-            self.answers_fd = -1
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -175,6 +182,14 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
         (inbox / name).write_bytes(content)
     read_end, write_end = os.pipe()
     python = str(Path(sys.executable))
+    if mode in CONTAINER_ENGINES:  # answers come on the container's stdout; its output on stderr
+        os.close(read_end)
+        os.close(write_end)
+        name = f"ftcourse-{folder.name.rsplit('-', 1)[-1].lower()}"
+        command = container_command(mode, name, inbox, argv, limits, env or {})
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+        return Sandboxed(process, process.stdout.fileno(), process.stderr, folder, None, set(), container=name)
     if mode == "namespaces":
         root = folder / "root"
         root.mkdir()
@@ -200,7 +215,27 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
                                cwd=cwd, env=environment, pass_fds=(write_end,), start_new_session=True,
                                preexec_fn=lambda: _limit(limits, processes, cgroup))
     os.close(write_end)
-    return Sandboxed(process, read_end, folder, cgroup, children_before)
+    return Sandboxed(process, read_end, process.stdout, folder, cgroup, children_before)
+
+
+CONTAINER_ENGINES = ("docker", "podman")
+CONTAINER_IMAGE = "ftcourse-grader"  # or $FTCOURSE_CONTAINER_IMAGE: an image with python and ftcourse installed
+
+
+def container_command(engine: str, name: str, inbox: Path, argv: list[str], limits: Limits, env: dict) -> list[str]:
+    """The ``docker run`` (or ``podman run``) line for one submission: no network, a read-only image, no
+    capabilities, an unprivileged user, the limits, and the submission's files copied into a tmpfs ``/sandbox``."""
+    image = os.environ.get("FTCOURSE_CONTAINER_IMAGE", CONTAINER_IMAGE)
+    environment = clean_environment("/sandbox/home", "/tmp", {"FTCOURSE_ANSWERS_FD": "stdout", **env})
+    return [engine, "run", "--rm", "-i", f"--name={name}", "--network=none", "--read-only", "--cap-drop=ALL",
+            "--security-opt=no-new-privileges", "--user=1000:1000", f"--memory={limits.memory_mb}m",
+            f"--pids-limit={limits.processes}", f"--ulimit=fsize={limits.file_mb * 2**20}",
+            f"--ulimit=nofile={limits.open_files}", f"--ulimit=cpu={limits.cpu_seconds}",
+            f"--tmpfs=/tmp:size={limits.work_mb}m", f"--tmpfs=/sandbox:size={limits.work_mb}m,uid=1000,exec",
+            f"--volume={inbox}:/submission:ro", "--workdir=/sandbox",
+            *[f"--env={k}={v}" for k, v in environment.items()], image,
+            "sh", "-c", 'cp /submission/* /sandbox/ && mkdir -p /sandbox/home && exec "$@"', "sh",
+            "python", *argv[1:]]
 
 
 def _encode(spec: dict) -> str:

@@ -156,3 +156,30 @@ subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.
 def test_isolation_is_one_of_the_documented_modes():
     assert sandbox.isolation() in ("namespaces", "processes")
     assert sys.platform.startswith("linux") or sandbox.isolation() == "processes"
+
+
+def test_a_container_runs_without_network_capabilities_or_a_writable_image(monkeypatch):
+    monkeypatch.setenv("FTCOURSE_CONTAINER_IMAGE", "school/grader:1")
+    limits = sandbox.Limits(memory_mb=1000, processes=40)
+    command = sandbox.container_command("podman", "ftcourse-x", Path("/tmp/in"), ["python", "-m", "w"], limits, {})
+    assert command[:3] == ["podman", "run", "--rm"]
+    for flag in ("--network=none", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
+                 "--user=1000:1000", "--memory=1000m", "--pids-limit=40", "--volume=/tmp/in:/submission:ro",
+                 "--env=FTCOURSE_ANSWERS_FD=stdout", "school/grader:1"):
+        assert flag in command, flag
+    assert command[-3:] == ["python", "-m", "w"]
+
+
+def test_in_a_container_the_worker_answers_on_stdout_and_the_notebook_prints_on_stderr(tmp_path):
+    import json
+
+    from ftcourse import worker
+
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["print('hello')"]}]}))
+    env = {**os.environ, "FTCOURSE_ANSWERS_FD": "stdout"}
+    result = subprocess.run([sys.executable, "-m", "ftcourse.worker", str(path), "5"], env=env, capture_output=True,
+                            stdin=subprocess.DEVNULL, timeout=120)
+    assert "hello" in result.stderr.decode() and b"hello" not in result.stdout
+    length = worker.HEADER.unpack(result.stdout[:worker.HEADER.size])[0]
+    assert worker.decode(result.stdout[worker.HEADER.size:worker.HEADER.size + length])["kind"] == "ready"

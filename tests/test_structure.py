@@ -5,17 +5,17 @@ The modules are read with ``ast``, not imported, so every import counts: those a
 inside functions (a lazy import is still a dependency). The layers, bottom to top; a module may import from its own
 layer or any layer below it (this table is the one the test checks):
 
-    0  __init__ files downloads versions plots   leaves: the standard library and third-party packages only
+    0  __init__ files downloads versions plots sandbox _sandbox_setup   leaves: the standard library and third-party packages only
     1  models                                    networks and checkpoint files; know nothing of training
     2  env lr                                    device and profile; learning-rate schedules
     3  data                                      images as device tensors, augmentation, real datasets
     4  lab                                       the procedural source and target tasks
     5  train                                     the training engine: fit, evaluate, predict
     6  rangetest transfer measure pretrain       tools built on the engine
-    7  experiments sweep                         whole experiments and grids of them
+    7  experiments sweep capstone                whole experiments and grids of them; the capstone's target
     8  tour widgets                              what the lessons show
     9  checks exercises                          exercise feedback, exercises generated from solutions
-    10 grade                                     the autograder
+    10 grade worker                              the autograder, and its sandboxed side
     11 cli                                       the ftcourse command
 
 A module not in the table fails the test until it is placed: where a new module sits is a design decision.
