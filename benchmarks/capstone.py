@@ -21,7 +21,7 @@ RECIPES = {  # name: (source checkpoint or None for scratch, learning rate, step
     "scratch, 4x the steps": (None, 0.05, 400),
     "fine-tune lab": ("lab", 0.01, 100),
     "fine-tune lab-colours": ("lab-colours", 0.01, 100),
-    "fine-tune the source LEEP chooses": ("by LEEP", 0.01, 100),  # the solution notebook's recipe
+    "fine-tune the source LEEP chooses": ("by LEEP", 0.01, 100),  # chosen again on each target's 25 images
 }
 
 

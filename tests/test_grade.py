@@ -254,3 +254,26 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     assert rows["gina"]["07.1"] == 0 and "test accuracy" in rows["gina"]["messages"], rows["gina"]
     assert rows["hank"]["07.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
     assert rows["ivan"]["07.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]
+
+
+@pytest.mark.slow  # grades until the first row is written, then presses Ctrl-C
+def test_ctrl_c_keeps_every_finished_row_and_a_resume_finishes_the_rest(tmp_path):
+    import signal
+
+    folder, out = tmp_path / "submissions", tmp_path / "grades.csv"
+    notebook(folder / "alice.ipynb", code=RIGHT)
+    notebook(folder / "bob.ipynb", "import time\ntime.sleep(600)", code=WRONG)
+    process = subprocess.Popen([sys.executable, "-m", "ftcourse.cli", "grade", str(folder), "--out", str(out),
+                                "--cell-timeout", "900"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out.exists() and "alice" in out.read_text()):
+        time.sleep(0.5)
+    time.sleep(3)  # bob's notebook is now running
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "--resume" in err
+    with out.open() as f:
+        assert [r["student"] for r in csv.DictReader(f)] == ["alice"]
+    notebook(folder / "bob.ipynb", code=WRONG)
+    rows = grade.grade(folder, out, resume=True, verbose=False)
+    assert [(r["student"], str(r["total"])) for r in rows] == [("alice", "2"), ("bob", "1")]
