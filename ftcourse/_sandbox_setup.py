@@ -85,12 +85,12 @@ def build(spec):
     root = spec["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
-    for path in sorted(spec["readable"]):
-        bind_read_only(root, path)
     size = f"size={int(spec['work_mb'])}m,mode=755"
-    for folder in ("/sandbox", "/tmp"):
+    for folder in ("/sandbox", "/tmp"):  # first, so that a readable path below /tmp is bound on top, not hidden
         os.makedirs(root + folder, exist_ok=True)
         mount("tmpfs", root + folder, "tmpfs", MS_NOSUID | MS_NODEV, size)
+    for path in sorted(spec["readable"]):
+        bind_read_only(root, path)
     os.makedirs(root + "/sandbox/home")
     for name in os.listdir(spec["inbox"]):
         shutil.copyfile(os.path.join(spec["inbox"], name), os.path.join(root + "/sandbox", name))

@@ -1,0 +1,97 @@
+"""Efficient fine-tuning (ftcourse.efficient): exactly which parameters each method trains, and LoRA through peft."""
+
+import pytest
+import torch
+
+from ftcourse import efficient, models
+
+peft = pytest.importorskip("peft")
+
+
+def small(num_classes=5, seed=0):
+    torch.manual_seed(seed)
+    return models.resnet(num_classes, width=8, blocks=(1, 1, 1))
+
+
+def trainable(model):
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_each_method_trains_exactly_its_parameters():
+    model = small()
+    names = {name for name, _ in model.named_parameters()}
+    head = {"head.weight", "head.bias"}
+    assert trainable(efficient.select(small(), "full")) == names
+    assert trainable(efficient.select(small(), "linear probe")) == head
+    assert trainable(efficient.select(small(), "last stage")) == {n for n in names if n.startswith("layer3.")} | head
+    assert trainable(efficient.select(small(), "bitfit")) == {n for n in names if n.endswith(".bias")} | head
+    batchnorm = {f"{m}.{p}" for m, module in model.named_modules()
+                 if isinstance(module, torch.nn.BatchNorm2d) for p in ("weight", "bias")}
+    assert trainable(efficient.select(small(), "batchnorm")) == batchnorm | head
+    assert trainable(efficient.select(small(), "surgical:layer1")) == {n for n in names
+                                                                      if n.startswith("layer1.")} | head
+    with pytest.raises(ValueError, match="surgical:STAGE"):
+        efficient.select(small(), "some")
+
+
+def test_bitfit_in_this_resnet_is_batchnorms_shift_because_convolutions_have_no_bias():
+    model = efficient.select(small(), "bitfit")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.bias is None for c in convs)
+    assert efficient.count_trainable(model) < 0.05 * models.count_parameters(model)
+
+
+def test_lora_through_peft_starts_at_the_base_model_merges_to_the_same_outputs_and_stores_a_small_adapter():
+    base = small()
+    images = torch.rand(6, 3, 32, 32)
+    base.eval()
+    with torch.no_grad():
+        before = base(images)
+    wrapped = efficient.lora(models.copy_model(base))
+    wrapped.eval()
+    with torch.no_grad():
+        assert torch.allclose(wrapped(images), before, atol=1e-6)  # B = 0: LoRA starts at the pretrained network
+    # train the adapters a little, so that merging has something to fold in
+    wrapped.train()
+    optimizer = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(wrapped(images), torch.arange(6) % 5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    wrapped.eval()
+    with torch.no_grad():
+        adapted = wrapped(images)
+    assert not torch.allclose(adapted, before, atol=1e-4)
+    names = trainable(wrapped)
+    assert names and all("lora_" in n or "head" in n for n in names)
+    assert efficient.count_trainable(wrapped) < 0.25 * models.count_parameters(base)
+    merged = efficient.merge(wrapped)
+    assert isinstance(merged, models.StagedNet) and not any("lora" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        assert torch.allclose(merged(images), adapted, atol=1e-5)
+
+
+def test_a_lora_adapter_saved_by_peft_is_under_5_percent_of_the_model(tmp_path):
+    base = models.pretrained("lab")
+    wrapped = efficient.lora(models.replace_head(models.copy_model(base), 5))
+    wrapped.save_pretrained(tmp_path / "adapter")
+    adapter = sum(p.stat().st_size for p in (tmp_path / "adapter").iterdir())
+    assert adapter < 0.05 * len(_saved(base)), (adapter, len(_saved(base)))
+
+
+def _saved(model) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def test_what_a_method_stores_and_its_optimiser_state_are_counted_from_its_trainable_tensors():
+    model = efficient.select(small(), "bitfit")
+    n = efficient.count_trainable(model)
+    assert efficient.optimizer_state_bytes(model, "sgd") == 4 * n
+    assert efficient.optimizer_state_bytes(model, "adamw") == 8 * n
+    assert set(efficient.trainable_state(model)) == trainable(model)
+    assert 4 * n < efficient.delta_bytes(model) < 4 * n + 20_000
