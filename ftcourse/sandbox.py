@@ -26,7 +26,8 @@
 
 Both get resource limits (:class:`Limits`): memory (``RLIMIT_DATA``), CPU seconds, the size of any one file they
 write, open files, no core dumps, and a number of processes (a pids cgroup where the grader may make one, else
-``RLIMIT_NPROC``, which the kernel does not apply to root), plus a wall-clock limit that the grader enforces from
+``RLIMIT_NPROC``, which the kernel does not apply to root); where the grader may make a memory cgroup, the memory
+of the whole sandbox together too, plus a wall-clock limit that the grader enforces from
 outside. Only the variables of :func:`clean_environment` are passed in.
 
 The caller talks to the sandbox over pipes only: stdin, the merged stdout/stderr, and one more descriptor for
@@ -122,10 +123,10 @@ def readable_paths(hide: tuple[Path, ...] = ()) -> list[str]:
 class Sandboxed:
     """One running sandbox: ``process`` (a Popen), its pipes, and what it needs cleaned up."""
 
-    def __init__(self, process: subprocess.Popen, answers_fd: int, output, folder: Path, cgroup: Path | None,
+    def __init__(self, process: subprocess.Popen, answers_fd: int, output, folder: Path, cgroups: list[Path],
                  children_before: set[int], container: str | None = None):
         self.process, self.answers_fd, self.output, self.folder = process, answers_fd, output, folder
-        self.cgroup, self.container = cgroup, container
+        self.cgroups, self.container = cgroups, container
         self.children_before = children_before  # the caller's other children, which kill() leaves alone
 
     def stop(self) -> None:
@@ -145,8 +146,9 @@ class Sandboxed:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        _kill_cgroup(self.cgroup)
-        self.cgroup = None
+        for group in self.cgroups:
+            _kill_cgroup(group)
+        self.cgroups = []
         _kill_orphans(keep=self.children_before)
 
     def kill(self) -> None:
@@ -189,7 +191,7 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
         command = container_command(mode, name, inbox, argv, limits, env or {})
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    start_new_session=True)
-        return Sandboxed(process, process.stdout.fileno(), process.stderr, folder, None, set(), container=name)
+        return Sandboxed(process, process.stdout.fileno(), process.stderr, folder, [], set(), container=name)
     if mode == "namespaces":
         root = folder / "root"
         root.mkdir()
@@ -208,14 +210,14 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
                                         {"FTCOURSE_ANSWERS_FD": str(write_end), **(env or {})})
         cwd = str(inbox)
         _become_subreaper()
-    cgroup = _make_cgroup(limits.processes)
+    cgroups = _make_cgroups(limits)
     children_before = set(_children())
     processes = limits.processes + _processes_of(os.getuid())  # RLIMIT_NPROC counts all of this user's processes
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                cwd=cwd, env=environment, pass_fds=(write_end,), start_new_session=True,
-                               preexec_fn=lambda: _limit(limits, processes, cgroup))
+                               preexec_fn=lambda: _limit(limits, processes, cgroups))
     os.close(write_end)
-    return Sandboxed(process, read_end, process.stdout, folder, cgroup, children_before)
+    return Sandboxed(process, read_end, process.stdout, folder, cgroups, children_before)
 
 
 CONTAINER_ENGINES = ("docker", "podman")
@@ -244,7 +246,7 @@ def _encode(spec: dict) -> str:
     return json.dumps(spec)
 
 
-def _limit(limits: Limits, processes: int, cgroup: Path | None) -> None:
+def _limit(limits: Limits, processes: int, cgroups: list[Path]) -> None:
     """In the child, before exec: its resource limits (inherited by everything it starts)."""
     import resource
 
@@ -257,32 +259,57 @@ def _limit(limits: Limits, processes: int, cgroup: Path | None) -> None:
                 resource.setrlimit(getattr(resource, name), (value, value))
             except (ValueError, OSError):
                 pass
-    if cgroup is not None:
-        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+    for group in cgroups:
+        (group / "cgroup.procs").write_text(str(os.getpid()))
 
 
-CGROUP_PIDS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # cgroup v1's pids controller, or v2's root
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _make_cgroup(processes: int) -> Path | None:
-    """A pids cgroup that caps the sandbox's processes, where this user may make one; else None."""
-    for base in CGROUP_PIDS:
-        if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
+def _own_cgroup(controller: str) -> Path | None:
+    """The folder of this process's cgroup that holds ``controller`` (cgroup v1, or v2's single tree)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):  # v1: one tree per controller
+            return CGROUP_ROOT / controller / path.lstrip("/")
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and (CGROUP_ROOT / "cgroup.controllers").exists():  # v2
+            return CGROUP_ROOT / path.lstrip("/")
+    return None
+
+
+def _make_cgroups(limits: Limits) -> list[Path]:
+    """Cgroups below this process's own that cap the whole sandbox: its processes (pids) and its memory, all of
+    its processes together (tmpfs included). Made only where this user may; an empty list elsewhere."""
+    wanted = {"pids": [("pids.max", str(limits.processes))],
+              "memory": [("memory.limit_in_bytes", str((limits.memory_mb + 2 * limits.work_mb) * 2**20)),
+                         ("memory.max", str((limits.memory_mb + 2 * limits.work_mb) * 2**20))]}
+    groups = []
+    for controller, settings in wanted.items():
+        base = _own_cgroup(controller)
+        if base is None or not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
             continue
         try:
             group = Path(tempfile.mkdtemp(prefix="ftcourse-", dir=base))
         except OSError:
             continue
-        try:
-            (group / "pids.max").write_text(str(processes))
-            return group
-        except OSError:
-            shutil.rmtree(group, ignore_errors=True)
+        written = False
+        for name, value in settings:
             try:
-                group.rmdir()
+                (group / name).write_text(value)
+                written = True
             except OSError:
                 pass
-    return None
+        if written and group not in groups:
+            groups.append(group)
+        elif not written:
+            _kill_cgroup(group)
+    return groups
 
 
 def _kill_cgroup(group: Path | None) -> None:

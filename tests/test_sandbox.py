@@ -183,3 +183,26 @@ def test_in_a_container_the_worker_answers_on_stdout_and_the_notebook_prints_on_
     assert "hello" in result.stderr.decode() and b"hello" not in result.stdout
     length = worker.HEADER.unpack(result.stdout[:worker.HEADER.size])[0]
     assert worker.decode(result.stdout[worker.HEADER.size:worker.HEADER.size + length])["kind"] == "ready"
+
+
+def test_the_memory_of_the_whole_sandbox_is_capped_where_a_memory_cgroup_can_be_made():
+    groups = sandbox._make_cgroups(sandbox.Limits())
+    for group in groups:
+        sandbox._kill_cgroup(group)
+    if not any("memory" in str(g) for g in groups):
+        pytest.skip("this user may not make a memory cgroup here")
+    code = """
+import os, time
+kids = []
+for i in range(4):
+    pid = os.fork()
+    if pid == 0:
+        b = bytearray(300 * 2**20)
+        b[::4096] = b"x" * len(b[::4096])
+        time.sleep(3)
+        os._exit(0)
+    kids.append(pid)
+print("killed", sum(os.waitpid(pid, 0)[1] != 0 for pid in kids))
+"""
+    _, out, _ = run(code, limits=sandbox.Limits(memory_mb=512, work_mb=64))  # 640 MB for all of it together
+    assert "killed" in out and int(out.split("killed")[1].split()[0]) >= 1, out
