@@ -71,6 +71,22 @@ def select(model: StagedNet, method: str) -> StagedNet:
     return model
 
 
+def prepare(method: str):
+    """A ``prepare`` hook for :func:`ftcourse.experiments.run`: set up ``method`` on the freshly built model, in place.
+
+    For "lora", ``peft`` injects the adapters into the model itself, so the run trains and tests the same object::
+
+        experiments.run(task, "finetune", pretrained=net, prepare=efficient.prepare("bitfit"), lr="tuned",
+                        variant="bitfit", cache=folder)
+    """
+    def hook(model: StagedNet) -> None:
+        if method == "lora":
+            lora(model)
+        else:
+            select(model, method)
+    return hook
+
+
 def conv_names(model: nn.Module) -> list[str]:
     """The names of every convolution of ``model``: LoRA's ``target_modules``."""
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]

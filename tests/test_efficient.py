@@ -95,3 +95,16 @@ def test_what_a_method_stores_and_its_optimiser_state_are_counted_from_its_train
     assert efficient.optimizer_state_bytes(model, "adamw") == 8 * n
     assert set(efficient.trainable_state(model)) == trainable(model)
     assert 4 * n < efficient.delta_bytes(model) < 4 * n + 20_000
+
+
+def test_every_method_runs_through_the_course_experiment_and_trains_only_its_part():
+    from ftcourse import experiments, lab
+
+    task = lab.target("related", 5, val_per_class=5, test_per_class=5)
+    pretrained = small(8)
+    for method in ("bitfit", "lora", "surgical:layer1"):
+        result = experiments.run(task, "finetune", pretrained=pretrained, steps=3, lr=0.01,
+                                 prepare=efficient.prepare(method))
+        model = result["model"]
+        assert result["trainable"] == efficient.count_trainable(model) < 0.25 * models.count_parameters(pretrained)
+        assert model.num_classes == 5 and 0 <= result["accuracy"] <= 1
