@@ -231,10 +231,23 @@ def _ended(box: sandbox.Sandboxed, output: _Output, waiting_for: str) -> str:
     return f"its process ended {waiting_for} ({why}){': ' + last[0][:160] if last[0] else ''}"
 
 
-def _send(box: sandbox.Sandboxed, request: dict) -> None:
+def _send(box: sandbox.Sandboxed, request: dict, seconds: float = 30) -> None:
+    """Write a request to the worker within ``seconds``: a worker that stops reading cannot block the grader."""
+    data = memoryview(worker.encode(request))
     try:
-        box.process.stdin.write(worker.encode(request))
-        box.process.stdin.flush()
+        fd = box.process.stdin.fileno()
+        os.set_blocking(fd, False)
+        deadline = time.monotonic() + seconds
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Problem("its process stopped reading the grader's questions")
+            _, writable, _ = select.select([], [fd], [], min(left, 1.0))
+            if writable:
+                try:
+                    data = data[os.write(fd, data[:65536]):]
+                except BlockingIOError:
+                    continue
     except (BrokenPipeError, OSError, ValueError):
         raise Problem("its process stopped reading the grader's questions") from None
 

@@ -43,10 +43,14 @@ def notebook(path: Path, *cells: str, assignment="02", code=NOTHING):
     return path
 
 
-def frame(payload: str) -> str:
-    """Code that writes a frame of pickled ``payload`` (an expression) to the answers descriptor."""
-    return f"""import os, pickle, struct
-_data = pickle.dumps({payload})
+def frame(payload: str, writer: str = "torch") -> str:
+    """Code that writes a frame holding ``payload`` (an expression) to the answers descriptor, as the worker's
+    frames are written (``torch.save``), or as a raw pickle."""
+    save = ("import io, torch\n_buffer = io.BytesIO()\ntorch.save(_payload, _buffer)\n_data = _buffer.getvalue()"
+            if writer == "torch" else "import pickle\n_data = pickle.dumps(_payload)")
+    return f"""import os, struct
+_payload = {payload}
+{save}
 os.write(int(os.environ["FTCOURSE_ANSWERS_FD"]), struct.pack(">Q", len(_data)) + _data)"""
 
 
@@ -71,7 +75,7 @@ def graded(tmp_path_factory):
             frame("{'kind': 'ready', 'errors': []}"),
             frame("{'kind': 'answers', 'exercises': {'02.1': {'passed': True}, '02.2': {'value': 'PASSED'}}}"),
             "class Evil:\n    def __reduce__(self):\n        return (os.system, ('touch /tmp/pwned',))\n"
-            + frame("Evil()"),
+            + frame("Evil()", writer="pickle"),
         ],
         "patcher": ["import ftcourse.train\nftcourse.train.evaluate = lambda *a, **k: {'accuracy': 1.0}",
                     f"open({str(PACKAGE / 'checks.py')!r}, 'a').write('\\nGRADED.clear()\\n')"],
@@ -243,7 +247,8 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     engine.fit(model, train, steps=budget // 32, lr=0.05, batch_size=32, augment=True, progress=False)
     return model"""
     slow = "def recipe(train, budget):\n    import time\n    time.sleep(100_000)"
-    for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow)):
+    deaf = frame("{'kind': 'ready', 'errors': []}") + "\nimport time\ntime.sleep(100_000)"  # never reads the request
+    for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow), ("jack", deaf)):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         nb.metadata["ftcourse"] = {"assignment": "07"}
         nbformat.write(nb, folder / f"{name}.ipynb")
@@ -254,6 +259,7 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     assert rows["gina"]["07.1"] == 0 and "test accuracy" in rows["gina"]["messages"], rows["gina"]
     assert rows["hank"]["07.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
     assert rows["ivan"]["07.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]
+    assert rows["jack"]["07.1"] == 0, rows["jack"]  # it stopped reading, and the grader went on
 
 
 @pytest.mark.slow  # grades until the first row is written, then presses Ctrl-C
