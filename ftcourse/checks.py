@@ -172,16 +172,18 @@ def _model_input(rng: random.Random) -> dict:
 # ------------------------------------------------------------------------------------------------------------------
 # Lesson 01
 
-def _answer_finetune_start(fn, inputs):
+def _answer_from_pretrained(fn, inputs, *extra):
+    """Call ``fn(pretrained, num_classes, *extra)`` on a tiny pretrained model; report the model it returned and the
+    pretrained model as it is afterwards (a learner who changed it in place shows here)."""
     pretrained = _tiny_model(8, inputs["seed"])
-    model = fn(pretrained, inputs["num_classes"])
+    model = fn(pretrained, inputs["num_classes"], *extra)
     return {"model": _describe(model), "same_object": model is pretrained,
             "same_head": getattr(model, "head", None) is pretrained.head,
             "pretrained_after": {k: v.clone() for k, v in pretrained.state_dict().items()}}
 
 
 @_exercise("01.1", "finetune_start", "a copy of the pretrained model with a new head", _model_input,
-           _answer_finetune_start)
+           _answer_from_pretrained)
 def judge_finetune_start(answer, inputs) -> str:
     before = _tiny_model(8, inputs["seed"]).state_dict()
     n, model = inputs["num_classes"], answer["model"]
@@ -387,15 +389,8 @@ def _ask_keep(rng):
     return {**_model_input(rng), "keep": rng.randint(1, len(_tiny_model().stage_names) - 2)}
 
 
-def _answer_keep(fn, inputs):
-    pretrained = _tiny_model(8, inputs["seed"])
-    model = fn(pretrained, inputs["num_classes"], inputs["keep"])
-    return {"model": _describe(model), "same_object": model is pretrained,
-            "pretrained_after": {k: v.clone() for k, v in pretrained.state_dict().items()}}
-
-
 @_exercise("04.2", "keep_lower_stages", "copy the first stages of a pretrained model, re-initialise the rest",
-           _ask_keep, _answer_keep)
+           _ask_keep, lambda fn, inputs: _answer_from_pretrained(fn, inputs, inputs["keep"]))
 def judge_keep(answer, inputs) -> str:
     reference = _tiny_model(8, inputs["seed"])
     before, keep, n, model = reference.state_dict(), inputs["keep"], inputs["num_classes"], answer["model"]
