@@ -470,7 +470,133 @@ def judge_tau(answer, inputs) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The capstone (07.1): a recipe, run on the practice target here, on a secret one when graded.
+# Lesson 07
+
+def _ask_lora(rng):
+    sizes = {"in": rng.randint(4, 12), "out": rng.randint(3, 9), "r": rng.choice([1, 2, 4]),
+             "alpha": rng.choice([1.0, 2.0, 8.0])}
+    g = torch.Generator().manual_seed(rng.randrange(1_000_000))
+    return {**sizes, "weight": torch.randn(sizes["out"], sizes["in"], generator=g),
+            "bias": torch.randn(sizes["out"], generator=g), "x": torch.randn(7, sizes["in"], generator=g),
+            "A": torch.randn(sizes["r"], sizes["in"], generator=g), "B": torch.randn(sizes["out"], sizes["r"], generator=g)}
+
+
+def _linear(inputs) -> torch.nn.Linear:
+    base = torch.nn.Linear(inputs["in"], inputs["out"])
+    with torch.no_grad():
+        base.weight.copy_(inputs["weight"])
+        base.bias.copy_(inputs["bias"])
+    return base
+
+
+def _answer_lora(LoRALinear, inputs):
+    """Build the learner's layer on the given weights, read its output at the start and with the given A and B."""
+    layer = LoRALinear(_linear(inputs), inputs["r"], inputs["alpha"])
+    with torch.no_grad():
+        at_start = layer(inputs["x"]).detach().clone()
+        shapes = {name: list(getattr(layer, name).shape) for name in ("lora_A", "lora_B")}
+        b_at_start = layer.lora_B.detach().clone()
+        adapted = None  # with A and B of the wrong shapes there is nothing to compare: the judge says so first
+        if layer.lora_A.shape == inputs["A"].shape and layer.lora_B.shape == inputs["B"].shape:
+            layer.lora_A.copy_(inputs["A"])
+            layer.lora_B.copy_(inputs["B"])
+            adapted = layer(inputs["x"]).detach().clone()
+    trainable = sorted(name for name, p in layer.named_parameters() if p.requires_grad)
+    return {"at_start": at_start, "adapted": adapted, "shapes": shapes, "b_at_start": b_at_start,
+            "trainable": trainable}
+
+
+def peft_lora_output(inputs) -> torch.Tensor:
+    """The reference for 07.1: ``peft``'s LoRA layer on the same frozen weights and the same A and B."""
+    from peft import LoraConfig, get_peft_model
+
+    holder = torch.nn.Sequential()
+    holder.add_module("layer", _linear(inputs))
+    model = get_peft_model(holder, LoraConfig(r=inputs["r"], lora_alpha=inputs["alpha"], target_modules=["layer"],
+                                              lora_dropout=0.0))
+    layer = model.base_model.model.layer
+    with torch.no_grad():
+        layer.lora_A["default"].weight.copy_(inputs["A"])
+        layer.lora_B["default"].weight.copy_(inputs["B"])
+        return model(inputs["x"])
+
+
+@_exercise("07.1", "LoRALinear", "LoRA for one linear layer, by hand, against peft's", _ask_lora, _answer_lora)
+def judge_lora(answer, inputs) -> str:
+    r, n_in, n_out = inputs["r"], inputs["in"], inputs["out"]
+    if answer["shapes"] != {"lora_A": [r, n_in], "lora_B": [n_out, r]}:
+        _fail("07.1", f"lora_A and lora_B have shapes {answer['shapes']}; expected A {[r, n_in]} and B {[n_out, r]}.",
+              "A maps the input down to r numbers, B maps them back up: A is r x in_features, B is out_features x r.")
+    if not _same(torch.zeros(n_out, r), answer["b_at_start"]):
+        _fail("07.1", "lora_B does not start at zero.", "initialise B with zeros and A at random, so that BA = 0.")
+    with torch.no_grad():
+        frozen = _linear(inputs)(inputs["x"])
+    if not isinstance(answer["at_start"], torch.Tensor) or not torch.allclose(answer["at_start"], frozen, atol=1e-5):
+        _fail("07.1", "at the start the layer's output differs from the frozen layer's.",
+              "with B = 0 the correction is zero: return base(x) + scaling * (x @ A.T @ B.T).")
+    if answer["trainable"] != ["lora_A", "lora_B"]:
+        _fail("07.1", f"the trainable parameters are {answer['trainable']}; expected lora_A and lora_B only.",
+              "freeze the base layer: base.requires_grad_(False).")
+    expected = peft_lora_output(inputs)
+    adapted = answer["adapted"]
+    if not isinstance(adapted, torch.Tensor) or adapted.shape != expected.shape:
+        _fail("07.1", "the layer's output has the wrong shape.", "the output has out_features columns, like base's.")
+    if not torch.allclose(adapted, expected, atol=1e-5):
+        ratio = ((adapted - frozen).norm() / (expected - frozen).norm()).item()
+        _fail("07.1", f"with the same A and B your output differs from peft's (your correction is {ratio:.2f} times "
+                      f"peft's).", "scale the correction B A x by alpha / r.")
+    return f"starts equal to the frozen layer and matches peft's LoRA layer (r = {r}, alpha = {inputs['alpha']:g})."
+
+
+def _ask_cheapest(rng):
+    methods = ["full", "linear probe", "bitfit", "lora", "surgical:stem", "surgical:layer4"]
+    sizes = dict(zip(methods, [300_000, 1_000, 2_000, 8_000, 1_500, 230_000]))
+    for method in methods[1:]:  # other sizes than the notebook's, the order kept (full is the largest)
+        sizes[method] = int(sizes[method] * rng.uniform(0.8, 1.2))
+    rows = []
+    for target in rng.sample(["related", "shifted", "conflict", "unrelated"], 3):
+        full = rng.uniform(0.8, 0.97)
+        for method in methods:
+            mean = full if method == "full" else full - rng.choice([-0.02, -0.005, 0.005, 0.008, 0.015, 0.1, 0.4])
+            for seed in range(3):
+                rows.append({"target": target, "method": method, "seed": seed, "trainable": sizes[method],
+                             "accuracy": round(mean + (seed - 1) * rng.uniform(0, 0.03), 4)})
+    rng.shuffle(rows)
+    return {"rows": rows, "margin": rng.choice([0.01, 0.02])}
+
+
+def cheapest_within(rows, margin: float) -> dict:
+    """The reference for 07.2: per target, the method with the fewest trainable parameters whose mean accuracy over
+    seeds is at least full fine-tuning's mean minus ``margin``."""
+    means: dict = {}
+    for row in rows:
+        means.setdefault((row["target"], row["method"]), []).append(row["accuracy"])
+    trainable = {row["method"]: row["trainable"] for row in rows}
+    answer = {}
+    for target in sorted({row["target"] for row in rows}):
+        full = sum(means[target, "full"]) / len(means[target, "full"])
+        good = [m for (t, m), values in means.items() if t == target and sum(values) / len(values) >= full - margin]
+        answer[target] = min(good, key=lambda m: trainable[m])
+    return answer
+
+
+@_exercise("07.2", "cheapest_method", "the cheapest method within a margin of full fine-tuning, per target",
+           _ask_cheapest, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]))
+def judge_cheapest(answer, inputs) -> str:
+    expected = cheapest_within(inputs["rows"], inputs["margin"])
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        _fail("07.2", f"expected a dict with one method per target {sorted(expected)}, got {answer!r:.200}.",
+              "return {target: method}, one entry per value of row['target'].")
+    wrong = {t: answer[t] for t in expected if answer[t] != expected[t]}
+    if wrong:
+        _fail("07.2", f"wrong choices {wrong}; they should be {({t: expected[t] for t in wrong})}.",
+              "average each method's accuracy over seeds first; keep the methods whose mean is at least full "
+              "fine-tuning's mean minus the margin; of those, take the one with the fewest trainable parameters.")
+    return f"the cheapest method within {inputs['margin']:g} of full fine-tuning on each of {len(expected)} targets."
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The capstone (10.1): a recipe, run on the practice target here, on a secret one when graded.
 
 class _ImageCounter:
     """Counts images that go through a network's first convolution (3 input channels) with gradients enabled.
@@ -525,7 +651,7 @@ def judge_capstone(answer, test) -> tuple[float, str]:
 
     if not isinstance(answer, dict) or answer.get("type") != "StagedNet":
         kind = answer.get("type") if isinstance(answer, dict) else type(answer).__name__
-        _fail("07.1", f"the recipe returned {kind}, not a StagedNet.",
+        _fail(capstone.EXERCISE, f"the recipe returned {kind}, not a StagedNet.",
               "return the trained model (a course network from ftcourse.models).")
     weights = answer.get("state_dict")
     if isinstance(weights, dict):  # plain() sent 0-dim tensors (BatchNorm's counters) as numbers
@@ -534,20 +660,21 @@ def judge_capstone(answer, test) -> tuple[float, str]:
     try:
         model = models.model_from_checkpoint(answer, "the recipe's model")
     except ValueError as error:
-        _fail("07.1", str(error), "return the model itself, a course network from ftcourse.models.")
+        _fail(capstone.EXERCISE, str(error), "return the model itself, a course network from ftcourse.models.")
     if model.num_classes != len(test.classes):
-        _fail("07.1", f"the model has {model.num_classes} outputs but the target has {len(test.classes)} classes.",
+        _fail(capstone.EXERCISE,
+              f"the model has {model.num_classes} outputs but the target has {len(test.classes)} classes.",
               "models.replace_head(model, len(train.classes)).")
     accuracy = evaluate(model, test)["accuracy"]
     if accuracy < capstone.PASS_MARK:
-        _fail("07.1", f"test accuracy {accuracy:.3f}; it needs {capstone.PASS_MARK:.3f}.",
+        _fail(capstone.EXERCISE, f"test accuracy {accuracy:.3f}; it needs {capstone.PASS_MARK:.3f}.",
               "which source learned what this target needs? Compare sources and rates on a split of the "
               "training images first (lessons 04 and 05).")
     return accuracy, f"test accuracy {accuracy:.3f} (the pass mark is {capstone.PASS_MARK:.3f})"
 
 
 def check_capstone(recipe) -> bool:
-    """07.1: ``recipe(train, budget)`` -> a trained StagedNet for ``train``'s classes, within ``budget`` images.
+    """10.1: ``recipe(train, budget)`` -> a trained StagedNet for ``train``'s classes, within ``budget`` images.
 
     Here it runs on the public practice target, counts the images trained on, and tests the model on the practice
     test set. ``ftcourse grade`` runs it on a secret target of the same kind, with a time limit instead of the
@@ -559,21 +686,23 @@ def check_capstone(recipe) -> bool:
         with _ImageCounter() as counter:
             answer = plain(_answer_capstone(recipe, inputs))
     except NotImplementedError as error:
-        raise ExerciseNotDone(f"Exercise 07.1 is not done yet: {error}") from None
+        raise ExerciseNotDone(f"Exercise {capstone.EXERCISE} is not done yet: {error}") from None
     except Exception as error:
-        _fail("07.1", f"your recipe raised {type(error).__name__}: {error}",
+        _fail(capstone.EXERCISE, f"your recipe raised {type(error).__name__}: {error}",
               "run it on its own in a new cell and read the traceback.")
     if counter.images > capstone.BUDGET:
-        _fail("07.1", f"the recipe trained on {counter.images:,} images; the budget is {capstone.BUDGET:,}.",
+        _fail(capstone.EXERCISE,
+              f"the recipe trained on {counter.images:,} images; the budget is {capstone.BUDGET:,}.",
               "steps x batch size (plus any probe or LR-finder steps) must stay within the budget.")
     _, what = judge_capstone(answer, test)
-    print(f"PASSED exercise 07.1 on the practice target: {what}, with {counter.images:,} of {capstone.BUDGET:,} "
-          f"images. The grader runs your recipe on a secret target of the same kind.")
+    print(f"PASSED exercise {capstone.EXERCISE} on the practice target: {what}, with {counter.images:,} of "
+          f"{capstone.BUDGET:,} images. The grader runs your recipe on a secret target of the same kind.")
     return True
 
 
-GRADED["07.1"] = Exercise("07.1", "recipe", "capstone: the best fine-tuning recipe for a new target within a budget",
-                          lambda rng: {}, _answer_capstone, None)
+GRADED[capstone.EXERCISE] = Exercise(capstone.EXERCISE, "recipe",
+                                     "capstone: the best fine-tuning recipe for a new target within a budget",
+                                     lambda rng: {}, _answer_capstone, None)
 EXERCISES = {id: f"{e.function}: {e.title}" for id, e in GRADED.items()}
 
 
@@ -630,3 +759,15 @@ def check_leep_score(leep_score) -> bool:
 def check_kendall_tau(kendall_tau) -> bool:
     """05.2: ``kendall_tau(x, y)`` -> (concordant - discordant) / (n (n - 1) / 2), for values without ties."""
     return check("05.2", kendall_tau)
+
+
+def check_lora_linear(LoRALinear) -> bool:
+    """07.1: ``LoRALinear(base, r, alpha)``: base(x) + (alpha / r) B A x with base frozen, A random (r x in), B zeros
+    (out x r); compared with ``peft``'s LoRA layer on the same weights."""
+    return check("07.1", LoRALinear)
+
+
+def check_cheapest_method(cheapest_method) -> bool:
+    """07.2: ``cheapest_method(rows, margin)`` -> {target: the method with the fewest trainable parameters whose mean
+    accuracy is within ``margin`` of full fine-tuning's}."""
+    return check("07.2", cheapest_method)

@@ -32,7 +32,7 @@ import time
 import pandas as pd
 import torch
 
-from . import lab, models, transfer
+from . import efficient, lab, models, transfer
 from .data import Task
 from .sweep import sweep
 from .train import evaluate, fit
@@ -356,3 +356,54 @@ def shift_run(target: str, method: str, *, shots: int, pretrained: models.Staged
               "pretrained": pretrained, "device": device, "also_test": {"shifted": shifted}}
     result = remedy_run(task, "LP-FT", **common) if method == "LP-FT" else run(task, method, **common)
     return {name: result[name] for name in ("lr", "val_accuracy", "accuracy", "shifted_accuracy")}
+
+
+def efficient_run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, seed: int = 0,
+                  steps: int = 100, batch_size: int = 32, lr: float | str | None = "tuned", lr_grid=LR_GRID,
+                  cache=None, device=None) -> dict:
+    """Fine-tune ``pretrained`` on ``task`` with one method of :mod:`ftcourse.efficient` (``"bitfit"``, ``"lora"``,
+    ``"surgical:layer1"``...), with the same budget and evaluation as every other run.
+
+    Each method gets its own rate (``lr="tuned"``: chosen on validation from ``lr_grid``, along the ladder); a
+    method that trains a few parameters usually wants a larger rate than full fine-tuning. Returns the rate, the
+    validation and test accuracy, and the method's costs from :func:`ftcourse.efficient.footprint`.
+    """
+    pretrained = source_model(pretrained)
+    result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
+                 lr_grid=lr_grid, cache=cache, device=device, prepare=efficient.prepare(method),
+                 variant=f"efficient {method}")
+    return {**efficient.footprint(pretrained, task.num_classes, method), "lr": result["lr"],
+            "val_accuracy": result["val_accuracy"], "accuracy": result["accuracy"], "diverged": result["diverged"],
+            "tuning_runs": result.get("tuning_runs", 1)}
+
+
+def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: models.StagedNet | None = None,
+                         steps: int = 100, batch_size: int = 32, test_per_class: int = 100, lr_grid=LR_GRID,
+                         cache=None, device=None) -> pd.DataFrame:
+    """Every method of ``methods`` (:mod:`ftcourse.efficient`) on every lab target: one row per target, labels per
+    class, seed and method, with the rate, validation and test accuracy and the method's costs.
+
+    Every method gets the same data, budget and grid. Its rate is chosen on the validation split of the first seed
+    (``lr_grid``, extended along the ladder while the best rate is at an edge) and kept for the other seeds, which
+    then cost one run each: the choice is still made on validation only, at about half the runs of choosing anew
+    for every seed. A later seed whose run diverges at that rate chooses its own rate from the grid, as the first
+    seed did: a rate that fails on a seed's training data would not be kept by anyone who saw it fail.
+    ``tuning_runs`` says how many runs each row cost.
+    """
+    pretrained = source_model(pretrained)
+    rows = []
+    for target in targets:
+        for n in shots:
+            chosen: dict[str, float] = {}
+            for seed in seeds:
+                task = lab.target(target, n, test_per_class=test_per_class, seed=seed, device=device)
+                same = dict(pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size, cache=cache,
+                            device=device)
+                for method in methods:
+                    result = efficient_run(task, method, lr_grid=[chosen[method]] if method in chosen else lr_grid,
+                                           **same)
+                    if method in chosen and result["diverged"]:
+                        result = efficient_run(task, method, lr_grid=lr_grid, **same)
+                    chosen.setdefault(method, result["lr"])
+                    rows.append({"target": target, "shots": n, "seed": seed, **result})
+    return pd.DataFrame(rows)

@@ -289,18 +289,18 @@ def grade_notebook(path: Path, notebook, assignment: str, settings: Settings) ->
         errors = ready.get("errors") if isinstance(ready.get("errors"), list) else []
         status = "ok" if not errors else f"ok; {len(errors)} cell(s) raised an error"
         answers = {}
-        plain = [e for e in ids if e != "07.1"]
+        plain = [e for e in ids if e != capstone.EXERCISE]
         if plain:
             _send(box, {"exercises": {e: settings.inputs(e) for e in plain}})
             reply = _receive(box, output, time.monotonic() + ANSWER_SECONDS, "while answering")
             answers.update(reply.get("exercises", {}) if isinstance(reply.get("exercises"), dict) else {})
-        if "07.1" in ids:
+        if capstone.EXERCISE in ids:
             train, _ = settings.capstone_target()
             seconds = settings.capstone_seconds
             _send(box, {"capstone": checks.capstone_inputs(train)})
             reply = _receive(box, output, time.monotonic() + seconds,
                              f"while the recipe trained (its time limit is {seconds:.0f} s on this machine)")
-            answers["07.1"] = reply.get("capstone")
+            answers[capstone.EXERCISE] = reply.get("capstone")
     except Problem as problem:
         return results, str(problem)
     finally:
@@ -318,7 +318,7 @@ def _judge(exercise_id: str, reply, settings: Settings) -> tuple[bool, str]:
     if "error" in reply:
         return False, f"{exercise_id}: {str(reply['error'])[:300]}"
     try:
-        if exercise_id == "07.1":
+        if exercise_id == capstone.EXERCISE:
             _, what = checks.judge_capstone(reply["value"], settings.capstone_target()[1])
         else:
             what = checks.GRADED[exercise_id].judge(reply["value"], settings.inputs(exercise_id))
@@ -423,7 +423,7 @@ def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: in
     assignments = {a for plan in plans.values() for _, _, a in plan if a}
     columns = [e for e in checks.GRADED if e.split(".")[0] in assignments]
     header = ["student", *columns, "total", "status", "messages", "justification", "sha256"]
-    if "07" in assignments and settings.capstone_seconds is None:
+    if capstone.ASSIGNMENT in assignments and settings.capstone_seconds is None:
         settings.capstone_seconds = capstone.time_limit(capstone.reference_seconds())
     if verbose:
         print(f"grading {len(found)} submission(s) in a sandbox ({settings.mode or sandbox.isolation()}); "

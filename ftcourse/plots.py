@@ -81,3 +81,44 @@ class LiveLossPlot:
             ax.clear()
         plot_history(history, axes=self.axes)
         self.handle.update(self.fig)
+
+
+# One colour per way of training, in every figure that compares them: full fine-tuning blue, the linear probe grey...
+METHOD_COLOURS = {
+    "scratch": "#7f7f7f", "probe": "#bcbd22", "linear probe": "#bcbd22", "finetune": "#1f77b4", "full": "#1f77b4",
+    "last stage": "#17becf", "bitfit": "#d62728", "batchnorm": "#ff7f0e", "lora": "#9467bd",
+    "surgical:stem": "#2ca02c", "surgical:layer1": "#8c564b", "surgical:layer2": "#e377c2", "surgical:layer3": "#98df8a",
+}
+METHOD_MARKERS = {"full": "s", "finetune": "s", "linear probe": "v", "probe": "v", "lora": "D", "bitfit": "o",
+                  "batchnorm": "o"}
+
+
+def method_colour(method: str) -> str:
+    """The colour of ``method`` in every figure of the course (black for a method it does not know)."""
+    return METHOD_COLOURS.get(method, "#000000")
+
+
+def accuracy_vs_parameters(summary, *, panels: str = "target", title: str | None = None):
+    """Test accuracy against trainable parameters (log scale), one point per method, one panel per ``panels`` value.
+
+    ``summary`` is a table with the columns ``panels``, ``method``, ``trainable``, ``accuracy_mean`` and
+    ``accuracy_std`` (over seeds: the error bars). The further up and to the left, the better the method's trade.
+    """
+    names = list(dict.fromkeys(summary[panels]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        part = summary[summary[panels] == name]
+        for _, row in part.iterrows():
+            ax.errorbar(row["trainable"], row["accuracy_mean"], yerr=row["accuracy_std"], capsize=3,
+                        marker=METHOD_MARKERS.get(row["method"], "^"), markersize=7, linestyle="none",
+                        color=method_colour(row["method"]), label=row["method"])
+        ax.set_xscale("log")
+        ax.set(title=str(name), xlabel="trainable parameters (log scale)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (mean ± std over seeds)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

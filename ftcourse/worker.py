@@ -85,7 +85,7 @@ def run_notebook(path: str, cell_seconds: int) -> tuple[dict, list]:
 
 def answer(request: dict, namespace: dict) -> dict:
     """The student's answers to the grader's request, as plain data."""
-    from . import checks
+    from . import capstone, checks
 
     def one(exercise, inputs, seconds):
         fn = namespace.get(exercise.function)
@@ -102,7 +102,7 @@ def answer(request: dict, namespace: dict) -> dict:
             signal.alarm(0)
 
     if "capstone" in request:
-        return {"capstone": one(checks.GRADED["07.1"], request["capstone"], 0)}
+        return {"capstone": one(checks.GRADED[capstone.EXERCISE], request["capstone"], 0)}
     return {"exercises": {id: one(checks.GRADED[id], inputs, 120)
                           for id, inputs in request["exercises"].items() if id in checks.GRADED}}
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ftcourse import efficient, models
+from ftcourse import efficient, experiments, models
+from ftcourse.data import ImageData
 
 peft = pytest.importorskip("peft")
 
@@ -108,3 +109,72 @@ def test_every_method_runs_through_the_course_experiment_and_trains_only_its_par
         model = result["model"]
         assert result["trainable"] == efficient.count_trainable(model) < 0.25 * models.count_parameters(pretrained)
         assert model.num_classes == 5 and 0 <= result["accuracy"] <= 1
+
+
+def test_a_footprint_counts_what_a_method_trains_and_stores():
+    pretrained = small(8)
+    full, bitfit = (efficient.footprint(pretrained, 5, m) for m in ("full", "bitfit"))
+    assert full["share"] == pytest.approx(models.count_parameters(small(5)) / models.count_parameters(pretrained))
+    assert bitfit["share"] < 0.05 and bitfit["trainable"] < full["trainable"]
+    assert bitfit["delta_bytes"] < full["delta_bytes"] / 10 and bitfit["optimizer_bytes"] == 4 * bitfit["trainable"]
+
+
+def test_memory_saved_for_backward_grows_with_how_low_the_lowest_trainable_parameter_sits():
+    pretrained, images = small(8), torch.rand(4, 3, 32, 32)
+    saved = {m: efficient.saved_for_backward_bytes(efficient.method_model(pretrained, 5, m), images)
+             for m in ("linear probe", "surgical:layer3", "surgical:stem", "full")}
+    # the probe keeps only the head's input: 4 images x 32 features x 4 bytes
+    assert saved["linear probe"] == 4 * 32 * 4
+    assert saved["linear probe"] < saved["surgical:layer3"] < saved["surgical:stem"] <= saved["full"]
+    assert saved["surgical:stem"] > 0.8 * saved["full"]  # a trainable stem makes every layer above keep its inputs
+
+
+def test_a_step_is_timed_on_a_copy_and_peak_memory_is_reported_only_where_cuda_measures_it():
+    pretrained = small(8)
+    before = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    data = ImageData(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), torch.arange(64) % 5)
+    cost = efficient.step_cost(pretrained, data, "bitfit", steps=6, batch_size=16)
+    assert cost["seconds_per_step"] > 0 and cost["peak_memory_bytes"] is None  # on the CPU
+    assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in before.items())
+
+
+def test_the_comparison_chooses_each_rate_on_the_first_seeds_validation_and_keeps_it(tmp_path):
+    pretrained = small(8)
+    kwargs = dict(shots=[2], seeds=(0, 1), pretrained=pretrained, steps=3, batch_size=8, test_per_class=4,
+                  lr_grid=(0.01, 0.1), cache=tmp_path)
+    rows = experiments.efficient_comparison(["related"], ["linear probe", "bitfit"], **kwargs)
+    assert len(rows) == 4 and set(rows["method"]) == {"linear probe", "bitfit"}
+    for method, runs in rows.groupby("method"):
+        first, second = (runs[runs["seed"] == s].iloc[0] for s in (0, 1))
+        assert second["lr"] == first["lr"], method  # the second seed runs at the rate the first one chose
+        assert first["trainable"] == efficient.footprint(pretrained, 5, method)["trainable"]
+    again = experiments.efficient_comparison(["related"], ["linear probe", "bitfit"], **kwargs)
+    assert again[["lr", "accuracy"]].equals(rows[["lr", "accuracy"]])  # read back from the cache
+
+
+def lora_trained(pretrained, num_classes, seed):
+    network = efficient.method_model(pretrained, num_classes, "lora")
+    torch.manual_seed(seed)
+    with torch.no_grad():  # stand-in for training: move every adapter and the head away from where they start
+        for name, p in network.named_parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    return network.eval()
+
+
+def test_one_shared_backbone_serves_each_target_as_its_own_network_would():
+    pretrained, images = small(8), torch.rand(5, 3, 32, 32)
+    own = {"a": lora_trained(pretrained, 5, 1), "b": lora_trained(pretrained, 3, 2)}
+    shared = efficient.SharedBackbone(pretrained)
+    for name, network in own.items():
+        shared.add(name, network)
+    for name in ("a", "b", "a"):  # switching back and forth
+        with torch.no_grad():
+            expected = own[name](images)
+        assert torch.allclose(shared.use(name)(images), expected, atol=1e-5), name
+    sizes = shared.bytes()
+    assert sizes["a"] < 0.25 * sizes["backbone"] and set(sizes) == {"backbone", "a", "b"}
+    with pytest.raises(ValueError, match="No target 'c'"):
+        shared.use("c")
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        shared.add("full", efficient.method_model(pretrained, 5, "full"))

@@ -230,8 +230,8 @@ def test_a_rerun_with_resume_keeps_finished_rows_and_regrades_changed_notebooks(
 def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails(tmp_path):
     folder, out = tmp_path / "submissions", tmp_path / "grades.csv"
     folder.mkdir()
-    shutil.copy(ROOT / "solutions" / "07_capstone.ipynb", folder / "erin.ipynb")
-    shutil.copy(ROOT / "exercises" / "07_capstone.ipynb", folder / "frank.ipynb")
+    shutil.copy(ROOT / "solutions" / "10_capstone.ipynb", folder / "erin.ipynb")
+    shutil.copy(ROOT / "exercises" / "10_capstone.ipynb", folder / "frank.ipynb")
     lookup = """def recipe(train, budget):  # memorise the practice test set: the answer key of another target
     import torch
     from ftcourse import capstone, models, train as engine
@@ -250,16 +250,16 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     deaf = frame("{'kind': 'ready', 'errors': []}") + "\nimport time\ntime.sleep(100_000)"  # never reads the request
     for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow), ("jack", deaf)):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-        nb.metadata["ftcourse"] = {"assignment": "07"}
+        nb.metadata["ftcourse"] = {"assignment": "10"}
         nbformat.write(nb, folder / f"{name}.ipynb")
     rows = {r["student"]: r for r in grade.grade(folder, out, timeout=300, secret=12345, verbose=False)}
-    assert rows["erin"]["07.1"] == 1 and "PASSED 07.1: test accuracy" in rows["erin"]["messages"], rows["erin"]
+    assert rows["erin"]["10.1"] == 1 and "PASSED 10.1: test accuracy" in rows["erin"]["messages"], rows["erin"]
     assert "Your justification" in rows["erin"]["justification"]
-    assert rows["frank"]["07.1"] == 0 and "not done yet" in rows["frank"]["messages"]
-    assert rows["gina"]["07.1"] == 0 and "test accuracy" in rows["gina"]["messages"], rows["gina"]
-    assert rows["hank"]["07.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
-    assert rows["ivan"]["07.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]
-    assert rows["jack"]["07.1"] == 0, rows["jack"]  # it stopped reading, and the grader went on
+    assert rows["frank"]["10.1"] == 0 and "not done yet" in rows["frank"]["messages"]
+    assert rows["gina"]["10.1"] == 0 and "test accuracy" in rows["gina"]["messages"], rows["gina"]
+    assert rows["hank"]["10.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
+    assert rows["ivan"]["10.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]
+    assert rows["jack"]["10.1"] == 0, rows["jack"]  # it stopped reading, and the grader went on
 
 
 @pytest.mark.slow  # grades until the first row is written, then presses Ctrl-C

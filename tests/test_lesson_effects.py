@@ -1,4 +1,4 @@
-"""The central claim of every lesson (01-05), measured on fresh runs at the cpu profile's sizes.
+"""The central claim of every lesson (01-05, 07), measured on fresh runs at the cpu profile's sizes.
 
 COURSE.md: each lesson's central claim is also a test at cpu sizes, because the quick profile that CI runs the
 notebooks in cannot show effects. Every comparison follows the fair-comparison protocol: each method at its own rate
@@ -127,3 +127,22 @@ def test_fine_tuning_changes_the_stem_least_and_the_top_most_on_the_conflicting_
     for values in similarity.values():
         assert values["stem"] == max(values.values()), similarity
     assert similarity["conflict"]["layer4"] < similarity["related"]["layer4"] - 0.3, similarity
+
+
+# --- lesson 07 -----------------------------------------------------------------------------------------------------
+
+def test_which_stage_to_tune_depends_on_the_shift(pretrained, tuning_cache):
+    """Lesson 07's central claim, Lee et al.'s (ICLR 2023) pattern: on the input-level shift (``shifted``) tuning the
+    stem alone beats tuning the last stage alone, and on new classes (``related``) it is the other way round, seed by
+    seed, each method at its rate chosen on validation (the lesson's protocol, 20 labels per class)."""
+    rows = experiments.efficient_comparison(["shifted", "related"], ["surgical:stem", "last stage"], shots=[20],
+                                            seeds=SEEDS, pretrained=pretrained, lr_grid=(0.03, 0.1, 0.3),
+                                            cache=tuning_cache, test_per_class=SIZES.test_per_class, **RUN)
+
+    def accuracy(target, method):
+        return rows[(rows["target"] == target) & (rows["method"] == method)].sort_values("seed")["accuracy"].tolist()
+
+    stem_first = paired_difference(accuracy("shifted", "surgical:stem"), accuracy("shifted", "last stage"))
+    assert stem_first["low"] > 0.1, stem_first
+    last_first = paired_difference(accuracy("related", "last stage"), accuracy("related", "surgical:stem"))
+    assert last_first["low"] > 0, last_first

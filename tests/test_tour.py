@@ -1,3 +1,5 @@
+import os
+
 import pandas as pd
 import pytest
 
@@ -5,10 +7,31 @@ from ftcourse import cli, experiments
 from ftcourse.tour import format_table, summarise, run_tour
 
 
-@pytest.mark.slow  # every method on both targets
-def test_tour_runs_every_method_on_both_targets_and_writes_a_figure(tmp_path, monkeypatch):
-    monkeypatch.setenv("FTCOURSE_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "tour.png"
+@pytest.fixture(scope="module")
+def tour_cache(tmp_path_factory):
+    """One cache folder for the tour tests: the command trains the quick tour once, the other test reads it back."""
+    folder = tmp_path_factory.mktemp("tour")
+    before = os.environ.get("FTCOURSE_CACHE")
+    os.environ["FTCOURSE_CACHE"] = str(folder / "cache")
+    yield folder
+    if before is None:
+        del os.environ["FTCOURSE_CACHE"]
+    else:
+        os.environ["FTCOURSE_CACHE"] = before
+
+
+@pytest.mark.slow  # the whole quick tour, through the command
+def test_tour_command_prints_the_table_and_what_it_costs(tour_cache, capsys):
+    assert cli.main(["tour", "--profile", "quick", "--out", str(tour_cache / "t.png")]) == 0
+    out = capsys.readouterr().out
+    assert "labels/class" in out and "finetune" in out and "conflict" in out
+    assert "36 training runs or more" in out and "rates chosen on val" in out  # 2 targets x 2 sizes x 1 seed x 3 x 3
+    assert list((tour_cache / "cache" / "tour").glob("*.json"))  # the tuning runs are cached
+
+
+@pytest.mark.slow  # every method on both targets (read back from the command's cache when it ran first)
+def test_tour_runs_every_method_on_both_targets_and_writes_a_figure(tour_cache):
+    out = tour_cache / "tour.png"
     table = run_tour(profile="quick", out=out, verbose=False)
     assert set(table["task"]) == {"related", "conflict"}
     assert set(table["method"]) == {"scratch", "probe", "finetune"}
@@ -17,16 +40,6 @@ def test_tour_runs_every_method_on_both_targets_and_writes_a_figure(tmp_path, mo
     assert (table["runs"] >= len(experiments.LR_GRID)).all()  # one seed in the quick profile: a run per rate, or more
     assert all(float(rate) in experiments.LR_LADDER for rates in table["rates"] for rate in rates.split())
     assert out.stat().st_size > 10_000
-
-
-@pytest.mark.slow  # the whole tour again, through the command
-def test_tour_command_prints_the_table_and_what_it_costs(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("FTCOURSE_CACHE", str(tmp_path / "cache"))
-    assert cli.main(["tour", "--profile", "quick", "--out", str(tmp_path / "t.png")]) == 0
-    out = capsys.readouterr().out
-    assert "labels/class" in out and "finetune" in out and "conflict" in out
-    assert "36 training runs or more" in out and "rates chosen on val" in out  # 2 targets x 2 sizes x 1 seed x 3 x 3
-    assert list((tmp_path / "cache" / "tour").glob("*.json"))  # the tuning runs are cached
 
 
 def test_the_tour_table_is_the_mean_and_std_over_seeds_of_each_task_size_and_method():
