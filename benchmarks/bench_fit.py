@@ -118,6 +118,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive loop")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in fit")
+    parser.add_argument("--fp32-only", action="store_true",
+                        help="leave out the other precisions (gpu_check.sh's CPU smoke: emulated bf16 is slow)")
     args = parser.parse_args()
 
     env = setup(seed=0, verbose=True)
@@ -136,7 +138,7 @@ def main():
     torch.manual_seed(0)
     naive = naive_loop(resnet(10, **config).to(device), images, labels, epochs=epochs, batch_size=batch_size,
                        lr=0.05, device=device, workers=args.workers)
-    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    precisions = ["fp32"] if args.fp32_only else ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     default = (channels_last_for(device), precision_for(device))
     rows = [("naive", None, "fp32", naive)]
     for channels_last in (False, True):

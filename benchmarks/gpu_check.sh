@@ -48,7 +48,7 @@ if [ "$SMOKE" = 1 ]; then
     MODE="cpu smoke (tiny sizes, CPU)"
     export CUDA_VISIBLE_DEVICES=""  # the CPU even where a GPU is present
     PROFILE=quick
-    FIT_ARGS=(--images 1024 --epochs 1 --workers 0)
+    FIT_ARGS=(--images 1024 --epochs 1 --workers 0 --fp32-only)
     LAB_ARGS=(--device cpu --per-class 50 --repeats 1)
     LESSONS=(notebooks/00_start_here.ipynb)
     BUDGET_TESTS=120 BUDGET_FIT=120 BUDGET_LAB=60

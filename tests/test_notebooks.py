@@ -110,3 +110,5 @@ def test_the_worked_solutions_get_full_marks_from_the_grader(tmp_path):
         shutil.copy(path, folder / path.name)
     rows = grade.grade(folder.parent, tmp_path / "grades.csv", verbose=False)
     assert rows[0]["total"] == 12, rows[0]
+    statuses = rows[0]["status"].split("; ")  # "NAME: ok" per notebook; "N cell(s) raised an error" would follow one
+    assert len(statuses) == 6 and all(s.endswith(": ok") for s in statuses), rows[0]["status"]
