@@ -254,7 +254,7 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
         nbformat.write(nb, folder / f"{name}.ipynb")
     rows = {r["student"]: r for r in grade.grade(folder, out, timeout=300, secret=12345, verbose=False)}
     assert rows["erin"]["10.1"] == 1 and "PASSED 10.1: test accuracy" in rows["erin"]["messages"], rows["erin"]
-    assert rows["erin"]["status"] == "ok", rows["erin"]  # every cell of the worked solution ran without an error
+    assert rows["erin"]["status"] == "erin.ipynb: ok", rows["erin"]  # every cell of the worked solution ran cleanly
     assert "Your justification" in rows["erin"]["justification"]
     assert rows["frank"]["10.1"] == 0 and "not done yet" in rows["frank"]["messages"]
     assert rows["gina"]["10.1"] == 0 and "test accuracy" in rows["gina"]["messages"], rows["gina"]
