@@ -6,6 +6,7 @@
   (or the file ``--out`` names).
 - ``ftcourse exercises [--check]``: generate exercises/ from solutions/ (or check that they agree).
 - ``ftcourse grade SUBMISSIONS --out grades.csv``: run students' notebooks and write a grade table.
+- ``ftcourse site [--profile cpu] [--out build/site]``: the course as a website, every lesson with its outputs.
 """
 
 from __future__ import annotations
@@ -112,6 +113,17 @@ def grade(args) -> int:
     return 0
 
 
+def site(args) -> int:
+    from .site import build
+
+    result = build(args.root, args.out, profile=args.profile, only=args.only)
+    if result.errors:
+        print("These cells raised; their pages show the traceback:\n  " + "\n  ".join(result.errors),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import SHIPPED  # the names of the shipped checkpoints, listed once there
 
@@ -154,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--container", choices=["docker", "podman"], default=None,
                    help="run each submission in a container of $FTCOURSE_CONTAINER_IMAGE (default ftcourse-grader)")
     p.set_defaults(run=grade)
+    p = sub.add_parser("site", help="build the course's website: every lesson executed, with its outputs")
+    p.add_argument("--profile", choices=["quick", "cpu", "gpu"], default="cpu",
+                   help="the size the lessons run at (default cpu: what a learner on a laptop sees)")
+    p.add_argument("--out", default="build/site", help="the build folder; the HTML lands in OUT/_build/html")
+    p.add_argument("--root", default=".", help="the course folder holding notebooks/ and exercises/")
+    p.add_argument("--only", nargs="+", default=None, metavar="LESSON",
+                   help="build only these lessons (e.g. 00_start_here), for a quick look at a page")
+    p.set_defaults(run=site)
     return parser
 
 

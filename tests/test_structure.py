@@ -15,7 +15,7 @@ layer or any layer below it (this table is the one the test checks):
     7  experiments sweep capstone                whole experiments and grids of them; the capstone's target
     8  tour widgets                              what the lessons show
     9  checks exercises                          exercise feedback, exercises generated from solutions
-    10 grade worker                              the autograder, and its sandboxed side
+    10 grade worker site                         the autograder, and its sandboxed side; the website
     11 cli                                       the ftcourse command
 
 A module not in the table fails the test until it is placed: where a new module sits is a design decision.
