@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,11 +71,14 @@ class Lesson:
 # 1-2. Execute, with a cache of executed notebooks.
 
 def library_digest(package: Path | None = None) -> str:
-    """sha256 over the ``ftcourse`` source and checkpoint recipes: a change there may change any lesson's output."""
+    """sha256 over the ``ftcourse`` source and checkpoint recipes: a change there may change any lesson's output.
+
+    This module is left out: how the site is built changes no lesson's outputs.
+    """
     package = package or Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*")):
-        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts and path.name != "site.py":
             digest.update(path.relative_to(package).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -110,15 +114,18 @@ def execute(path: Path, *, profile: str, cache_dir: Path, library: str, timeout:
 
 
 def _run_in_kernel(path: Path, notebook: dict, *, profile: str, timeout: int) -> list[str]:
-    """Run every cell in a fresh kernel started in the notebook's folder; the cells that raised, as messages."""
+    """Run every cell in a fresh kernel started in the notebook's folder; the cells that raised, as messages.
+
+    The kernel inherits this process's environment: :func:`build` sets the profile there, and removes
+    ``MPLBACKEND`` so that matplotlib's inline backend embeds every figure in the outputs.
+    """
     import nbclient
     import nbformat
 
     node = nbformat.reads(json.dumps(notebook), as_version=4)  # sources as strings, as nbclient wants them
     client = nbclient.NotebookClient(node, timeout=timeout, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(path.parent)}})
-    with _environment(FTCOURSE_PROFILE=profile, MPLBACKEND=None):  # the kernel inherits it: inline figures
-        client.execute()
+    client.execute()
     notebook.clear()
     notebook.update(json.loads(nbformat.writes(node)))
     errors = []
@@ -167,12 +174,15 @@ def _source(cell: dict) -> str:
 # 3. Prepare the pages.
 
 def prepare_lesson(notebook: dict, exercise: str | None, exercise_title: str = "") -> dict:
-    """The page version of an executed lesson: local badge, a link to its exercise, widgets replaced by a note."""
+    """The page version of an executed lesson: local badge, a link to its exercise, widgets replaced by a note,
+    and the Colab install cell folded away."""
     notebook = json.loads(json.dumps(notebook))
     notebook.get("metadata", {}).pop("widgets", None)
     for cell in notebook["cells"]:
         if cell["cell_type"] == "markdown":
             cell["source"] = _source(cell).replace(COLAB_BADGE_URL, "colab-badge.svg")
+        elif '"google.colab" in sys.modules' in _source(cell):  # Colab's install cell: folded on the page
+            cell["metadata"].setdefault("tags", []).append("hide-cell")
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if WIDGET_VIEW in data:
@@ -340,16 +350,21 @@ class SiteResult:
         return [error for lesson in self.lessons for error in lesson.errors]
 
 
-def build(root=".", out="build/site", *, profile: str = "cpu", timeout: int = 1800, only=None,
+def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 1, timeout: int = 1800, only=None,
           log=print) -> SiteResult:
     """Execute the lessons of ``root/notebooks`` in ``profile`` and build the site in ``out``.
 
-    ``only`` (names such as ``"00_start_here"``) limits the lessons, for a quick look at one page. Returns where
+    ``jobs`` lessons run at once, each kernel on one thread (``OMP_NUM_THREADS=1``): on a 2-core laptop two
+    single-threaded kernels get through the course faster than one kernel on two threads, since the course's small
+    networks use a second thread poorly. ``only`` (names such as ``"00_start_here"``) limits the lessons, for a
+    quick look at one page. Returns where
     the HTML is (``out/_build/html/index.html`` opens it), each lesson's run, and the seconds taken; a lesson whose
     cells raised is still built, so that its page shows the traceback, and is listed in ``errors``.
     """
     if profile not in ("quick", "cpu", "gpu"):
         raise ValueError(f"profile must be 'quick', 'cpu' or 'gpu', not {profile!r}.")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs is how many lessons run at once: a whole number from 1, not {jobs!r}.")
     start = time.perf_counter()
     root, out = Path(root).resolve(), Path(out).resolve()
     notebooks = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -365,14 +380,19 @@ def build(root=".", out="build/site", *, profile: str = "cpu", timeout: int = 18
     exercises = {stem[:2]: (stem, title_of(notebook)) for stem, notebook in exercise_notebooks.items()}
 
     library = library_digest()
-    lessons = []
-    for path in notebooks:
-        log(f"{path.name}: running in the {profile} profile ...", end=" ", flush=True)
+
+    def run(path: Path) -> Lesson:
         lesson = execute(path, profile=profile, cache_dir=out / "executed" / profile, library=library,
                          timeout=timeout)
-        log("outputs from the cache" if lesson.cached else f"{lesson.seconds:.0f} s"
+        log(f"{path.name}: " + ("outputs from the cache" if lesson.cached else f"ran in {lesson.seconds:.0f} s")
             + (f", {len(lesson.errors)} cell(s) raised" if lesson.errors else ""))
-        lessons.append(lesson)
+        return lesson
+
+    log(f"running {len(notebooks)} lessons in the {profile} profile, {jobs} at a time ...")
+    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else {}  # one core per kernel
+    with _environment(FTCOURSE_PROFILE=profile, MPLBACKEND=None, **threads):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            lessons = list(pool.map(run, notebooks))
 
     for folder in ("lessons", "exercises", "figures"):
         (book / folder).mkdir()
@@ -393,7 +413,7 @@ def build(root=".", out="build/site", *, profile: str = "cpu", timeout: int = 18
     (book / "_config.yml").write_text(book_config("ftcourse"))
     (book / "_toc.yml").write_text(table_of_contents(lessons, [p.stem for p in exercise_paths]))
 
-    log("building the HTML with Jupyter Book ...", end=" ", flush=True)
+    log("building the HTML with Jupyter Book ...")
     html = run_jupyter_book(book, out)
     seconds = time.perf_counter() - start
     log(f"done in {seconds:.0f} s in all; open {html / 'index.html'}")
