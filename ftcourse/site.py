@@ -239,7 +239,7 @@ def first_figure(notebook: dict) -> bytes | None:
 
 
 def readme_section(readme: str, heading: str) -> str:
-    """The text of the README's ``## heading`` section, up to the next ``## ``."""
+    """The text of the README's ``## heading`` section, up to its next second-level heading."""
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
     if not match:
         raise ValueError(f"README.md has no '## {heading}' section; the site takes that page's text from it.")
@@ -385,7 +385,7 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 1, ti
         lesson = execute(path, profile=profile, cache_dir=out / "executed" / profile, library=library,
                          timeout=timeout)
         log(f"{path.name}: " + ("outputs from the cache" if lesson.cached else f"ran in {lesson.seconds:.0f} s")
-            + (f", {len(lesson.errors)} cell(s) raised" if lesson.errors else ""))
+            + "".join(f"\n  raised: {error}" for error in lesson.errors))
         return lesson
 
     log(f"running {len(notebooks)} lessons in the {profile} profile, {jobs} at a time ...")

@@ -186,7 +186,7 @@ def visit(browser, page: Path) -> dict:
           images: [...main.querySelectorAll('img')].map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0})),
           links: [...document.querySelectorAll('a[href]')].map(a => a.href),
           text: main.innerText,
-          errors: main.querySelectorAll('.output.traceback, .output.error, [data-mime-type="application/vnd.jupyter.stderr"]').length,
+          errors: main.querySelectorAll('.output.traceback, .output.error, .problematic, .system-message').length,
           math: document.querySelectorAll('span.math, div.math').length,
           rendered: document.querySelectorAll('mjx-container').length,
         };
@@ -215,7 +215,7 @@ def test_every_page_loads_its_images_shows_no_error_renders_its_math_and_links_o
         if name.startswith("lessons/") and not seen["images"]:
             problems.append(f"{name}: a lesson page without a single image")
         if "Traceback (most recent call last)" in seen["text"] or seen["errors"]:
-            problems.append(f"{name}: shows a Python traceback or an error output")
+            problems.append(f"{name}: shows a Python traceback, an error output or a docstring Sphinx could not read")
         if "Error displaying widget" in seen["text"] or "VBox(children" in seen["text"]:
             problems.append(f"{name}: shows a widget that cannot render")
         if "$$" in seen["text"] or seen["math"] > seen["rendered"]:
