@@ -494,7 +494,8 @@ def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_ME
     size, seed and method, with the rate, the validation and test score (mIoU or AP50) and how far each stage moved.
 
     The protocol of :func:`efficient_comparison`: each method's rate is chosen on the validation split of the first
-    seed from ``lr_grid`` (the best validation score; a tie goes to the smaller rate) and kept for the other seeds;
+    seed from ``lr_grid`` (the best validation score; a tie goes to the smaller rate), extended along
+    :data:`LR_LADDER` while the best rate lies at an edge of what was tried, and kept for the other seeds;
     a later seed that diverges at that rate chooses anew. Every method has the same budget of ``steps`` optimiser
     steps. With ``cache``, each run is saved as it ends and read back next time (:func:`~ftcourse.sweep.sweep`).
     """
@@ -517,11 +518,17 @@ def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_ME
                         return {k: v for k, v in result.items() if k not in ("method", "lr")}
 
                     def tuned(grid):
+                        version = "dense-" + hashlib.sha256(key.encode()).hexdigest()[:16]
                         runs = sweep(one_rate, {"lr": [float(r) for r in grid]}, seeds=[seed], cache=cache,
-                                     code_version="dense-" + hashlib.sha256(key.encode()).hexdigest()[:16]).runs
-                        ranked = runs.assign(_score=runs["val_score"].astype(float).fillna(-math.inf))
-                        best = ranked.sort_values(["_score", "lr"], ascending=[False, True], kind="stable").iloc[0]
-                        return best.drop(["_score", "cached"]).to_dict(), len(runs)
+                                     code_version=version).runs
+                        while True:
+                            ranked = runs.assign(_score=runs["val_score"].astype(float).fillna(-math.inf))
+                            best = ranked.sort_values(["_score", "lr"], ascending=[False, True], kind="stable")
+                            beyond = _beyond_the_edge(float(best.iloc[0]["lr"]), runs["lr"].tolist(), LR_LADDER)
+                            if beyond is None:
+                                return best.iloc[0].drop(["_score", "cached"]).to_dict(), len(runs)
+                            more = sweep(one_rate, {"lr": [beyond]}, seeds=[seed], cache=cache, code_version=version)
+                            runs = pd.concat([runs, more.runs], ignore_index=True)
 
                     best, n_runs = tuned([chosen[method]] if method in chosen else lr_grid)
                     if method in chosen and best["diverged"]:
