@@ -486,6 +486,7 @@ def _area_under_envelope(hits: list[bool], n_true: int) -> float:
 # Pictures.
 
 MASK_COLOURS = ("#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00")  # background, class 1..5
+HUE_COLOURS = ("#000000", "#e41a1c", "#ffd700", "#2ca02c", "#1f4fe0", "#e020e0")  # for classes that are colours
 
 
 def show_scenes(images, masks, boxes, classes, *, title: str | None = None, rows=("image", "mask")):
@@ -496,21 +497,22 @@ def show_scenes(images, masks, boxes, classes, *, title: str | None = None, rows
 
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 3.3), squeeze=False)
-    cmap = ListedColormap(MASK_COLOURS[:len(classes) + 1])
+    palette = HUE_COLOURS if list(classes) == list(COLOURS) else MASK_COLOURS  # colour classes in their colour
+    cmap = ListedColormap(palette[:len(classes) + 1])
     for i in range(n):
         axes[0, i].imshow(images[i].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
         for box in boxes[i]:
             if box[0] >= 0:
                 c, x0, y0, x1, y1 = box.tolist()
                 axes[0, i].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, linewidth=1.2,
-                                               edgecolor=MASK_COLOURS[int(c) + 1] if c >= 0 else "white"))
+                                               edgecolor=palette[int(c) + 1]))
         axes[1, i].imshow(masks[i].cpu().numpy(), cmap=cmap, vmin=0, vmax=len(classes), interpolation="nearest")
         for ax in axes[:, i]:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel(rows[0])
     axes[1, 0].set_ylabel(rows[1])
-    legend = [Patch(color=MASK_COLOURS[k + 1], label=name) for k, name in enumerate(classes)]
+    legend = [Patch(color=palette[k + 1], label=name) for k, name in enumerate(classes)]
     fig.legend(handles=legend, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     if title:
         fig.suptitle(title)
