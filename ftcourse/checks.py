@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from . import capstone, models
+from . import capstone, dense, models
 
 
 class ExerciseFailed(AssertionError):
@@ -596,6 +596,106 @@ def judge_cheapest(answer, inputs) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# Lesson 08
+
+def _ask_masks(rng):
+    num_classes = rng.choice([3, 4, 5])
+    absent = rng.randrange(1, num_classes)  # a class in neither map: it must not count
+    only_predicted = rng.choice([c for c in range(1, num_classes) if c != absent])  # a class never true: IoU 0
+    shape = (rng.randint(2, 4), rng.randint(4, 7), rng.randint(4, 7))
+    g = torch.Generator().manual_seed(rng.randrange(2**31))
+    present = [c for c in range(num_classes) if c not in (absent, only_predicted)]
+    target = torch.tensor(present)[torch.randint(0, len(present), shape, generator=g)]
+    pred = torch.where(torch.rand(shape, generator=g) < 0.7, target,
+                       torch.tensor(present)[torch.randint(0, len(present), shape, generator=g)])
+    pred[0, 0, 0] = only_predicted
+    # every image a different share of each class, so that averaging per image gives another number
+    pred[-1, :2] = target[-1, :2] = present[0]
+    return {"pred": pred, "target": target, "num_classes": num_classes}
+
+
+def _mean_iou_mistakes(pred, target, num_classes) -> dict[str, float]:
+    """What the usual wrong recipes give, to say which one a wrong answer looks like."""
+    ious = dense.iou_per_class(pred, target, num_classes)
+    per_image = [dense.mean_iou(p, t, num_classes) for p, t in zip(pred, target)]
+    return {"absent class counted as 0": float(torch.nan_to_num(ious, nan=0.0).mean()),
+            "absent class counted as 1": float(torch.nan_to_num(ious, nan=1.0).mean()),
+            "background left out": float(ious[1:].nanmean()),
+            "mean over images of each image's mIoU": sum(per_image) / len(per_image)}
+
+
+@_exercise("08.1", "mean_iou", "mean IoU of predicted and true class maps", _ask_masks,
+           lambda fn, inputs: fn(inputs["pred"], inputs["target"], inputs["num_classes"]))
+def judge_mean_iou(answer, inputs) -> str:
+    value = _number("08.1", answer, "the mean IoU")
+    expected = dense.mean_iou(inputs["pred"], inputs["target"], inputs["num_classes"])
+    if abs(value - expected) > 1e-6:
+        looks = [name for name, v in _mean_iou_mistakes(inputs["pred"], inputs["target"],
+                                                         inputs["num_classes"]).items() if abs(value - v) < 1e-6]
+        hint = (f"your number is what '{looks[0]}' gives. " if looks else "") + (
+            "count intersections and unions over all pixels of all images, per class (background included); "
+            "average IoU over the classes whose union is not empty.")
+        _fail("08.1", f"you returned {value:.4f}; the mean IoU is {expected:.4f}.", hint)
+    return f"mean IoU {expected:.4f} over {inputs['num_classes']} classes, one of them absent and left out."
+
+
+# What lesson 08 measured (cpu profile, segmentation, test mIoU per seed), the centre of the 08.2 exercise's tables.
+LESSON08_MIOU = {  # per seed 0, 1, 2
+    ("related", 16): {"scratch": [0.246, 0.192, 0.191], "finetune": [0.423, 0.436, 0.389]},
+    ("related", 128): {"scratch": [0.231, 0.152, 0.152], "finetune": [0.500, 0.465, 0.235]},
+    ("conflict", 16): {"scratch": [0.747, 0.406, 0.451], "finetune": [0.497, 0.452, 0.333]},
+    ("conflict", 128): {"scratch": [0.794, 0.150, 0.455], "finetune": [0.642, 0.795, 0.618]},
+}
+
+
+def _ask_verdicts(rng):
+    rows = []
+    for (target, labels), by_method in LESSON08_MIOU.items():
+        shift = rng.uniform(-0.03, 0.03)
+        for method, values in by_method.items():
+            for seed, value in enumerate(values):
+                rows.append({"target": target, "labels": labels, "method": method, "seed": seed,
+                             "score": round(value + shift + rng.uniform(-0.01, 0.01), 4)})
+    rng.shuffle(rows)
+    return {"rows": rows, "margin": rng.choice([0.0, 0.02, 0.05])}
+
+
+def pretraining_verdicts(rows, margin: float) -> dict[str, str]:
+    """The reference for 08.2: per ``"target/labels"``, ``"finetune"`` when fine-tuning beats scratch by more than
+    ``margin`` (the low end of the paired 90% interval of finetune - scratch is above it), ``"scratch"`` when scratch
+    beats fine-tuning so, else ``"either"``."""
+    from .sweep import paired_difference
+
+    scores: dict = {}
+    for row in rows:
+        scores.setdefault((row["target"], row["labels"], row["method"]), {})[row["seed"]] = row["score"]
+    verdicts = {}
+    for target, labels in sorted({(t, n) for t, n, _ in scores}):
+        tuned, scratch = scores[target, labels, "finetune"], scores[target, labels, "scratch"]
+        seeds = sorted(tuned)
+        d = paired_difference([tuned[s] for s in seeds], [scratch[s] for s in seeds])
+        verdicts[f"{target}/{labels}"] = ("finetune" if d["low"] > margin else "scratch" if d["high"] < -margin
+                                          else "either")
+    return verdicts
+
+
+@_exercise("08.2", "pretraining_verdicts", "fine-tune or train from scratch, by the course's rule, per setting",
+           _ask_verdicts, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]))
+def judge_verdicts(answer, inputs) -> str:
+    expected = pretraining_verdicts(inputs["rows"], inputs["margin"])
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        _fail("08.2", f"expected a dict with one verdict per setting {sorted(expected)}, got {answer!r:.200}.",
+              "key each verdict by f\"{target}/{labels}\", one per (target, labels) pair in the rows.")
+    wrong = {k: answer[k] for k in expected if answer[k] != expected[k]}
+    if wrong:
+        _fail("08.2", f"wrong verdicts {wrong}; they should be {({k: expected[k] for k in wrong})}.",
+              "pair the seeds: d_s = finetune_s - scratch_s; ftcourse.sweep.paired_difference gives the 90% "
+              "interval; 'finetune' if its low end is above the margin, 'scratch' if its high end is below minus "
+              "the margin, else 'either'. Comparing means alone ignores the noise.")
+    return f"{len(expected)} verdicts at a margin of {inputs['margin']:g}."
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # The capstone (10.1): a recipe, run on the practice target here, on a secret one when graded.
 
 class _ImageCounter:
@@ -771,3 +871,15 @@ def check_cheapest_method(cheapest_method) -> bool:
     """07.2: ``cheapest_method(rows, margin)`` -> {target: the method with the fewest trainable parameters whose mean
     accuracy is within ``margin`` of full fine-tuning's}."""
     return check("07.2", cheapest_method)
+
+
+def check_mean_iou(mean_iou) -> bool:
+    """08.1: ``mean_iou(pred, target, num_classes)`` -> IoU per class over all pixels, averaged over the classes
+    present in either map (background included)."""
+    return check("08.1", mean_iou)
+
+
+def check_pretraining_verdicts(pretraining_verdicts) -> bool:
+    """08.2: ``pretraining_verdicts(rows, margin)`` -> {"target/labels": "finetune", "scratch" or "either"} by the
+    paired 90% interval of finetune - scratch over seeds."""
+    return check("08.2", pretraining_verdicts)

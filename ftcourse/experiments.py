@@ -32,10 +32,10 @@ import time
 import pandas as pd
 import torch
 
-from . import efficient, lab, models, transfer
+from . import dense, efficient, lab, models, transfer
 from .data import Task
 from .sweep import sweep
-from .train import evaluate, fit
+from .train import evaluate, fit, predict
 
 METHODS = ("scratch", "probe", "finetune")
 # The conventional, untuned rates per method (SGD, Nesterov momentum, cosine schedule): what a recipe would use
@@ -406,4 +406,134 @@ def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: mod
                         result = efficient_run(task, method, lr_grid=lr_grid, **same)
                     chosen.setdefault(method, result["lr"])
                     rows.append({"target": target, "shots": n, "seed": seed, **result})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Beyond classification: the same protocol on the lab's dense tasks (lesson 08).
+
+DENSE_METHODS = ("scratch", "frozen backbone", "finetune", "early stages frozen")
+EARLY_STAGES = ("stem", "layer1")  # what "early stages frozen" keeps fixed
+DENSE_METRIC = {"segmentation": "mIoU", "detection": "AP50"}
+
+
+def dense_model(kind: str, method: str, num_classes: int, *, pretrained: models.StagedNet | None = None,
+                seed: int = 0, device=None) -> torch.nn.Module:
+    """A :class:`~ftcourse.dense.SegmentationNet` or :class:`~ftcourse.dense.DetectionNet` ready for ``method``:
+
+    - ``"scratch"``: the backbone's architecture with random weights;
+    - ``"frozen backbone"``: the pretrained stages, frozen; only the new head trains (the dense linear probe);
+    - ``"finetune"``: the pretrained stages and the new head, all trained;
+    - ``"early stages frozen"``: as ``"finetune"``, with the stem and layer1 frozen (as torchvision's detection
+      models do by default with ``trainable_backbone_layers=3``: the first stages of a ResNet stay fixed).
+
+    The new head is initialised from ``seed`` alike for every method.
+    """
+    dense.check_kind(kind)
+    if method not in DENSE_METHODS:
+        raise ValueError(f"Unknown method {method!r}; use one of {list(DENSE_METHODS)}.")
+    reference = source_model(pretrained)
+    torch.manual_seed(seed)
+    backbone = (models.resnet(**reference.config) if method == "scratch" else models.copy_model(reference))
+    torch.manual_seed(seed)
+    net = (dense.SegmentationNet if kind == "segmentation" else dense.DetectionNet)(backbone, num_classes)
+    if method == "frozen backbone":
+        transfer.freeze(net.backbone)
+    elif method == "early stages frozen":
+        transfer.freeze(net.backbone, list(EARLY_STAGES))
+    return net.to(device or "cpu")
+
+
+def dense_score(model: torch.nn.Module, kind: str, data) -> float:
+    """mIoU (segmentation, background included) or AP at IoU 0.5 (detection) of ``model`` on ``data``."""
+    outputs = predict(model, data.images)
+    if kind == "segmentation":
+        return dense.mean_iou(outputs.argmax(1), data.masks, data.num_classes + 1)
+    return dense.average_precision(dense.decode(outputs), data.boxes, data.num_classes)
+
+
+def stage_distances(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How far each backbone stage moved: ||theta - theta_0|| / ||theta_0|| over its parameters (``start`` is the
+    state_dict it began from: theta_pre for the pretrained methods, the random init for scratch)."""
+    now = dict(model.named_parameters())
+    distances = {}
+    for stage in model.stages:
+        names = [n for n in now if n.startswith(f"backbone.{stage}.")]
+        moved = torch.sqrt(sum(((now[n].detach().float() - start[n].float()) ** 2).sum() for n in names))
+        size = torch.sqrt(sum((start[n].float() ** 2).sum() for n in names))
+        distances[stage] = float(moved / size)
+    return distances
+
+
+def dense_run(task: dense.DenseTask, kind: str, method: str, *, lr: float, pretrained: models.StagedNet | None = None,
+              seed: int = 0, steps: int = 100, batch_size: int = 32, device=None, keep_model: bool = False) -> dict:
+    """Build a dense network for ``method``, train it ``steps`` steps at rate ``lr`` on ``task.train`` (no
+    augmentation: a flip would have to move the masks and boxes too), and score it on ``task.val`` and
+    ``task.test`` (:func:`dense_score`). Returns the scores, the time, whether it diverged, how far each stage
+    moved (``distance <stage>``) and, with ``keep_model``, the model."""
+    net = dense_model(kind, method, task.train.num_classes, pretrained=pretrained, seed=seed,
+                      device=device or task.train.images.device)
+    start = {name: p.detach().clone() for name, p in net.named_parameters()}
+    loss = dense.segmentation_loss if kind == "segmentation" else dense.detection_loss
+    began = time.perf_counter()
+    history = fit(net, task.train.for_training(kind), steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                  loss=loss, progress=False)
+    seconds = time.perf_counter() - began
+    diverged = history.diverged is not None
+    result = {"method": method, "lr": lr, "val_score": math.nan if diverged else dense_score(net, kind, task.val),
+              "score": math.nan if diverged else dense_score(net, kind, task.test), "seconds": seconds,
+              "diverged": diverged,
+              **{f"distance {stage}": d for stage, d in stage_distances(net, start).items()}}
+    return {**result, "model": net} if keep_model else result
+
+
+def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_METHODS,
+                     pretrained: models.StagedNet | None = None, steps: int = 100, batch_size: int = 32,
+                     n_val: int = 64, n_test: int = 256, lr_grid=LR_GRID, cache=None, device=None) -> pd.DataFrame:
+    """Every method on every dense target and training size (``labels``: labelled images): one row per target,
+    size, seed and method, with the rate, the validation and test score (mIoU or AP50) and how far each stage moved.
+
+    The protocol of :func:`efficient_comparison`: each method's rate is chosen on the validation split of the first
+    seed from ``lr_grid`` (the best validation score; a tie goes to the smaller rate), extended along
+    :data:`LR_LADDER` while the best rate lies at an edge of what was tried, and kept for the other seeds;
+    a later seed that diverges at that rate chooses anew. Every method has the same budget of ``steps`` optimiser
+    steps. With ``cache``, each run is saved as it ends and read back next time (:func:`~ftcourse.sweep.sweep`).
+    """
+    dense.check_kind(kind)
+    pretrained = source_model(pretrained)
+    weights = models.fingerprint(pretrained)
+    rows = []
+    for target in targets:
+        for n in labels:
+            chosen: dict[str, float] = {}
+            for seed in seeds:
+                task = dense.dense_target(target, n, n_val=n_val, n_test=n_test, seed=seed, device=device)
+                for method in methods:
+                    key = json.dumps({"task": task.fingerprint(), "pretrained": weights, "kind": kind,
+                                      "method": method, "steps": steps, "batch_size": batch_size}, sort_keys=True)
+
+                    def one_rate(lr, seed):
+                        result = dense_run(task, kind, method, lr=lr, pretrained=pretrained, seed=seed, steps=steps,
+                                           batch_size=batch_size, device=device)
+                        return {k: v for k, v in result.items() if k not in ("method", "lr")}
+
+                    def tuned(grid):
+                        version = "dense-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+                        runs = sweep(one_rate, {"lr": [float(r) for r in grid]}, seeds=[seed], cache=cache,
+                                     code_version=version).runs
+                        while True:
+                            ranked = runs.assign(_score=runs["val_score"].astype(float).fillna(-math.inf))
+                            best = ranked.sort_values(["_score", "lr"], ascending=[False, True], kind="stable")
+                            beyond = _beyond_the_edge(float(best.iloc[0]["lr"]), runs["lr"].tolist(), LR_LADDER)
+                            if beyond is None:
+                                return best.iloc[0].drop(["_score", "cached"]).to_dict(), len(runs)
+                            more = sweep(one_rate, {"lr": [beyond]}, seeds=[seed], cache=cache, code_version=version)
+                            runs = pd.concat([runs, more.runs], ignore_index=True)
+
+                    best, n_runs = tuned([chosen[method]] if method in chosen else lr_grid)
+                    if method in chosen and best["diverged"]:
+                        best, n_runs = tuned(lr_grid)
+                    chosen.setdefault(method, float(best["lr"]))
+                    rows.append({"target": target, "labels": n, "seed": seed, "method": method, **best,
+                                 "tuning_runs": n_runs})
     return pd.DataFrame(rows)

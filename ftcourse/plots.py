@@ -88,6 +88,7 @@ METHOD_COLOURS = {
     "scratch": "#7f7f7f", "probe": "#bcbd22", "linear probe": "#bcbd22", "finetune": "#1f77b4", "full": "#1f77b4",
     "last stage": "#17becf", "bitfit": "#d62728", "batchnorm": "#ff7f0e", "lora": "#9467bd",
     "surgical:stem": "#2ca02c", "surgical:layer1": "#8c564b", "surgical:layer2": "#e377c2", "surgical:layer3": "#98df8a",
+    "frozen backbone": "#bcbd22", "early stages frozen": "#9467bd",  # lesson 08: the dense probe; FT above layer1
 }
 METHOD_MARKERS = {"full": "s", "finetune": "s", "linear probe": "v", "probe": "v", "lora": "D", "bitfit": "o",
                   "batchnorm": "o"}

@@ -138,7 +138,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
         label_smoothing: float = 0.0, penalty=None, before_step=None, precision: str = "auto",
         channels_last: bool | None = None, seed: int = 0, checkpoint=None, resume: bool = False,
         checkpoint_every: int = 200, progress: bool | None = None,
-        live_plot: bool | None = None, sync_every: int = 25, compile: bool = False) -> History:
+        live_plot: bool | None = None, sync_every: int = 25, compile: bool = False, loss=None) -> History:
     """Train ``model`` on ``train`` for ``steps`` optimiser steps (or ``epochs`` passes) and return a :class:`History`.
 
     Parameters
@@ -170,6 +170,11 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     sync_every : how often (in steps) the device is asked for the losses: the run is then logged, checked for
         divergence and, with ``val``, validated.
     compile : run the model through ``torch.compile`` (worth it on a GPU for long runs).
+    loss : a function ``loss(outputs, targets) -> scalar tensor`` used instead of cross-entropy, for tasks that are
+        not classification (segmentation and detection, see :mod:`ftcourse.dense`). ``train`` and ``val`` are then
+        pairs ``(images, targets)`` whose targets may have any shape, one entry per image (a mask ``(N, H, W)``, a
+        set of boxes ``(N, K, 5)``); batches index them like labels. Accuracy means nothing there: ``train_acc``
+        holds NaN, and validation records ``val_loss`` only.
 
     Resuming. The checkpoint holds the model, the optimiser, the step, the batch order and the random states, so a
     resumed run reaches exactly the weights of an uninterrupted one on the same device and precision. Settings that
@@ -183,22 +188,26 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     device = model_device(model)
     if isinstance(train, Task):
         train, val = train.train, train.val if val is None else val
-    train = as_data(train, "train", model, device)
-    val = as_data(val, "val", model, device) if val is not None else None
+    if loss is not None and label_smoothing:
+        raise ValueError("label_smoothing belongs to the default cross-entropy; with your own loss, smooth inside it.")
+    targets = "labels" if loss is None else "any"
+    train = as_data(train, "train", model, device, targets=targets)
+    val = as_data(val, "val", model, device, targets=targets) if val is not None else None
     total_steps = _budget(steps, epochs, train, batch_size)
     for name, value in (("sync_every", sync_every), ("checkpoint_every", checkpoint_every)):
         _check_count(name, value)
     stepper = Stepper(model, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
                       params=params, precision=precision, label_smoothing=label_smoothing, penalty=penalty,
-                      channels_last=channels_last, compile=compile)
+                      channels_last=channels_last, compile=compile, loss=loss)
     schedule_fn = get_schedule(schedule)
     generator = torch.Generator(device=device).manual_seed(seed)
-    stream = BatchStream(train, batch_size, generator, device, num_classes=getattr(model, "num_classes", None))
+    stream = BatchStream(train, batch_size, generator, device,
+                         num_classes=getattr(model, "num_classes", None) if loss is None else None)
     config = {"steps": total_steps, "lr": lr, "optimizer": optimizer, "schedule": describe(schedule_fn),
               "weight_decay": weight_decay, "momentum": momentum, "batch_size": batch_size, "augment": augment,
               "label_smoothing": label_smoothing, "penalty": describe(penalty), "before_step": describe(before_step),
               "param_groups": stepper.group_sizes(), "seed": seed, "train_size": stream.dataset_size,
-              "precision": stepper.precision, "device": device.type}
+              "precision": stepper.precision, "device": device.type, "loss": describe(loss)}
     history = History(config=config)
     step = saved_step = 0
     if checkpoint is not None:
@@ -237,11 +246,12 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
             if augment:
                 x = augment_batch(x, generator)
             stepper.set_lr(schedule_fn(step, total_steps))
-            loss, logits = stepper.step(x, y)
+            batch_loss, logits = stepper.step(x, y)
             # Bookkeeping stays on the device: no .item() here.
-            step_losses[step] = loss
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            step_losses[step] = batch_loss
+            loss_sum += batch_loss * len(y)
+            if loss is None:  # accuracy is a classifier's measure; a dense task's own loss has none
+                correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             history.step_lr.append(stepper.lr)
             step += 1
@@ -257,21 +267,24 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
                 break
             history.log_step.append(step)
             history.train_loss.append(loss_sum.item() / seen)
-            history.train_acc.append(correct.item() / seen)
+            history.train_acc.append(correct.item() / seen if loss is None else math.nan)
             history.train_seconds.append(seconds)
             history.images_seen += seen
             loss_sum.zero_()
             correct.zero_()
             seen = 0
-            if val is not None:
+            if val is not None and loss is None:
                 metrics = evaluate(model, val, precision=stepper.precision)
                 history.val_loss.append(metrics["loss"])
                 history.val_acc.append(metrics["accuracy"])
+            elif val is not None:
+                outputs = predict(model, val.images, precision=stepper.precision)
+                history.val_loss.append(float(loss(outputs, val.labels)))
                 model.train()
             if bar is not None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
-                                **({"val_acc": f"{history.val_acc[-1]:.3f}"} if val is not None else {}))
+                                **({"val_acc": f"{history.val_acc[-1]:.3f}"} if history.val_acc else {}))
             if plot is not None:
                 plot(history)
             if checkpoint is not None and (due_checkpoint or step == total_steps):
@@ -370,12 +383,27 @@ def is_loader(data) -> bool:
     return isinstance(data, torch.utils.data.DataLoader)
 
 
-def as_data(data, name: str, model: nn.Module | None, device: torch.device):
+def as_data(data, name: str, model: nn.Module | None, device: torch.device, *, targets: str = "labels"):
     """Check ``data`` and put it on ``device``: ImageData stays ImageData, a pair becomes one, a Task gives a split.
 
     With a ``model``, labels are checked against its number of classes and images against its input channels.
     A DataLoader is passed through; its batches are checked as they come (see :class:`BatchStream`).
+    ``targets="any"`` accepts a pair ``(images, targets)`` whose targets have any shape, one per image (dense
+    tasks, trained with their own ``loss``): it becomes :class:`Examples`.
     """
+    if targets not in ("labels", "any"):
+        raise ValueError(f"targets must be 'labels' or 'any', got {targets!r}.")
+    if targets == "any" and not is_loader(data):
+        if isinstance(data, Examples):
+            data = (data.images, data.labels)
+        if not (isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1])):
+            raise TypeError(f"{name}: with your own loss, give a pair (images, targets) of tensors, one target per "
+                            f"image; got {type(data).__name__}.")
+        check_images(data[0], None, name=name)
+        if len(data[1]) != len(data[0]):
+            raise ValueError(f"{name}: {len(data[0])} images but {len(data[1])} targets; pass one per image.")
+        _check_channels(data[0], name, model)
+        return Examples(data[0], data[1]).to(device)
     if is_loader(data):
         if _loader_length(data) == 0:
             raise ValueError(f"{name}: the DataLoader yields no batches (its dataset has {len(data.dataset)} items"
@@ -404,6 +432,22 @@ def steps_per_epoch(data, batch_size: int) -> int:
     if is_loader(data):
         return _loader_length(data)
     return max(1, len(data) // batch_size)
+
+
+@dataclass
+class Examples:
+    """Images ``(N, C, H, W)`` and one target of any shape per image, ``labels[i]`` for ``images[i]``: what
+    :func:`fit` trains on when it is given its own ``loss``. Named like :class:`ImageData`'s fields, so that
+    batches and predictions index both alike."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device) -> Examples:
+        return Examples(self.images.to(device), self.labels.to(device))
 
 
 class BatchStream:
@@ -466,8 +510,8 @@ class BatchStream:
 class Stepper:
     """One training step and what it needs: the optimiser, the gradient scaler and the mixed-precision context.
 
-    ``step(x, y)`` runs forward (under autocast), the loss (cross-entropy plus ``penalty(model)``), backward and the
-    optimiser update, and returns the loss and logits as device tensors -- it never waits for the device.
+    ``step(x, y)`` runs forward (under autocast), the loss (cross-entropy, or ``loss(outputs, y)`` when given, plus
+    ``penalty(model)``), backward and the optimiser update, and returns the loss and logits as device tensors -- it never waits for the device.
     ``set_lr(factor)`` sets each parameter group's rate to ``factor`` x its base rate (what a schedule does).
 
     Every parameter goes into the optimiser, frozen ones too: they get no gradient and so are never updated, and a
@@ -477,7 +521,9 @@ class Stepper:
 
     def __init__(self, model: nn.Module, *, lr: float, optimizer: str = "sgd", weight_decay: float = 5e-4,
                  momentum: float = 0.9, params=None, precision: str = "auto", label_smoothing: float = 0.0,
-                 penalty=None, channels_last: bool | None = None, compile: bool = False):
+                 penalty=None, channels_last: bool | None = None, compile: bool = False, loss=None):
+        if loss is not None and not callable(loss):
+            raise TypeError(f"loss must be a function loss(outputs, targets) -> scalar tensor, got {loss!r}.")
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
             raise ValueError(f"lr must be a positive number, got {lr!r}.")
         if not any(p.requires_grad for p in model.parameters()):
@@ -489,7 +535,7 @@ class Stepper:
                                          self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.precision == "fp16"))
         self.autocast = autocast_for(self.device, self.precision)
-        self.label_smoothing, self.penalty = label_smoothing, penalty
+        self.label_smoothing, self.penalty, self.loss = label_smoothing, penalty, loss
         self.channels_last = channels_last_for(self.device) if channels_last is None else channels_last
         if self.channels_last:  # the layout fast convolution kernels want (see ftcourse.env.channels_last_for)
             model.to(memory_format=torch.channels_last)
@@ -513,7 +559,8 @@ class Stepper:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
             logits = self.forward(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            loss = (F.cross_entropy(logits, y, label_smoothing=self.label_smoothing) if self.loss is None
+                    else self.loss(logits, y))
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model)
         self.optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ layer or any layer below it (this table is the one the test checks):
     3  data                                      images as device tensors, augmentation, real datasets
     4  lab                                       the procedural source and target tasks
     5  train                                     the training engine: fit, evaluate, predict
-    6  rangetest transfer measure pretrain efficient   tools built on the engine
+    6  rangetest transfer measure pretrain efficient dense   tools built on the engine; dense tasks and heads
     7  experiments sweep capstone                whole experiments and grids of them; the capstone's target
     8  tour widgets                              what the lessons show
     9  checks exercises                          exercise feedback, exercises generated from solutions
