@@ -160,7 +160,10 @@ def chromium():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     pytest.importorskip("jupyter_book", reason="the site needs Jupyter Book (the test extra installs it)")
-    return site.build(ROOT, tmp_path_factory.mktemp("site"), profile="quick", timeout=900, log=lambda *a, **k: None)
+    # In the lessons' own folder, so that the experiment caches nbval's runs filled are reused (pyproject.toml runs
+    # nbval first); two kernels at once, one thread each, as on a 2-core laptop.
+    return site.build(ROOT, tmp_path_factory.mktemp("site"), profile="quick", jobs=2, timeout=900,
+                      log=lambda *a, **k: None)
 
 
 @pytest.fixture(scope="module")
