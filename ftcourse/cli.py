@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="build/site", help="the build folder; the HTML lands in OUT/_build/html")
     p.add_argument("--root", default=".", help="the course folder holding notebooks/ and exercises/")
     p.add_argument("--jobs", type=int, default=1,
-                   help="lessons run at once, one thread each (2 is faster on a 2-core machine)")
+                   help="lessons run at once, one thread each (quicker for --profile quick; keep 1 for cpu)")
     p.add_argument("--only", nargs="+", default=None, metavar="LESSON",
                    help="build only these lessons (e.g. 00_start_here), for a quick look at a page")
     p.set_defaults(run=site)

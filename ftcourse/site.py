@@ -354,10 +354,11 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 1, ti
           log=print) -> SiteResult:
     """Execute the lessons of ``root/notebooks`` in ``profile`` and build the site in ``out``.
 
-    ``jobs`` lessons run at once, each kernel on one thread (``OMP_NUM_THREADS=1``): on a 2-core laptop two
-    single-threaded kernels get through the course faster than one kernel on two threads, since the course's small
-    networks use a second thread poorly. ``only`` (names such as ``"00_start_here"``) limits the lessons, for a
-    quick look at one page. Returns where
+    ``jobs`` lessons run at once, each kernel then on one thread (``OMP_NUM_THREADS=1``), which is quicker for the
+    quick profile's many short runs. Keep ``jobs=1`` for a site that shows the lessons' claims: a different number
+    of threads sums in another order, the runs take other paths from the same seeds, and with one thread four
+    lessons' cpu-profile claims did not hold (02, 04, 06 and 07; benchmarks/README.md). ``only`` (names such as
+    ``"00_start_here"``) limits the lessons, for a quick look at one page. Returns where
     the HTML is (``out/_build/html/index.html`` opens it), each lesson's run, and the seconds taken; a lesson whose
     cells raised is still built, so that its page shows the traceback, and is listed in ``errors``.
     """
