@@ -71,7 +71,10 @@ def quiet_transformers() -> None:
     """Keep ``transformers``' log to errors only: the lesson prints its own, readable lines."""
     from transformers.utils import logging as hf_logging
 
+    import warnings
+
     hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
@@ -272,25 +275,22 @@ def classifier(method: str, num_classes: int, *, source=None, seed: int = 0):
         return AutoModelForSequenceClassification.from_config(config)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes)
     if method == "probe":
+        head = tuple(head_names(model, full=True))
         for name, parameter in model.named_parameters():
-            parameter.requires_grad = not name.startswith(_encoder_prefix(model))
+            parameter.requires_grad = name.startswith(head)
     if method == "lora":
         model = lora(model)
     return model
 
 
-def _encoder_prefix(model) -> str:
-    return model.base_model_prefix + "."  # "bert." or "distilbert.": everything pretrained; the head is the rest
-
-
-def head_names(model) -> list[str]:
-    """The modules of the new head (those not under the pretrained encoder): pooler (where the model has one) and
-    classifier."""
+def head_names(model, full: bool = False) -> list[str]:
+    """The modules of the new head, those not loaded from the MLM checkpoint: the classifier (and DistilBERT's
+    ``pre_classifier``) and, where the model has one, BERT's pooler (``bert.pooler`` with ``full=True``, else
+    ``pooler``, the suffix ``peft`` matches)."""
     prefix = model.base_model_prefix
-    names = [name for name, _ in model.named_children() if name != prefix and name != "dropout"]
-    inner = getattr(model, prefix)
-    if getattr(inner, "pooler", None) is not None:
-        names.append("pooler")
+    names = [name for name, _ in model.named_children() if name not in (prefix, "dropout")]
+    if getattr(getattr(model, prefix), "pooler", None) is not None:
+        names.append(f"{prefix}.pooler" if full else "pooler")
     return names
 
 
@@ -350,7 +350,9 @@ def tuned(target: str, shots: int, method: str, *, seed: int = 0, steps: int = 1
     Every run is cached in ``cache`` (a folder), named by the shipped checkpoint's sha256 and every argument."""
     key = json.dumps({"checkpoint": record()["sha256"], "target": target, "shots": shots, "method": method,
                       "steps": steps, "batch_size": batch_size, "test_per_class": test_per_class,
-                      "warmup": WARMUP, "lora": [LORA_RANK, LORA_ALPHA], "version": 1}, sort_keys=True)
+                      "warmup": WARMUP, "lora": [LORA_RANK, LORA_ALPHA], "version": 1,
+                      "probe": 2 if method == "probe" else None},  # 2: the probe trains the pooler too
+                     sort_keys=True)
     version = "text-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def one_rate(lr, seed):
