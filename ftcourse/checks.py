@@ -595,6 +595,103 @@ def judge_cheapest(answer, inputs) -> str:
     return f"the cheapest method within {inputs['margin']:g} of full fine-tuning on each of {len(expected)} targets."
 
 
+# Lesson 09
+
+def _ask_masking(rng):
+    """A batch of token ids like the text lab's: [CLS] words [SEP] and padding, ids of special tokens below 5."""
+    g = torch.Generator().manual_seed(rng.randrange(1_000_000))
+    rows, width, vocab = rng.randint(300, 500), 16, rng.randint(60, 120)
+    lengths = torch.randint(8, width - 1, (rows,), generator=g)
+    ids = torch.randint(5, vocab, (rows, width), generator=g)
+    position = torch.arange(width)
+    ids[position > lengths[:, None]] = 0  # [PAD]
+    ids[:, 0] = 2  # [CLS]
+    ids[torch.arange(rows), lengths] = 3  # [SEP]
+    special = (ids < 5)
+    return {"input_ids": ids, "special": special, "mask_id": 4, "vocab_size": vocab, "seed": rng.randrange(10_000)}
+
+
+def _answer_masking(mask_tokens, inputs):
+    generator = torch.Generator().manual_seed(inputs["seed"])
+    result = mask_tokens(inputs["input_ids"].clone(), inputs["special"].clone(), inputs["mask_id"],
+                         inputs["vocab_size"], generator)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        return {"returned": type(result).__name__}
+    return {"inputs": result[0], "labels": result[1]}
+
+
+def masking_statistics(ids, special, inputs, labels) -> dict:
+    """What a masking did, as shares: of the maskable tokens, how many were chosen (label set); of the chosen ones,
+    how many became [MASK] (id 4 here), were left as they were, or became another token; and how many positions
+    that were not chosen changed (should be none), and special tokens chosen (should be none)."""
+    chosen = labels != -100
+    n = max(int(chosen.sum()), 1)
+    masked = chosen & (inputs == 4)
+    kept = chosen & (inputs == ids) & ~masked
+    return {"chosen": float(chosen[~special].float().mean()), "masked": float(masked.sum()) / n,
+            "kept": float(kept.sum()) / n, "replaced": float((chosen & ~masked & ~kept).sum()) / n,
+            "labels_right": bool(torch.equal(labels[chosen], ids[chosen])),
+            "unchosen_changed": int((~chosen & (inputs != ids)).sum()), "special_chosen": int((chosen & special).sum())}
+
+
+def collator_statistics(inputs_of_exercise) -> dict:
+    """The reference for 09.1: the same statistics for ``transformers``' ``DataCollatorForLanguageModeling``
+    (15%, 80/10/10) on the same ids, through its own masking function."""
+    from transformers import DataCollatorForLanguageModeling
+
+    class Vocabulary:  # what the collator asks of a tokenizer: the [MASK] id, the size, which ids are special
+        mask_token, mask_token_id, pad_token, pad_token_id = "[MASK]", 4, "[PAD]", 0
+        all_special_ids = [0, 1, 2, 3, 4]
+
+        def __len__(self):
+            return inputs_of_exercise["vocab_size"]
+
+        def convert_tokens_to_ids(self, token):
+            return 4
+
+    collator = DataCollatorForLanguageModeling(Vocabulary(), mlm_probability=0.15)
+    ids = inputs_of_exercise["input_ids"]
+    torch.manual_seed(inputs_of_exercise["seed"])
+    inputs, labels = collator.torch_mask_tokens(ids.clone(), special_tokens_mask=inputs_of_exercise["special"].clone())
+    return masking_statistics(ids, inputs_of_exercise["special"], inputs, labels)
+
+
+@_exercise("09.1", "mask_tokens", "BERT's masking (15%; 80/10/10) by hand, against DataCollatorForLanguageModeling",
+           _ask_masking, _answer_masking)
+def judge_masking(answer, inputs) -> str:
+    hint_shape = "return (inputs, labels): two tensors shaped like input_ids."
+    if "returned" in answer or not all(isinstance(answer.get(k), torch.Tensor) for k in ("inputs", "labels")):
+        _fail("09.1", "mask_tokens should return two tensors, the corrupted inputs and the labels.", hint_shape)
+    ids, special = inputs["input_ids"], inputs["special"]
+    if answer["inputs"].shape != ids.shape or answer["labels"].shape != ids.shape:
+        _fail("09.1", f"the tensors have shapes {list(answer['inputs'].shape)} and {list(answer['labels'].shape)}; "
+                      f"expected {list(ids.shape)}.", hint_shape)
+    mine = masking_statistics(ids, special, answer["inputs"].long(), answer["labels"].long())
+    reference = collator_statistics(inputs)
+    if mine["chosen"] > 0.5:
+        _fail("09.1", f"the labels are set (not -100) at {mine['chosen']:.0%} of the tokens.",
+              "the loss is computed at the chosen positions only: labels[~chosen] = -100.")
+    if mine["special_chosen"]:
+        _fail("09.1", f"{mine['special_chosen']} special tokens ([CLS], [SEP], [PAD]) were chosen.",
+              "never choose a position where special is True: set its probability to 0 before drawing.")
+    if not mine["labels_right"]:
+        _fail("09.1", "at the chosen positions, the labels are not the original tokens.",
+              "labels = input_ids.clone() before you change anything; labels[~chosen] = -100.")
+    if mine["unchosen_changed"]:
+        _fail("09.1", f"{mine['unchosen_changed']} positions that were not chosen (label -100) were changed.",
+              "only chosen positions may be masked or replaced; the rest stay as they were, with label -100.")
+    tolerance = {"chosen": 0.03, "masked": 0.06, "kept": 0.05, "replaced": 0.05}
+    for name, tol in tolerance.items():
+        if abs(mine[name] - reference[name]) > tol:
+            _fail("09.1", f"the share '{name}' is {mine[name]:.3f}; DataCollatorForLanguageModeling gives "
+                          f"{reference[name]:.3f} on the same ids (allowed difference {tol}).",
+                  "choose each maskable position with probability 0.15; of the chosen, 80% become [MASK], "
+                  "10% a random token (torch.randint(vocab_size, ...)), and the rest stay.")
+    return (f"chose {mine['chosen']:.1%} of the tokens; of those {mine['masked']:.0%} [MASK], "
+            f"{mine['replaced']:.0%} random, {mine['kept']:.0%} kept (the collator: {reference['chosen']:.1%}; "
+            f"{reference['masked']:.0%} / {reference['replaced']:.0%} / {reference['kept']:.0%}).")
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Lesson 08
 
@@ -883,3 +980,9 @@ def check_pretraining_verdicts(pretraining_verdicts) -> bool:
     """08.2: ``pretraining_verdicts(rows, margin)`` -> {"target/labels": "finetune", "scratch" or "either"} by the
     paired 90% interval of finetune - scratch over seeds."""
     return check("08.2", pretraining_verdicts)
+
+
+def check_mask_tokens(mask_tokens) -> bool:
+    """09.1: ``mask_tokens(input_ids, special, mask_id, vocab_size, generator)`` -> (inputs, labels): BERT's masking,
+    15% of the non-special tokens chosen, 80% of them [MASK], 10% a random token, 10% kept; labels -100 elsewhere."""
+    return check("09.1", mask_tokens)

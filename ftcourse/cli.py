@@ -3,7 +3,7 @@
 - ``ftcourse tour``: the main job -- scratch vs linear probe vs fine-tuning on two lab targets, a table and a figure.
 - ``ftcourse check``: versions, device, precision, and a 5-second training run that shows the loop works here.
 - ``ftcourse pretrain``: make a shipped lab checkpoint again from its recipe, into your cache folder
-  (or the file ``--out`` names).
+  (or the file ``--out`` names); ``--source text`` makes the text lab's BERT (a folder).
 - ``ftcourse exercises [--check]``: generate exercises/ from solutions/ (or check that they agree).
 - ``ftcourse grade SUBMISSIONS --out grades.csv``: run students' notebooks and write a grade table.
 - ``ftcourse site [--profile cpu] [--out build/site]``: the course as a website, every lesson with its outputs.
@@ -65,11 +65,14 @@ def pretrain(args) -> int:
     from .env import pick_device
     from .pretrain import RECIPES, pretrain as run_recipe, quick_version, save_checkpoint, user_checkpoint_dir
 
-    names = list(RECIPES) if args.source == "all" else [args.source]
+    names = [*RECIPES, "text"] if args.source == "all" else [args.source]
     if args.out and len(names) > 1:
         raise SystemExit("--out names one file: use it with one --source, not 'all'.")
     device = args.device or pick_device()
     for name in names:
+        if name == "text":
+            pretrain_text(args, user_checkpoint_dir())
+            continue
         recipe = quick_version(RECIPES[name]) if args.quick else RECIPES[name]
         out = Path(args.out) if args.out else user_checkpoint_dir() / f"{name}.pt"
         task = recipe["data"].get("task", "source")
@@ -81,6 +84,22 @@ def pretrain(args) -> int:
               f"wrote {out} (sha256 {digest[:16]}...)\n"
               f"load it with: ftcourse.models.load_checkpoint({str(out)!r})")
     return 0
+
+
+def pretrain_text(args, default_dir) -> None:
+    """The text checkpoint: a folder (``save_pretrained``), with its record ``NAME.json`` beside it."""
+    from . import text
+
+    recipe = text.quick_version(text.RECIPE) if args.quick else text.RECIPE
+    out = Path(args.out) if args.out else default_dir / text.NAME
+    size = "quick miniature" if args.quick else "full recipe"
+    print(f"pretraining the text lab's BERT with masked language modelling ({size}, "
+          f"{recipe['train']['max_steps']} steps; Trainer uses the GPU if there is one)")
+    model, tokenizer, info = text.pretrain(recipe)
+    digests = text.save_checkpoint(model, tokenizer, recipe, info, out)
+    print(f"masked-word accuracy {info['mlm_accuracy']:.3f}, {info['seconds']:.0f} s; wrote {out}/ "
+          f"(model.safetensors sha256 {digests['model.safetensors'][:16]}...)\n"
+          f"load it with: ftcourse.text.pretrained({str(out)!r})")
 
 
 def exercises(args) -> int:
@@ -139,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     about = ("make the shipped lab checkpoints again from their recipes, in your cache folder (the package's own "
              "files change only when --out names them)")
     p = sub.add_parser("pretrain", help=about, description=about)
-    p.add_argument("--source", default="lab", choices=[*SHIPPED, "all"],
-                   help="which checkpoint (default: lab, the main one; all: every one)")
+    p.add_argument("--source", default="lab", choices=[*SHIPPED, "text", "all"],
+                   help="which checkpoint (default: lab, the main one; text: the text lab's BERT, a folder; "
+                        "all: every one)")
     p.add_argument("--quick", action="store_true", help="a miniature of the recipe (seconds), for tests")
     p.add_argument("--out", default=None,
                    help="the file to write (default: NAME.pt in $FTCOURSE_HOME/checkpoints, else "

@@ -221,6 +221,9 @@ def _beyond_the_edge(best: float, tried: list[float], ladder) -> float | None:
     return None
 
 
+beyond_the_edge = _beyond_the_edge  # public: ftcourse.text tunes its rates by the same rule
+
+
 def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 100, batch_size: int = 32,
             test_per_class: int = 100, pretrained: models.StagedNet | None = None, device=None,
             relatedness: float = 1.0, lr: float | str | None = None, lr_grid=LR_GRID, cache=None) -> list[dict]:

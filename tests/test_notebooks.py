@@ -21,8 +21,8 @@ def test_there_are_lessons_solutions_and_exercises():
     assert folders == {"notebooks", "solutions", "exercises"}, NOTEBOOKS
     lessons = sorted(p.split("/")[1][:2] for p in NOTEBOOKS if p.startswith("notebooks/"))
     assignments = sorted(p.split("/")[1][:2] for p in NOTEBOOKS if p.startswith("solutions/"))
-    assert lessons == ["00", "01", "02", "03", "04", "05", "06", "07", "08"], lessons
-    assert assignments == ["01", "02", "03", "04", "05", "07", "08", "10"], assignments  # 10: the capstone
+    assert lessons == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"], lessons
+    assert assignments == ["01", "02", "03", "04", "05", "07", "08", "09", "10"], assignments  # 10: the capstone
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS)
@@ -109,6 +109,6 @@ def test_the_worked_solutions_get_full_marks_from_the_grader(tmp_path):
     for path in (ROOT / "solutions").glob("0[1-9]_*.ipynb"):  # every lesson's assignment; the capstone elsewhere
         shutil.copy(path, folder / path.name)
     rows = grade.grade(folder.parent, tmp_path / "grades.csv", verbose=False)
-    assert rows[0]["total"] == 14, rows[0]
+    assert rows[0]["total"] == 15, rows[0]
     statuses = rows[0]["status"].split("; ")  # "NAME: ok" per notebook; "N cell(s) raised an error" would follow one
-    assert len(statuses) == 7 and all(s.endswith(": ok") for s in statuses), rows[0]["status"]
+    assert len(statuses) == 8 and all(s.endswith(": ok") for s in statuses), rows[0]["status"]

@@ -38,7 +38,7 @@ def test_every_shipped_checkpoint_has_a_recipe_and_every_recipe_a_shipped_checkp
 def test_the_pretrain_command_offers_exactly_the_shipped_checkpoints():
     choices = next(a.choices for a in cli.build_parser()._subparsers._group_actions[0].choices["pretrain"]._actions
                    if a.dest == "source")
-    assert choices == [*models.SHIPPED, "all"]
+    assert choices == [*models.SHIPPED, "text", "all"]  # text: lesson 09's language model (ftcourse.text)
 
 
 def test_pretrain_command_makes_another_source_and_refuses_one_out_for_all(tmp_path):
@@ -133,10 +133,10 @@ def test_pretrained_digests_are_the_recorded_sha256_of_the_shipped_files():
 
 
 def test_pretrain_writes_to_the_user_cache_folder_and_never_into_the_package(tmp_path, monkeypatch, capsys):
-    shipped = {p.name: p.read_bytes() for p in models.CHECKPOINT_DIR.iterdir()}
+    shipped = {p.name: p.read_bytes() for p in models.CHECKPOINT_DIR.iterdir() if p.is_file()}
     monkeypatch.setenv("FTCOURSE_HOME", str(tmp_path))
     assert cli.main(["pretrain", "--quick", "--source", "lab"]) == 0
-    assert {p.name: p.read_bytes() for p in models.CHECKPOINT_DIR.iterdir()} == shipped
+    assert {p.name: p.read_bytes() for p in models.CHECKPOINT_DIR.iterdir() if p.is_file()} == shipped
     written = tmp_path / "checkpoints" / "lab.pt"
     assert f"load_checkpoint({str(written)!r})" in capsys.readouterr().out
     assert models.load_checkpoint(written).num_classes == len(lab.SOURCE_SHAPES)
@@ -164,3 +164,16 @@ def test_the_pretraining_cost_is_read_from_the_shipped_recipe_and_record():
     assert pretrain.cost("lab-early")["steps"] == cost["steps"] // recipe["fit"]["epochs"]
     with pytest.raises(ValueError, match="shipped"):
         pretrain.cost("imagenet")
+
+
+def test_pretrain_text_writes_a_verified_folder_to_the_user_cache(tmp_path, monkeypatch, capsys):
+    from ftcourse import text
+
+    shipped = {p.name: p.read_bytes() for p in (models.CHECKPOINT_DIR / "text").iterdir()}
+    monkeypatch.setenv("FTCOURSE_HOME", str(tmp_path))
+    assert cli.main(["pretrain", "--quick", "--source", "text"]) == 0
+    written = tmp_path / "checkpoints" / "text"
+    assert f"ftcourse.text.pretrained({str(written)!r})" in capsys.readouterr().out
+    model, tokenizer = text.pretrained(written)  # its sha256s are checked against the record written beside it
+    assert model.config.num_hidden_layers == text.RECIPE["model"]["num_hidden_layers"]
+    assert {p.name: p.read_bytes() for p in (models.CHECKPOINT_DIR / "text").iterdir()} == shipped

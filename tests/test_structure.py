@@ -9,10 +9,10 @@ layer or any layer below it (this table is the one the test checks):
     1  models                                    networks and checkpoint files; know nothing of training
     2  env lr                                    device and profile; learning-rate schedules
     3  data                                      images as device tensors, augmentation, real datasets
-    4  lab                                       the procedural source and target tasks
+    4  lab textlab                               the procedural source and target tasks, images and text
     5  train                                     the training engine: fit, evaluate, predict
     6  rangetest transfer measure pretrain efficient dense   tools built on the engine; dense tasks and heads
-    7  experiments sweep capstone                whole experiments and grids of them; the capstone's target
+    7  experiments sweep capstone text           whole experiments and grids of them; the capstone's target; BERT
     8  tour widgets                              what the lessons show
     9  checks exercises                          exercise feedback, exercises generated from solutions
     10 grade worker site                         the autograder, and its sandboxed side; the website
