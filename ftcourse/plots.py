@@ -83,13 +83,22 @@ class LiveLossPlot:
         self.handle.update(self.fig)
 
 
-# One colour per way of training, in every figure that compares them: full fine-tuning blue, the linear probe grey...
+# One colour per way of training, in every figure of every lesson that compares them: scratch always grey, the
+# linear probe olive, full fine-tuning blue (its variants with another rate in other blues), and so on. A method
+# that has two names in the course (the lessons' "finetune", lesson 04's "fine-tune", lesson 07's "full") has one
+# colour under both.
 METHOD_COLOURS = {
-    "scratch": "#7f7f7f", "probe": "#bcbd22", "linear probe": "#bcbd22", "finetune": "#1f77b4", "full": "#1f77b4",
+    "scratch": "#7f7f7f",
+    "probe": "#bcbd22", "linear probe": "#bcbd22",
+    "finetune": "#1f77b4", "fine-tune": "#1f77b4", "full": "#1f77b4", "fine-tuned": "#1f77b4",
+    "frozen": "#bcbd22",  # lesson 02: copied stages kept frozen, as a linear probe keeps all of them
+    "lower rate": "#9ecae1", "higher rate": "#08306b", "tuned rate": "#6baed6",
+    "LP-FT": "#2ca02c", "L2-SP": "#ff9896", "re-init top": "#8c564b", "another source": "#e377c2",
     "last stage": "#17becf", "bitfit": "#d62728", "batchnorm": "#ff7f0e", "lora": "#9467bd",
-    "surgical:stem": "#2ca02c", "surgical:layer1": "#8c564b", "surgical:layer2": "#e377c2", "surgical:layer3": "#98df8a",
+    "surgical:stem": "#98df8a", "surgical:layer1": "#c49c94", "surgical:layer2": "#f7b6d2",
+    "surgical:layer3": "#c5b0d5",
 }
-METHOD_MARKERS = {"full": "s", "finetune": "s", "linear probe": "v", "probe": "v", "lora": "D", "bitfit": "o",
+METHOD_MARKERS = {"full": "s", "finetune": "s", "fine-tune": "s", "scratch": "x", "linear probe": "v", "probe": "v", "lora": "D", "bitfit": "o",
                   "batchnorm": "o"}
 
 

@@ -44,6 +44,7 @@ import ftcourse
 
 from . import models
 from .files import save_json
+from .plots import METHOD_COLOURS, method_colour
 
 JSON_VALUES = "ints, floats, strings, bools, None, or lists/tuples of these"
 CONFIG_FIX = ("The cache names each run by its configuration, so grid values must be JSON values: " + JSON_VALUES +
@@ -177,6 +178,46 @@ def paired_difference(a, b, *, confidence: float = 0.9) -> dict:
     std = float(d.std(ddof=1))
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
+
+
+def describe_difference(difference: dict, fmt: str = "+.3f", unit: str = "") -> str:
+    """A :func:`paired_difference` in words: ``"+0.120 (90% interval +0.05 to +0.19)"``.
+
+    With a single seed there is no interval (it is infinite): the text says so instead of printing ``-inf to inf``.
+
+    >>> describe_difference(paired_difference([0.9], [0.6]))
+    '+0.300 (one seed: no interval)'
+    """
+    mean = f"{difference['mean']:{fmt}}{unit}"
+    if not (math.isfinite(difference["low"]) and math.isfinite(difference["high"])):
+        return f"{mean} (one seed: no interval)"
+    return f"{mean} (90% interval {difference['low']:{fmt}}{unit} to {difference['high']:{fmt}}{unit})"
+
+
+def readable(table: pd.DataFrame, keys: dict, metrics: dict, *, counts: dict | None = None,
+             digits: int = 2) -> pd.DataFrame:
+    """A summary table for a reader: labelled columns, "mean ± std" in one cell, counts as ``308,181``.
+
+    ``table`` is a :meth:`SweepResult.summary` (or any table with ``NAME_mean`` / ``NAME_std`` columns). ``keys``
+    maps the columns that name a setting to their labels (they become the index), ``metrics`` the metrics to show
+    as mean ± std over seeds, ``counts`` the means to show as whole numbers with thousands separators.
+
+    >>> summary = pd.DataFrame({"method": ["probe"], "accuracy_mean": [0.912], "accuracy_std": [0.0104],
+    ...                         "trainable_mean": [645.0]})
+    >>> readable(summary, {"method": "method"}, {"accuracy": "test accuracy"}, counts={"trainable": "parameters"})
+           test accuracy (mean ± std) parameters
+    method                                      
+    probe                 0.91 ± 0.01        645
+    """
+    out = table[list(keys)].rename(columns=keys)
+    for name, label in metrics.items():
+        mean, std = table[f"{name}_mean"], table.get(f"{name}_std", pd.Series(float("nan"), index=table.index))
+        out[f"{label} (mean ± std)"] = [f"{m:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
+                                        for m, sd in zip(mean, std)]
+    for name, label in (counts or {}).items():
+        column = table[f"{name}_mean"] if f"{name}_mean" in table else table[name]
+        out[label] = [f"{v:,.0f}" for v in column]
+    return out.set_index(list(keys.values()))
 
 
 def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=False):
@@ -322,8 +363,9 @@ def plot_metric(result, x, metric, hue=None, ax=None, logx=False):
     for value, part in lines:
         if pd.api.types.is_numeric_dtype(part[x]):
             part = part.sort_values(x)
+        colour = method_colour(value) if value in METHOD_COLOURS else None  # a method: its colour of the course
         bars = ax.errorbar(part[x], part[f"{metric}_mean"], yerr=part[f"{metric}_std"], marker="o", capsize=3,
-                           label=None if hue is None else f"{hue}={value}")
+                           color=colour, label=None if hue is None else str(value))
         diverged = part[part["n_diverged"] > 0]
         if len(diverged):  # at the top edge (x in data units, y in axes units): a NaN mean has no height of its own
             ax.plot(diverged[x], [0.97] * len(diverged), "x", markersize=9, color=bars.lines[0].get_color(),
