@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 import torch
 
 
-def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str | None = None, size: float = 1.3):
+def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str | None = None, size: float = 1.2):
     """A grid of images ``(N, C, H, W)`` (uint8 or floats in [0, 1]) with an optional title under each."""
     images = images.detach().cpu()
     if images.dtype == torch.uint8:
@@ -114,7 +114,9 @@ def accuracy_vs_parameters(summary, *, panels: str = "target", title: str | None
     ``accuracy_std`` (over seeds: the error bars). The further up and to the left, the better the method's trade.
     """
     names = list(dict.fromkeys(summary[panels]))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True, squeeze=False)
+    # at most 10 inches wide (a web page's width), the legend below the panels rather than beside them
+    fig, axes = plt.subplots(1, len(names), figsize=(min(10.0, 3.0 * len(names) + 0.8), 3.6), sharey=True,
+                             squeeze=False)
     for ax, name in zip(axes[0], names):
         part = summary[summary[panels] == name]
         for _, row in part.iterrows():
@@ -126,7 +128,8 @@ def accuracy_vs_parameters(summary, *, panels: str = "target", title: str | None
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (mean ± std over seeds)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
+               frameon=False, fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

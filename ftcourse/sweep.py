@@ -384,12 +384,13 @@ def plot_metric(result, x, metric, hue=None, ax=None, logx=False):
     return ax
 
 
-def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", center=None):
+def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", center=None, label=None):
     """A heatmap of ``metric``'s mean over seeds for each pair of values of the knobs ``x`` and ``y``.
 
     Each cell shows its number (formatted with ``fmt``); a cell whose runs all diverged says "diverged". For a
     metric with a meaningful middle (a gap that can be negative or positive), pass ``center=0`` and a diverging
-    ``cmap`` such as ``"RdBu_r"``: the colour scale is then symmetric around it.
+    ``cmap`` such as ``"RdBu_r"``: the colour scale is then symmetric around it. ``label`` names the colour bar
+    (with its unit) for a reader; by default it is the metric's column name.
     Any other knob of the sweep must have a single value: pick one first with ``result.select(knob=value)``.
     """
     table = _summary_for_plot(result, [x, y], metric)
@@ -412,7 +413,7 @@ def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", cente
     ax.set_xticks(range(len(columns)), labels=[str(v) for v in columns])
     ax.set_yticks(range(len(rows)), labels=[str(v) for v in rows])
     ax.set(xlabel=x, ylabel=y, title=f"{metric}: mean over {table['n_seeds'].max()} seeds")
-    ax.figure.colorbar(image, ax=ax, label=metric)
+    ax.figure.colorbar(image, ax=ax, label=metric if label is None else label)
     return ax
 
 
