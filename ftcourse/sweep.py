@@ -384,13 +384,14 @@ def plot_metric(result, x, metric, hue=None, ax=None, logx=False):
     return ax
 
 
-def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", center=None, label=None):
+def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", center=None, label=None, halfrange=None):
     """A heatmap of ``metric``'s mean over seeds for each pair of values of the knobs ``x`` and ``y``.
 
     Each cell shows its number (formatted with ``fmt``); a cell whose runs all diverged says "diverged". For a
     metric with a meaningful middle (a gap that can be negative or positive), pass ``center=0`` and a diverging
     ``cmap`` such as ``"RdBu_r"``: the colour scale is then symmetric around it. ``label`` names the colour bar
-    (with its unit) for a reader; by default it is the metric's column name.
+    (with its unit) for a reader; by default it is the metric's column name. ``halfrange`` fixes how far the colour
+    scale reaches either side of ``center``: give two heatmaps the same one and their colours compare.
     Any other knob of the sweep must have a single value: pick one first with ``result.select(knob=value)``.
     """
     table = _summary_for_plot(result, [x, y], metric)
@@ -399,7 +400,7 @@ def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", cente
     diverged = table.pivot(index=y, columns=x, values="n_diverged").reindex(index=rows, columns=columns)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    norm = None if center is None else matplotlib.colors.CenteredNorm(vcenter=center)
+    norm = None if center is None else matplotlib.colors.CenteredNorm(vcenter=center, halfrange=halfrange)
     image = ax.imshow(means.to_numpy(dtype=float), cmap=cmap, norm=norm, origin="lower", aspect="auto")
     for i, j in itertools.product(range(len(rows)), range(len(columns))):
         value = means.iat[i, j]

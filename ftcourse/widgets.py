@@ -31,7 +31,8 @@ def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=N
     for i, (m, sd) in enumerate(zip(mean, std)):
         ax.text(i, m + sd + 0.02 * top, f"{m:.2f}", ha="center", fontsize=9)  # above the error bar
     ax.set(ylim=(0, 1.12 * top), ylabel=f"{metric}\n(mean ± std over seeds)", xlabel=group, title=f"{knob} = {value}")
-    ax.tick_params(axis="x", labelrotation=20 if len(names) > 3 else 0)
+    if sum(len(name) for name in names) > 24:  # long names would overlap: slant them
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
     return ax
 
 
