@@ -21,6 +21,7 @@ def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
+    size = min(size, 10 / ncols)  # at most 10 inches wide: a web page's width
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)),
                              squeeze=False)
     for k, ax in enumerate(axes.flat):
