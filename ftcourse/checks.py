@@ -108,13 +108,15 @@ def _run(exercise: Exercise, fn, inputs):
               "run it on its own in a new cell and read the traceback.")
 
 
-def check(exercise_id: str, fn) -> bool:
-    """Check ``fn`` as the answer to ``exercise_id`` on this notebook's inputs: print PASSED, or raise."""
+def check(exercise_id: str, fn) -> None:
+    """Check ``fn`` as the answer to ``exercise_id`` on this notebook's inputs: print PASSED, or raise.
+
+    It returns nothing, so that a notebook cell ending in a check shows the PASSED line and no stray ``True``.
+    """
     exercise = GRADED[exercise_id]
     inputs = exercise.ask(random.Random(f"notebook/{exercise_id}"))
     what = exercise.judge(_run(exercise, fn, inputs), inputs)
     print(f"PASSED exercise {exercise_id}: {what}")
-    return True
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -870,7 +872,7 @@ def judge_capstone(answer, test) -> tuple[float, str]:
     return accuracy, f"test accuracy {accuracy:.3f} (the pass mark is {capstone.PASS_MARK:.3f})"
 
 
-def check_capstone(recipe) -> bool:
+def check_capstone(recipe) -> None:
     """10.1: ``recipe(train, budget)`` -> a trained StagedNet for ``train``'s classes, within ``budget`` images.
 
     Here it runs on the public practice target, counts the images trained on, and tests the model on the practice
@@ -894,7 +896,6 @@ def check_capstone(recipe) -> bool:
     _, what = judge_capstone(answer, test)
     print(f"PASSED exercise {capstone.EXERCISE} on the practice target: {what}, with {counter.images:,} of "
           f"{capstone.BUDGET:,} images. The grader runs your recipe on a secret target of the same kind.")
-    return True
 
 
 GRADED[capstone.EXERCISE] = Exercise(capstone.EXERCISE, "recipe",
@@ -906,65 +907,65 @@ EXERCISES = {id: f"{e.function}: {e.title}" for id, e in GRADED.items()}
 # ------------------------------------------------------------------------------------------------------------------
 # The checks the notebooks call: one per exercise.
 
-def check_finetune_start(finetune_start) -> bool:
+def check_finetune_start(finetune_start) -> None:
     """01.1: ``finetune_start(pretrained, num_classes)`` returns a copy with a fresh head, everything trainable."""
     return check("01.1", finetune_start)
 
 
-def check_finetuning_advantage(finetuning_advantage) -> bool:
+def check_finetuning_advantage(finetuning_advantage) -> None:
     """01.2: ``finetuning_advantage(rows)`` -> {labels per class: mean fine-tune accuracy - mean scratch accuracy}."""
     return check("01.2", finetuning_advantage)
 
 
-def check_freeze_first(freeze_first) -> bool:
+def check_freeze_first(freeze_first) -> None:
     """02.1: ``freeze_first(model, k)`` freezes exactly the first k stages."""
     return check("02.1", freeze_first)
 
 
-def check_count_trainable(count_trainable) -> bool:
+def check_count_trainable(count_trainable) -> None:
     """02.2: ``count_trainable(model)`` counts the numbers (not tensors) in trainable parameters."""
     return check("02.2", count_trainable)
 
 
-def check_discriminative_rates(discriminative_rates) -> bool:
+def check_discriminative_rates(discriminative_rates) -> None:
     """03.1: ``discriminative_rates(stage_names, lr, decay)`` -> {stage: rate}, the head at lr, each stage below /decay."""
     return check("03.1", discriminative_rates)
 
 
-def check_best_rate(best_rate) -> bool:
+def check_best_rate(best_rate) -> None:
     """03.2: ``best_rate(rows, method)`` -> the lr whose mean *validation* accuracy over seeds is highest, skipping
     diverged runs. The test accuracy in the rows points elsewhere, so a choice made on it fails."""
     return check("03.2", best_rate)
 
 
-def check_ntg_by_setting(ntg_by_setting) -> bool:
+def check_ntg_by_setting(ntg_by_setting) -> None:
     """04.1: ``ntg_by_setting(rows)`` -> {(relatedness, shots): mean over seeds of err_finetune - err_scratch}."""
     return check("04.1", ntg_by_setting)
 
 
-def check_keep_lower_stages(keep_lower_stages) -> bool:
+def check_keep_lower_stages(keep_lower_stages) -> None:
     """04.2: ``keep_lower_stages(pretrained, num_classes, keep)``: a copy with the first ``keep`` stages of
     ``pretrained``, the other feature stages re-initialised and a new head of ``num_classes`` outputs."""
     return check("04.2", keep_lower_stages)
 
 
-def check_leep_score(leep_score) -> bool:
+def check_leep_score(leep_score) -> None:
     """05.1: ``leep_score(source_probs, labels)`` -> LEEP (Nguyen et al. 2020), as ``ftcourse.measure.leep``."""
     return check("05.1", leep_score)
 
 
-def check_kendall_tau(kendall_tau) -> bool:
+def check_kendall_tau(kendall_tau) -> None:
     """05.2: ``kendall_tau(x, y)`` -> (concordant - discordant) / (n (n - 1) / 2), for values without ties."""
     return check("05.2", kendall_tau)
 
 
-def check_lora_linear(LoRALinear) -> bool:
+def check_lora_linear(LoRALinear) -> None:
     """07.1: ``LoRALinear(base, r, alpha)``: base(x) + (alpha / r) B A x with base frozen, A random (r x in), B zeros
     (out x r); compared with ``peft``'s LoRA layer on the same weights."""
     return check("07.1", LoRALinear)
 
 
-def check_cheapest_method(cheapest_method) -> bool:
+def check_cheapest_method(cheapest_method) -> None:
     """07.2: ``cheapest_method(rows, margin)`` -> {target: the method with the fewest trainable parameters whose mean
     accuracy is within ``margin`` of full fine-tuning's}."""
     return check("07.2", cheapest_method)

@@ -343,5 +343,5 @@ def target(name: str, n_per_class: int = 20, *, val_per_class: int = 50, test_pe
     train = make_images(name, n_per_class, seed=seed, split="train", relatedness=relatedness, device=device)
     val = make_images(name, val_per_class, seed=10_000, split="val", relatedness=relatedness, device=device)
     test = make_images(name, test_per_class, seed=10_000, split="test", relatedness=relatedness, device=device)
-    description = TASKS[name][1] + (f" (r = {relatedness:g})" if name == "mixed" else "")
+    description = TASKS[name][1]  # a mixed task's name says its r
     return Task(name if name != "mixed" else f"mixed r={relatedness:g}", train, val, test, description)

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 import torch
 
 
-def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str | None = None, size: float = 1.3):
+def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str | None = None, size: float = 1.2):
     """A grid of images ``(N, C, H, W)`` (uint8 or floats in [0, 1]) with an optional title under each."""
     images = images.detach().cpu()
     if images.dtype == torch.uint8:
@@ -21,6 +21,7 @@ def show_images(images: torch.Tensor, titles=None, *, ncols: int = 8, title: str
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
+    size = min(size, 10 / ncols)  # at most 10 inches wide: a web page's width
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)),
                              squeeze=False)
     for k, ax in enumerate(axes.flat):
@@ -83,14 +84,24 @@ class LiveLossPlot:
         self.handle.update(self.fig)
 
 
-# One colour per way of training, in every figure that compares them: full fine-tuning blue, the linear probe grey...
+# One colour per way of training, in every figure of every lesson that compares them: scratch always grey, the
+# linear probe olive, full fine-tuning blue (its variants with another rate in other blues), and so on. A method
+# that has two names in the course (the lessons' "finetune", lesson 04's "fine-tune", lesson 07's "full") has one
+# colour under both.
 METHOD_COLOURS = {
-    "scratch": "#7f7f7f", "probe": "#bcbd22", "linear probe": "#bcbd22", "finetune": "#1f77b4", "full": "#1f77b4",
+    "scratch": "#7f7f7f",
+    "probe": "#bcbd22", "linear probe": "#bcbd22",
+    "finetune": "#1f77b4", "fine-tune": "#1f77b4", "full": "#1f77b4", "fine-tuned": "#1f77b4",
+    "frozen": "#bcbd22",  # lesson 02: copied stages kept frozen, as a linear probe keeps all of them
+    "lower rate": "#9ecae1", "higher rate": "#08306b", "tuned rate": "#6baed6",
+    "LP-FT": "#2ca02c", "L2-SP": "#ff9896", "re-init top": "#8c564b", "another source": "#e377c2",
     "last stage": "#17becf", "bitfit": "#d62728", "batchnorm": "#ff7f0e", "lora": "#9467bd",
-    "surgical:stem": "#2ca02c", "surgical:layer1": "#8c564b", "surgical:layer2": "#e377c2", "surgical:layer3": "#98df8a",
-    "frozen backbone": "#bcbd22", "early stages frozen": "#9467bd",  # lesson 08: the dense probe; FT above layer1
+    "surgical:stem": "#98df8a", "surgical:layer1": "#c49c94", "surgical:layer2": "#f7b6d2",
+    "surgical:layer3": "#c5b0d5",
+    "frozen backbone": "#bcbd22",  # lesson 08: a dense task's linear probe, in the probe's colour
+    "early stages frozen": "#637939",  # lesson 08: fine-tuning above layer1
 }
-METHOD_MARKERS = {"full": "s", "finetune": "s", "linear probe": "v", "probe": "v", "lora": "D", "bitfit": "o",
+METHOD_MARKERS = {"full": "s", "finetune": "s", "fine-tune": "s", "scratch": "x", "linear probe": "v", "probe": "v", "lora": "D", "bitfit": "o",
                   "batchnorm": "o"}
 
 
@@ -106,7 +117,9 @@ def accuracy_vs_parameters(summary, *, panels: str = "target", title: str | None
     ``accuracy_std`` (over seeds: the error bars). The further up and to the left, the better the method's trade.
     """
     names = list(dict.fromkeys(summary[panels]))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True, squeeze=False)
+    # at most 10 inches wide (a web page's width), the legend below the panels rather than beside them
+    fig, axes = plt.subplots(1, len(names), figsize=(min(10.0, 3.0 * len(names) + 0.8), 3.6), sharey=True,
+                             squeeze=False)
     for ax, name in zip(axes[0], names):
         part = summary[summary[panels] == name]
         for _, row in part.iterrows():
@@ -118,7 +131,8 @@ def accuracy_vs_parameters(summary, *, panels: str = "target", title: str | None
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (mean ± std over seeds)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
+               frameon=False, fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

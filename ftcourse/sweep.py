@@ -44,6 +44,7 @@ import ftcourse
 
 from . import models
 from .files import save_json
+from .plots import METHOD_COLOURS, method_colour
 
 JSON_VALUES = "ints, floats, strings, bools, None, or lists/tuples of these"
 CONFIG_FIX = ("The cache names each run by its configuration, so grid values must be JSON values: " + JSON_VALUES +
@@ -177,6 +178,46 @@ def paired_difference(a, b, *, confidence: float = 0.9) -> dict:
     std = float(d.std(ddof=1))
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
+
+
+def describe_difference(difference: dict, fmt: str = "+.3f", unit: str = "") -> str:
+    """A :func:`paired_difference` in words: ``"+0.120 (90% interval +0.05 to +0.19)"``.
+
+    With a single seed there is no interval (it is infinite): the text says so instead of printing ``-inf to inf``.
+
+    >>> describe_difference(paired_difference([0.9], [0.6]))
+    '+0.300 (one seed: no interval)'
+    """
+    mean = f"{difference['mean']:{fmt}}{unit}"
+    if not (math.isfinite(difference["low"]) and math.isfinite(difference["high"])):
+        return f"{mean} (one seed: no interval)"
+    return f"{mean} (90% interval {difference['low']:{fmt}}{unit} to {difference['high']:{fmt}}{unit})"
+
+
+def readable(table: pd.DataFrame, keys: dict, metrics: dict, *, counts: dict | None = None,
+             digits: int = 2) -> pd.DataFrame:
+    """A summary table for a reader: labelled columns, "mean ± std" in one cell, counts as ``308,181``.
+
+    ``table`` is a :meth:`SweepResult.summary` (or any table with ``NAME_mean`` / ``NAME_std`` columns). ``keys``
+    maps the columns that name a setting to their labels (they become the index), ``metrics`` the metrics to show
+    as mean ± std over seeds, ``counts`` the means to show as whole numbers with thousands separators.
+
+    >>> summary = pd.DataFrame({"method": ["probe"], "accuracy_mean": [0.912], "accuracy_std": [0.0104],
+    ...                         "trainable_mean": [645.0]})
+    >>> readable(summary, {"method": "method"}, {"accuracy": "test accuracy"}, counts={"trainable": "parameters"})
+           test accuracy (mean ± std) parameters
+    method                                      
+    probe                 0.91 ± 0.01        645
+    """
+    out = table[list(keys)].rename(columns=keys)
+    for name, label in metrics.items():
+        mean, std = table[f"{name}_mean"], table.get(f"{name}_std", pd.Series(float("nan"), index=table.index))
+        out[f"{label} (mean ± std)"] = [f"{m:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
+                                        for m, sd in zip(mean, std)]
+    for name, label in (counts or {}).items():
+        column = table[f"{name}_mean"] if f"{name}_mean" in table else table[name]
+        out[label] = [f"{v:,.0f}" for v in column]
+    return out.set_index(list(keys.values()))
 
 
 def sweep(run, grid, *, seeds=(0,), cache=None, code_version=None, progress=False):
@@ -322,8 +363,9 @@ def plot_metric(result, x, metric, hue=None, ax=None, logx=False):
     for value, part in lines:
         if pd.api.types.is_numeric_dtype(part[x]):
             part = part.sort_values(x)
+        colour = method_colour(value) if value in METHOD_COLOURS else None  # a method: its colour of the course
         bars = ax.errorbar(part[x], part[f"{metric}_mean"], yerr=part[f"{metric}_std"], marker="o", capsize=3,
-                           label=None if hue is None else f"{hue}={value}")
+                           color=colour, label=None if hue is None else str(value))
         diverged = part[part["n_diverged"] > 0]
         if len(diverged):  # at the top edge (x in data units, y in axes units): a NaN mean has no height of its own
             ax.plot(diverged[x], [0.97] * len(diverged), "x", markersize=9, color=bars.lines[0].get_color(),
@@ -342,12 +384,14 @@ def plot_metric(result, x, metric, hue=None, ax=None, logx=False):
     return ax
 
 
-def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", center=None):
+def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", center=None, label=None, halfrange=None):
     """A heatmap of ``metric``'s mean over seeds for each pair of values of the knobs ``x`` and ``y``.
 
     Each cell shows its number (formatted with ``fmt``); a cell whose runs all diverged says "diverged". For a
     metric with a meaningful middle (a gap that can be negative or positive), pass ``center=0`` and a diverging
-    ``cmap`` such as ``"RdBu_r"``: the colour scale is then symmetric around it.
+    ``cmap`` such as ``"RdBu_r"``: the colour scale is then symmetric around it. ``label`` names the colour bar
+    (with its unit) for a reader; by default it is the metric's column name. ``halfrange`` fixes how far the colour
+    scale reaches either side of ``center``: give two heatmaps the same one and their colours compare.
     Any other knob of the sweep must have a single value: pick one first with ``result.select(knob=value)``.
     """
     table = _summary_for_plot(result, [x, y], metric)
@@ -356,7 +400,7 @@ def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", cente
     diverged = table.pivot(index=y, columns=x, values="n_diverged").reindex(index=rows, columns=columns)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    norm = None if center is None else matplotlib.colors.CenteredNorm(vcenter=center)
+    norm = None if center is None else matplotlib.colors.CenteredNorm(vcenter=center, halfrange=halfrange)
     image = ax.imshow(means.to_numpy(dtype=float), cmap=cmap, norm=norm, origin="lower", aspect="auto")
     for i, j in itertools.product(range(len(rows)), range(len(columns))):
         value = means.iat[i, j]
@@ -370,7 +414,7 @@ def plot_heatmap(result, x, y, metric, ax=None, fmt=".2f", cmap="viridis", cente
     ax.set_xticks(range(len(columns)), labels=[str(v) for v in columns])
     ax.set_yticks(range(len(rows)), labels=[str(v) for v in rows])
     ax.set(xlabel=x, ylabel=y, title=f"{metric}: mean over {table['n_seeds'].max()} seeds")
-    ax.figure.colorbar(image, ax=ax, label=metric)
+    ax.figure.colorbar(image, ax=ax, label=metric if label is None else label)
     return ax
 
 

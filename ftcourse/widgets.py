@@ -11,52 +11,82 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .env import in_notebook
+from .plots import METHOD_COLOURS, method_colour
 from .sweep import mean_and_std
 
 
 def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=None):
-    """One bar per ``group`` (e.g. method): mean of ``metric`` over seeds at ``knob == value``, with std bars."""
+    """One bar per ``group`` (e.g. method): mean of ``metric`` over seeds at ``knob == value``, with std bars.
+
+    Each method has its colour of every figure of the course (:func:`ftcourse.plots.method_colour`).
+    """
     stats = mean_and_std(table[table[knob] == value], [group], [metric])
-    mean, std = stats[f"{metric}_mean"], stats[f"{metric}_std"]
+    mean, std = stats[f"{metric}_mean"], stats[f"{metric}_std"].fillna(0)
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.bar(stats[group].astype(str), mean, yerr=std, capsize=4, color="C0")
+    names = stats[group].astype(str)
+    colours = [method_colour(name) if name in METHOD_COLOURS else f"C{i}" for i, name in enumerate(names)]
+    ax.bar(names, mean, yerr=std, capsize=4, color=colours)
+    top = max(1.0, float((mean + std).max()) if len(mean) else 1.0)
     for i, (m, sd) in enumerate(zip(mean, std)):
-        ax.text(i, m + sd + 0.02, f"{m:.2f}", ha="center")  # above the error bar
-    ax.set(ylim=(0, 1.1), ylabel=f"{metric} (mean ± std over seeds)", xlabel=group, title=f"{knob} = {value}")
+        ax.text(i, m + sd + 0.02 * top, f"{m:.2f}", ha="center", fontsize=9)  # above the error bar
+    ax.set(ylim=(0, 1.12 * top), ylabel=f"{metric}\n(mean ± std over seeds)", xlabel=group, title=f"{knob} = {value}")
+    if sum(len(name) for name in names) > 24:  # long names would overlap: slant them
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
     return ax
 
 
 def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: str = "method"):
-    """A slider over the values of ``knob`` showing :func:`bars`; a static grid of all values without widgets."""
+    """A slider over the values of ``knob`` showing :func:`bars`, and below it the static grid of every value.
+
+    In a notebook the slider needs a live kernel; the static figure (:func:`static_grid`) is an ordinary image
+    output, so a saved notebook, a web page, GitHub or nbviewer still shows the answer where the slider cannot be
+    drawn. In a notebook it returns None (nothing for the cell to echo); elsewhere (a terminal, a script) it
+    returns the static figure.
+    """
     values = sorted(table[knob].unique())
-    if not in_notebook():  # a terminal, a script, a static render: no widgets to show
-        return static_grid(table, knob, metric=metric, group=group)
+    grid = static_grid(table, knob, metric=metric, group=group)
+    plt.close(grid)  # shown once, below, by display(): not also by the inline backend or the slider's first draw
+    if not in_notebook():  # a terminal, a script: no widgets to show
+        return grid
+    from IPython.display import display
+
     try:
         import ipywidgets
-        from IPython.display import display
     except ImportError:
-        return static_grid(table, knob, metric=metric, group=group)
-    output = ipywidgets.Output()
+        ipywidgets = None
+    if ipywidgets is not None:
+        output = ipywidgets.Output()
 
-    def show(value):
-        output.clear_output(wait=True)
-        with output:
-            ax = bars(table, knob, value, metric=metric, group=group)
-            display(ax.figure)
-            plt.close(ax.figure)
+        def show(value):
+            output.clear_output(wait=True)
+            with output:
+                ax = bars(table, knob, value, metric=metric, group=group)
+                display(ax.figure)
+                plt.close(ax.figure)
 
-    slider = ipywidgets.SelectionSlider(options=values, value=values[0], description=knob)
-    widget = ipywidgets.interactive(show, value=slider)
-    display(ipywidgets.VBox([widget, output]))
-    return widget
+        slider = ipywidgets.SelectionSlider(options=values, value=values[0], description=knob)
+        display(ipywidgets.VBox([ipywidgets.interactive(show, value=slider), output]))
+    display(grid)  # the static answer, below the slider: every page that shows the notebook shows this
+    return None
 
 
 def static_grid(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: str = "method"):
-    """Every value of ``knob`` side by side: the static stand-in for :func:`explore`."""
+    """Every value of ``knob`` side by side: the static stand-in for :func:`explore`.
+
+    At most four panels a row, so the figure stays readable at a web page's width.
+    """
     values = sorted(table[knob].unique())
-    fig, axes = plt.subplots(1, len(values), figsize=(4 * len(values), 3.2), sharey=True, squeeze=False)
-    for ax, value in zip(axes[0], values):
+    ncols = min(4, len(values))
+    nrows = -(-len(values) // ncols)
+    width = min(10.0, 2.6 * ncols + 0.8)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.2 * nrows), sharey=True, squeeze=False)
+    for ax, value in zip(axes.flat, values):
         bars(table, knob, value, metric=metric, group=group, ax=ax)
+    for ax in axes.flat[len(values):]:
+        ax.axis("off")
+    for ax in axes[:, 1:].flat:
+        ax.set_ylabel("")
+    fig.suptitle(f"Every value of {knob} at once (the static view of the explorer)", fontsize=11)
     fig.tight_layout()
     return fig

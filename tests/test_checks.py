@@ -80,7 +80,7 @@ def right_tau(x, y):
     (checks.check_count_trainable, right_count),
 ])
 def test_a_right_answer_passes_and_says_so(check, answer, capsys):
-    assert check(answer) is True
+    assert check(answer) is None  # nothing for a notebook cell to echo after the PASSED line
     assert "PASSED" in capsys.readouterr().out
 
 
@@ -241,8 +241,9 @@ def capstone_recipe(source, *, images=None, probe=False):
 
 @pytest.mark.slow  # trains the capstone's recipe
 def test_the_capstone_passes_a_good_recipe_on_the_practice_target_and_says_so(capsys, one_thread):
-    assert checks.check_capstone(capstone_recipe("lab")) is True
+    assert checks.check_capstone(capstone_recipe("lab")) is None
     out = capsys.readouterr().out
+    assert "PASSED" in out
     assert "test accuracy" in out and "secret target" in out
 
 

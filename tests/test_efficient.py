@@ -104,7 +104,10 @@ def test_every_method_runs_through_the_course_experiment_and_trains_only_its_par
     task = lab.target("related", 5, val_per_class=5, test_per_class=5)
     pretrained = small(8)
     for method in ("bitfit", "lora", "surgical:layer1"):
-        result = experiments.run(task, "finetune", pretrained=pretrained, steps=3, lr=0.01,
+        # Contiguous layout: on an AVX-512 CPU with two threads, torch 2.14.1's channels_last backward through peft's
+        # LoRA convolutions of this width-8 network crashes the process (a segfault inside torch; the lab's width-16
+        # network trains fine). What this test checks does not depend on the layout.
+        result = experiments.run(task, "finetune", pretrained=pretrained, steps=3, lr=0.01, channels_last=False,
                                  prepare=efficient.prepare(method))
         model = result["model"]
         assert result["trainable"] == efficient.count_trainable(model) < 0.25 * models.count_parameters(pretrained)

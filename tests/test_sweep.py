@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import ftcourse  # noqa: E402
-from ftcourse import models, widgets  # noqa: E402
+from ftcourse import models, plots, widgets  # noqa: E402
 from ftcourse.sweep import SweepResult, mean_and_std, plot_heatmap, plot_metric, sweep  # noqa: E402
 
 GRID = {"lr": [0.01, 0.1], "frozen_stages": [0, 2, 4]}
@@ -320,10 +320,18 @@ def test_plot_metric_draws_one_line_per_hue_value_with_labelled_axes():
     assert len(ax.containers) == 3  # one errorbar series per frozen_stages value
     assert ax.get_xlabel() == "lr" and ax.get_ylabel() == "accuracy" and ax.get_xscale() == "log"
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert labels == ["frozen_stages=0", "frozen_stages=2", "frozen_stages=4"]
+    assert labels == ["0", "2", "4"] and ax.get_legend().get_title().get_text() == "frozen_stages"
     line = ax.containers[0].lines[0]
     assert line.get_xdata().tolist() == [0.01, 0.1]
     assert line.get_ydata().tolist() == pytest.approx([0.5105, 0.6005])  # mean over seeds 0 and 1
+
+
+def test_plot_metric_draws_each_method_in_its_course_colour():
+    runs = pd.DataFrame({"shots": [5, 20, 5, 20], "method": ["scratch", "scratch", "finetune", "finetune"],
+                         "accuracy": [0.3, 0.5, 0.8, 0.9], "seed": [0, 0, 0, 0], "diverged": [False] * 4})
+    ax = plot_metric(SweepResult(runs, ["shots", "method"]), "shots", "accuracy", hue="method")
+    colours = [matplotlib.colors.to_hex(container.lines[0].get_color()) for container in ax.containers]
+    assert colours == [plots.method_colour("scratch"), plots.method_colour("finetune")]
 
 
 def test_plot_metric_marks_diverged_configurations_with_an_x():
@@ -338,7 +346,7 @@ def test_plot_metric_marks_diverged_configurations_with_an_x():
 def test_plot_metric_lists_the_diverged_marker_after_the_lines():
     result = sweep(blowing_up_train, {"lr": [0.1, 1.0], "width": [8, 16]}, seeds=[0, 1])
     ax = plot_metric(result, "lr", "loss", hue="width")
-    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["width=8", "width=16", "diverged (any seed)"]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["8", "16", "diverged (any seed)"]
 
 
 def test_plots_refuse_a_knob_they_do_not_show_and_suggest_select():
