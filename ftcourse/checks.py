@@ -582,18 +582,24 @@ def cheapest_within(rows, margin: float) -> dict:
     return answer
 
 
+def _same_choices(exercise_id: str, answer, expected: dict, what: str, shape_hint: str, wrong_hint: str) -> None:
+    """Fail unless ``answer`` is a dict with ``expected``'s keys and the same choice under each."""
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        _fail(exercise_id, f"expected a dict with one {what} {sorted(expected)}, got {answer!r:.200}.", shape_hint)
+    wrong = {key: answer[key] for key in expected if answer[key] != expected[key]}
+    if wrong:
+        _fail(exercise_id, f"wrong choices {wrong}; they should be {({key: expected[key] for key in wrong})}.",
+              wrong_hint)
+
+
 @_exercise("07.2", "cheapest_method", "the cheapest method within a margin of full fine-tuning, per target",
            _ask_cheapest, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]))
 def judge_cheapest(answer, inputs) -> str:
     expected = cheapest_within(inputs["rows"], inputs["margin"])
-    if not isinstance(answer, dict) or set(answer) != set(expected):
-        _fail("07.2", f"expected a dict with one method per target {sorted(expected)}, got {answer!r:.200}.",
-              "return {target: method}, one entry per value of row['target'].")
-    wrong = {t: answer[t] for t in expected if answer[t] != expected[t]}
-    if wrong:
-        _fail("07.2", f"wrong choices {wrong}; they should be {({t: expected[t] for t in wrong})}.",
-              "average each method's accuracy over seeds first; keep the methods whose mean is at least full "
-              "fine-tuning's mean minus the margin; of those, take the one with the fewest trainable parameters.")
+    _same_choices("07.2", answer, expected, "method per target", "return {target: method}, one entry per value of "
+                  "row['target'].", "average each method's accuracy over seeds first; keep the methods whose mean is "
+                  "at least full fine-tuning's mean minus the margin; of those, take the one with the fewest "
+                  "trainable parameters.")
     return f"the cheapest method within {inputs['margin']:g} of full fine-tuning on each of {len(expected)} targets."
 
 
@@ -782,15 +788,11 @@ def pretraining_verdicts(rows, margin: float) -> dict[str, str]:
            _ask_verdicts, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]))
 def judge_verdicts(answer, inputs) -> str:
     expected = pretraining_verdicts(inputs["rows"], inputs["margin"])
-    if not isinstance(answer, dict) or set(answer) != set(expected):
-        _fail("08.2", f"expected a dict with one verdict per setting {sorted(expected)}, got {answer!r:.200}.",
-              "key each verdict by f\"{target}/{labels}\", one per (target, labels) pair in the rows.")
-    wrong = {k: answer[k] for k in expected if answer[k] != expected[k]}
-    if wrong:
-        _fail("08.2", f"wrong verdicts {wrong}; they should be {({k: expected[k] for k in wrong})}.",
-              "pair the seeds: d_s = finetune_s - scratch_s; ftcourse.sweep.paired_difference gives the 90% "
-              "interval; 'finetune' if its low end is above the margin, 'scratch' if its high end is below minus "
-              "the margin, else 'either'. Comparing means alone ignores the noise.")
+    _same_choices("08.2", answer, expected, "verdict per setting", "key each verdict by f\"{target}/{labels}\", "
+                  "one per (target, labels) pair in the rows.", "pair the seeds: d_s = finetune_s - scratch_s; "
+                  "ftcourse.sweep.paired_difference gives the 90% interval; 'finetune' if its low end is above the "
+                  "margin, 'scratch' if its high end is below minus the margin, else 'either'. Comparing means alone "
+                  "ignores the noise.")
     return f"{len(expected)} verdicts at a margin of {inputs['margin']:g}."
 
 
