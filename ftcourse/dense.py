@@ -393,7 +393,7 @@ def decode(outputs: torch.Tensor, top: int = 10) -> list[torch.Tensor]:
 def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
     """Mean intersection over union of predicted and true class maps, over the classes present in either.
 
-    For each class c, over all pixels of all images: IoU_c = |pred = c and target = c| / |pred = c or target = c|.
+    For each class c, over all pixels of all images: ``IoU_c = |pred = c and target = c| / |pred = c or target = c|``.
     The mean is over the classes whose union is not empty (a class absent from both tells nothing), the background
     included, as PASCAL VOC and Cityscapes count it. ``num_classes`` counts every class of the maps (background
     too). Returns NaN when both maps are empty of every class (which cannot happen for non-empty maps).
