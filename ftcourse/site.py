@@ -20,7 +20,6 @@ The notebooks in the repository stay stripped of outputs; only the copies in ``O
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
@@ -90,8 +89,12 @@ def execution_key(notebook: dict, profile: str, library: str) -> str:
     return hashlib.sha256(json.dumps([code, profile, library]).encode()).hexdigest()
 
 
-def execute(path: Path, *, profile: str, cache_dir: Path, library: str, timeout: int = 1800) -> Lesson:
-    """The lesson at ``path`` with its outputs: from ``cache_dir`` when its key matches, else run in a kernel."""
+def execute(path: Path, *, profile: str, cache_dir: Path, library: str, timeout: int = 1800,
+            threads: int | None = None) -> Lesson:
+    """The lesson at ``path`` with its outputs: from ``cache_dir`` when its key matches, else run in a kernel.
+
+    ``threads`` caps the kernel's torch threads (``OMP_NUM_THREADS``); ``None`` leaves torch's default.
+    """
     notebook = json.loads(path.read_text())
     key = execution_key(notebook, profile, library)
     cached_path = cache_dir / path.name
@@ -104,7 +107,7 @@ def execute(path: Path, *, profile: str, cache_dir: Path, library: str, timeout:
             _copy_outputs(cached, notebook)
             return Lesson(path, notebook, cached=True)
     start = time.perf_counter()
-    errors = _run_in_kernel(path, notebook, profile=profile, timeout=timeout)
+    errors = _run_in_kernel(path, notebook, profile=profile, timeout=timeout, threads=threads)
     lesson = Lesson(path, notebook, seconds=time.perf_counter() - start, errors=errors)
     if not errors:  # a failed run is shown, never reused
         notebook.setdefault("metadata", {})["ftcourse_site"] = {"key": key, "profile": profile,
@@ -113,19 +116,24 @@ def execute(path: Path, *, profile: str, cache_dir: Path, library: str, timeout:
     return lesson
 
 
-def _run_in_kernel(path: Path, notebook: dict, *, profile: str, timeout: int) -> list[str]:
+def _run_in_kernel(path: Path, notebook: dict, *, profile: str, timeout: int, threads: int | None) -> list[str]:
     """Run every cell in a fresh kernel started in the notebook's folder; the cells that raised, as messages.
 
-    The kernel inherits this process's environment: :func:`build` sets the profile there, and removes
-    ``MPLBACKEND`` so that matplotlib's inline backend embeds every figure in the outputs.
+    The kernel gets this process's environment with the profile set and ``MPLBACKEND`` removed, so that
+    matplotlib's inline backend embeds every figure in the outputs (this process's own environment is left as it
+    is: lessons may run side by side in threads).
     """
     import nbclient
     import nbformat
 
+    env = {**os.environ, "FTCOURSE_PROFILE": profile}
+    env.pop("MPLBACKEND", None)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     node = nbformat.reads(json.dumps(notebook), as_version=4)  # sources as strings, as nbclient wants them
     client = nbclient.NotebookClient(node, timeout=timeout, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
+    client.execute(env=env)
     notebook.clear()
     notebook.update(json.loads(nbformat.writes(node)))
     errors = []
@@ -134,25 +142,6 @@ def _run_in_kernel(path: Path, notebook: dict, *, profile: str, timeout: int) ->
             if output.get("output_type") == "error":
                 errors.append(f"{path.name}, cell {number}: {output.get('ename')}: {output.get('evalue')}")
     return errors
-
-
-@contextlib.contextmanager
-def _environment(**values):
-    """Set (or, for ``None``, remove) environment variables for the duration of the block."""
-    saved = {name: os.environ.get(name) for name in values}
-    try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _copy_outputs(executed: dict, notebook: dict) -> None:
@@ -384,16 +373,14 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 1, ti
 
     def run(path: Path) -> Lesson:
         lesson = execute(path, profile=profile, cache_dir=out / "executed" / profile, library=library,
-                         timeout=timeout)
+                         timeout=timeout, threads=1 if jobs > 1 else None)  # side by side: one core each
         log(f"{path.name}: " + ("outputs from the cache" if lesson.cached else f"ran in {lesson.seconds:.0f} s")
             + "".join(f"\n  raised: {error}" for error in lesson.errors))
         return lesson
 
     log(f"running {len(notebooks)} lessons in the {profile} profile, {jobs} at a time ...")
-    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else {}  # one core per kernel
-    with _environment(FTCOURSE_PROFILE=profile, MPLBACKEND=None, **threads):
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            lessons = list(pool.map(run, notebooks))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        lessons = list(pool.map(run, notebooks))
 
     for folder in ("lessons", "exercises", "figures"):
         (book / folder).mkdir()

@@ -10,6 +10,7 @@ skips, saying why, where they are missing. Screenshots of the landing page and a
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -74,6 +75,20 @@ def test_a_lesson_runs_once_and_then_comes_from_the_cache(tmp_path):
     assert printed(first.notebook["cells"][1]) == "42\n"
     second = site.execute(path, profile="quick", cache_dir=tmp_path / "cache", library="lib", timeout=120)
     assert second.cached and printed(second.notebook["cells"][1]) == "42\n"
+
+
+def test_the_kernel_runs_in_the_profile_asked_for_with_one_thread_if_asked_and_embeds_its_figures(tmp_path):
+    """The tests run with MPLBACKEND=Agg (the root conftest.py); the site's kernels must still draw inline."""
+    path = tmp_path / "01_figure.ipynb"
+    path.write_text(json.dumps(notebook(
+        markdown("# 01 · A figure"),
+        code("import os, matplotlib.pyplot as plt\nprint(os.environ['FTCOURSE_PROFILE'], os.environ['OMP_NUM_THREADS'])"
+             "\nplt.plot([0, 1], [1, 0]);\nplt.show()"))))
+    lesson = site.execute(path, profile="cpu", cache_dir=tmp_path / "cache", library="lib", timeout=120, threads=1)
+    assert not lesson.errors, lesson.errors
+    assert printed(lesson.notebook["cells"][1]) == "cpu 1\n"
+    assert any("image/png" in output.get("data", {}) for output in lesson.notebook["cells"][1]["outputs"])
+    assert os.environ.get("MPLBACKEND") == "Agg" and os.environ.get("FTCOURSE_PROFILE") == "quick"
 
 
 def test_a_cell_that_raises_is_reported_and_its_run_is_not_cached(tmp_path):
