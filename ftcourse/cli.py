@@ -135,7 +135,11 @@ def grade(args) -> int:
 def site(args) -> int:
     from .site import build
 
-    result = build(args.root, args.out, profile=args.profile, jobs=args.jobs, only=args.only)
+    try:
+        result = build(args.root, args.out, profile=args.profile, jobs=args.jobs, only=args.only)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"ftcourse site: {error}", file=sys.stderr)
+        return 2
     if result.errors:
         print("These cells raised; their pages show the traceback:\n  " + "\n  ".join(result.errors),
               file=sys.stderr)
