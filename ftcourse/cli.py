@@ -195,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the size the lessons run at (default cpu: what a learner on a laptop sees)")
     p.add_argument("--out", default="build/site", help="the build folder; the HTML lands in OUT/_build/html")
     p.add_argument("--root", default=".", help="the course folder holding notebooks/ and exercises/")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="lessons run at once, one thread each (quicker for --profile quick; keep 1 for cpu)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="lessons run at once, one thread each (default 2, for two cores; 1: one kernel on "
+                        "torch's own thread count)")
     p.add_argument("--only", nargs="+", default=None, metavar="LESSON",
                    help="build only these lessons (e.g. 00_start_here), for a quick look at a page")
     p.set_defaults(run=site)

@@ -339,15 +339,17 @@ class SiteResult:
         return [error for lesson in self.lessons for error in lesson.errors]
 
 
-def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 1, timeout: int = 1800, only=None,
+def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 2, timeout: int = 1800, only=None,
           log=print) -> SiteResult:
     """Execute the lessons of ``root/notebooks`` in ``profile`` and build the site in ``out``.
 
-    ``jobs`` lessons run at once, each kernel then on one thread (``OMP_NUM_THREADS=1``), which is quicker for the
-    quick profile's many short runs. Keep ``jobs=1`` for a site that shows the lessons' claims: a different number
-    of threads sums in another order, the runs take other paths from the same seeds, and with one thread four
-    lessons' cpu-profile claims did not hold (02, 04, 06 and 07; benchmarks/README.md). ``only`` (names such as
-    ``"00_start_here"``) limits the lessons, for a quick look at one page. Returns where
+    ``jobs`` lessons run at once, each kernel on one thread (``OMP_NUM_THREADS=1``) when ``jobs > 1``. Two, the
+    default, suits a 2-core laptop: the lessons' small networks gain little from a second thread (lesson 04 took
+    527 s on one, 532 s on two), so two lessons side by side take about half the time. One thread per kernel also
+    makes the site's numbers independent of how many cores the machine has: torch sums in another order on another
+    number of threads, and each run then takes another path from the same seed (the lessons' claims were checked
+    on one thread and on two; benchmarks/README.md). ``jobs=1`` runs one kernel with torch's own thread count.
+    ``only`` (names such as ``"00_start_here"``) limits the lessons, for a quick look at one page. Returns where
     the HTML is (``out/_build/html/index.html`` opens it), each lesson's run, and the seconds taken; a lesson whose
     cells raised is still built, so that its page shows the traceback, and is listed in ``errors``.
     """
