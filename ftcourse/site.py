@@ -380,7 +380,8 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 2, ti
             + "".join(f"\n  raised: {error}" for error in lesson.errors))
         return lesson
 
-    log(f"running {len(notebooks)} lessons in the {profile} profile, {jobs} at a time ...")
+    log(f"running {len(notebooks)} lesson{'s' if len(notebooks) > 1 else ''} in the {profile} profile, "
+        f"{min(jobs, len(notebooks))} at a time ...")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         lessons = list(pool.map(run, notebooks))
 
