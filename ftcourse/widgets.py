@@ -36,8 +36,11 @@ def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=N
     return ax
 
 
-def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: str = "method"):
+def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: str = "method", where: str = ""):
     """A slider over the values of ``knob`` showing :func:`bars`, and below it the static grid of every value.
+
+    ``where`` names what the table holds fixed, for the titles (e.g. ``"5 labels per class"``): a reader of the
+    figure alone cannot see that a lesson kept only one target size.
 
     In a notebook the slider needs a live kernel; the static figure (:func:`static_grid`) is an ordinary image
     output, so a saved notebook, a web page, GitHub or nbviewer still shows the answer where the slider cannot be
@@ -45,7 +48,7 @@ def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: 
     returns the static figure.
     """
     values = sorted(table[knob].unique())
-    grid = static_grid(table, knob, metric=metric, group=group)
+    grid = static_grid(table, knob, metric=metric, group=group, where=where)
     plt.close(grid)  # shown once, below, by display(): not also by the inline backend or the slider's first draw
     if not in_notebook():  # a terminal, a script: no widgets to show
         return grid
@@ -62,6 +65,8 @@ def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: 
             output.clear_output(wait=True)
             with output:
                 ax = bars(table, knob, value, metric=metric, group=group)
+                if where:
+                    ax.set_title(f"{knob} = {value}, {where}")
                 display(ax.figure)
                 plt.close(ax.figure)
 
@@ -71,7 +76,8 @@ def explore(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: 
     return None
 
 
-def static_grid(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: str = "method"):
+def static_grid(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", group: str = "method",
+                where: str = ""):
     """Every value of ``knob`` side by side: the static stand-in for :func:`explore`.
 
     At most four panels a row, so the figure stays readable at a web page's width.
@@ -87,6 +93,7 @@ def static_grid(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", gro
         ax.axis("off")
     for ax in axes[:, 1:].flat:
         ax.set_ylabel("")
-    fig.suptitle(f"Every value of {knob} at once (the static view of the explorer)", fontsize=11)
+    fig.suptitle(f"Every value of {knob} at once{', ' + where if where else ''} (the static view of the explorer)",
+                 fontsize=11)
     fig.tight_layout()
     return fig

@@ -54,3 +54,11 @@ def test_each_method_has_its_course_colour_in_the_explorer():
     colours = [matplotlib.colors.to_hex(bar.get_facecolor()) for bar in ax.patches]
     assert colours == [plots.method_colour(name) for name in names]
     assert plots.method_colour("scratch") != plots.method_colour("full")
+
+
+def test_what_the_table_holds_fixed_is_named_in_the_static_figure_and_the_slider_figure(notebook):
+    pytest.importorskip("ipywidgets")
+    figure = widgets.static_grid(RUNS, "shots", where="related target")
+    assert figure._suptitle.get_text().startswith("Every value of shots at once, related target")
+    widgets.explore(RUNS, "shots", where="related target")
+    assert notebook[-1]._suptitle.get_text() == figure._suptitle.get_text()
