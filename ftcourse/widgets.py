@@ -28,11 +28,12 @@ def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=N
     colours = [method_colour(name) if name in METHOD_COLOURS else f"C{i}" for i, name in enumerate(names)]
     ax.bar(names, mean, yerr=std, capsize=4, color=colours)
     top = max(1.0, float((mean + std).max()) if len(mean) else 1.0)
-    for i, (m, sd) in enumerate(zip(mean, std)):
-        ax.text(i, m + sd + 0.02 * top, f"{m:.2f}", ha="center", fontsize=9)  # above the error bar
+    for i, (m, sd) in enumerate(zip(mean, std)):  # above the error bar; smaller where many bars share the width
+        ax.text(i, m + sd + 0.02 * top, f"{m:.2f}", ha="center", fontsize=9 if len(names) <= 5 else 7)
     ax.set(ylim=(0, 1.12 * top), ylabel=f"{metric}\n(mean ± std over seeds)", xlabel=group, title=f"{knob} = {value}")
     if sum(len(name) for name in names) > 24:  # long names would overlap: slant them
-        ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+        ax.set_xticks(range(len(names)), names, rotation=25 if len(names) <= 5 else 45, ha="right",
+                      rotation_mode="anchor", fontsize=None if len(names) <= 5 else 8)
     return ax
 
 
@@ -80,12 +81,14 @@ def static_grid(table: pd.DataFrame, knob: str, *, metric: str = "accuracy", gro
                 where: str = ""):
     """Every value of ``knob`` side by side: the static stand-in for :func:`explore`.
 
-    At most four panels a row, so the figure stays readable at a web page's width.
+    At most 10 inches wide, so the figure stays readable at a web page's width: each panel needs about 0.45 inch
+    a bar, so with many groups fewer panels share a row (at most four).
     """
     values = sorted(table[knob].unique())
-    ncols = min(4, len(values))
+    panel = max(2.6, 0.45 * table[group].nunique() + 0.8)
+    ncols = max(1, min(4, len(values), int(10.0 // panel)))
     nrows = -(-len(values) // ncols)
-    width = min(10.0, 2.6 * ncols + 0.8)
+    width = min(10.0, panel * ncols + 0.8)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.2 * nrows), sharey=True, squeeze=False)
     for ax, value in zip(axes.flat, values):
         bars(table, knob, value, metric=metric, group=group, ax=ax)
