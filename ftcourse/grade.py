@@ -37,6 +37,7 @@ import hashlib
 import io
 import os
 import select
+import signal
 import tempfile
 import threading
 import time
@@ -54,6 +55,50 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 class Problem(Exception):
     """Why a notebook could not be graded (it scores zero, and the row says this)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while grading, raised where the grader can stop cleanly (see :class:`CtrlC`)."""
+
+
+class CtrlC:
+    """Ctrl-C, deferred to a point where the grader can stop cleanly.
+
+    Python's own handler raises KeyboardInterrupt wherever the main thread happens to be: inside a ``__del__``,
+    where it is printed and lost; halfway through killing a sandbox; or only once a blocking call returns. So while
+    grading, a first Ctrl-C only sets ``pressed``. The grader calls :meth:`check` before each student and at least
+    once a second while it waits for a sandbox; there it raises :class:`Interrupted`, the running sandbox is killed
+    and the table written, as after any other stop. The first press also gives Ctrl-C back its previous handler, so
+    a second press interrupts at once. Off the main thread (where Python allows no signal handler) it does nothing.
+    """
+
+    def __init__(self):
+        self.pressed = False
+        self._installed = False
+        self._previous = None
+
+    def __enter__(self) -> "CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._press)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _press(self, signum, frame) -> None:
+        self.pressed = True
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._installed:  # None: a handler not set from Python; Python's default is the nearest
+            signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
+            self._installed = False
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if Ctrl-C was pressed."""
+        if self.pressed:
+            raise Interrupted("Ctrl-C")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -159,16 +204,26 @@ def exercises_of(assignment: str) -> list[str]:
 # Running one notebook in its sandbox and asking it for answers.
 
 class _Output(threading.Thread):
-    """Reads the sandbox's stdout and stderr, keeps the end, and stops a sandbox that writes too much."""
+    """Reads the sandbox's stdout and stderr, keeps the end, and stops a sandbox that writes too much.
+
+    It reads the pipe's descriptor itself, waiting at most half a second at a time, so that :meth:`finish` always
+    ends it. (A buffered ``read1`` holds the stream's lock until some data or the end comes; closing the stream
+    from another thread then waits as long as the pipe's last writer lives.)
+    """
 
     def __init__(self, box: sandbox.Sandboxed):
         super().__init__(daemon=True)
         self.box, self.total, self.tail, self.flooded = box, 0, b"", False
+        self._finish = threading.Event()
 
     def run(self):
-        while True:
+        fd = self.box.output.fileno()
+        while not self._finish.is_set():
             try:
-                chunk = self.box.output.read1(65536)
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if not ready:
+                    continue
+                chunk = os.read(fd, 65536)
             except (OSError, ValueError):
                 return
             if not chunk:
@@ -180,13 +235,23 @@ class _Output(threading.Thread):
                 self.box.stop()
                 return
 
+    def finish(self, seconds: float = 5) -> None:
+        """Stop reading (within half a second) and wait for the thread to end."""
+        self._finish.set()
+        self.join(timeout=seconds)
 
-def _receive(box: sandbox.Sandboxed, output: _Output, deadline: float, waiting_for: str):
-    """The next message from the worker, read within ``deadline``; Problem if it does not come, or is not one."""
+
+def _receive(box: sandbox.Sandboxed, output: _Output, deadline: float, waiting_for: str, check=None):
+    """The next message from the worker, read within ``deadline``; Problem if it does not come, or is not one.
+
+    ``check`` (if given) is called at least once a second while it waits: :meth:`CtrlC.check`.
+    """
     buffer = b""
     needed = worker.HEADER.size
     length = None
     while True:
+        if check is not None:
+            check()
         left = deadline - time.monotonic()
         if left <= 0:
             raise Problem(f"timed out {waiting_for}")
@@ -231,7 +296,7 @@ def _ended(box: sandbox.Sandboxed, output: _Output, waiting_for: str) -> str:
     return f"its process ended {waiting_for} ({why}){': ' + last[0][:160] if last[0] else ''}"
 
 
-def _send(box: sandbox.Sandboxed, request: dict, seconds: float = 30) -> None:
+def _send(box: sandbox.Sandboxed, request: dict, seconds: float = 30, check=None) -> None:
     """Write a request to the worker within ``seconds``: a worker that stops reading cannot block the grader."""
     data = memoryview(worker.encode(request))
     try:
@@ -239,6 +304,8 @@ def _send(box: sandbox.Sandboxed, request: dict, seconds: float = 30) -> None:
         os.set_blocking(fd, False)
         deadline = time.monotonic() + seconds
         while data:
+            if check is not None:
+                check()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Problem("its process stopped reading the grader's questions")
@@ -261,6 +328,7 @@ class Settings:
     mode: str | None = None  # the sandbox's isolation; None: the best this machine has
     hide: tuple = ()
     capstone_seconds: float | None = None  # the recipe's time limit, measured when first needed
+    ctrl_c: CtrlC = field(default_factory=CtrlC)  # checked while waiting for a sandbox
     _capstone: tuple | None = None
 
     def capstone_target(self):
@@ -284,28 +352,30 @@ def grade_notebook(path: Path, notebook, assignment: str, settings: Settings) ->
     output = _Output(box)
     output.start()
     try:
+        check = settings.ctrl_c.check
         ready = _receive(box, output, time.monotonic() + settings.timeout,
-                         f"while the notebook ran (its limit is {settings.timeout} s)")
+                         f"while the notebook ran (its limit is {settings.timeout} s)", check)
         errors = ready.get("errors") if isinstance(ready.get("errors"), list) else []
         status = "ok" if not errors else f"ok; {len(errors)} cell(s) raised an error"
         answers = {}
         plain = [e for e in ids if e != capstone.EXERCISE]
         if plain:
-            _send(box, {"exercises": {e: settings.inputs(e) for e in plain}})
-            reply = _receive(box, output, time.monotonic() + ANSWER_SECONDS, "while answering")
+            _send(box, {"exercises": {e: settings.inputs(e) for e in plain}}, check=check)
+            reply = _receive(box, output, time.monotonic() + ANSWER_SECONDS, "while answering", check)
             answers.update(reply.get("exercises", {}) if isinstance(reply.get("exercises"), dict) else {})
         if capstone.EXERCISE in ids:
             train, _ = settings.capstone_target()
             seconds = settings.capstone_seconds
-            _send(box, {"capstone": checks.capstone_inputs(train)})
+            _send(box, {"capstone": checks.capstone_inputs(train)}, check=check)
             reply = _receive(box, output, time.monotonic() + seconds,
-                             f"while the recipe trained (its time limit is {seconds:.0f} s on this machine)")
+                             f"while the recipe trained (its time limit is {seconds:.0f} s on this machine)", check)
             answers[capstone.EXERCISE] = reply.get("capstone")
     except Problem as problem:
         return results, str(problem)
     finally:
+        box.end()  # every process of the sandbox, so that its output pipe ends
+        output.finish()  # then its reader, before the pipes are closed
         box.kill()
-        output.join(timeout=5)
     for e in ids:
         results[e] = _judge(e, answers.get(e), settings)
     return results, status
@@ -430,20 +500,22 @@ def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: in
               f"exercises {', '.join(columns) or 'none'}")
     rows = []
     try:
-        for s in found:
-            digest = s.digest() if s.notebooks else ""
-            kept = previous.get(s.student)
-            if kept and kept.get("sha256") == digest and all(c in kept for c in columns):
-                rows.append({k: kept.get(k, "") for k in header})
+        with settings.ctrl_c:  # Ctrl-C stops at the next check: before a student, or while a sandbox runs
+            for s in found:
+                settings.ctrl_c.check()
+                digest = s.digest() if s.notebooks else ""
+                kept = previous.get(s.student)
+                if kept and kept.get("sha256") == digest and all(c in kept for c in columns):
+                    rows.append({k: kept.get(k, "") for k in header})
+                    if verbose:
+                        print(f"{s.student}: kept from the previous run")
+                    continue
+                start = time.perf_counter()
+                rows.append(_grade_student(s, plans[s.student], columns, settings, digest))
+                write_table(rows, header, out)
                 if verbose:
-                    print(f"{s.student}: kept from the previous run")
-                continue
-            start = time.perf_counter()
-            rows.append(_grade_student(s, plans[s.student], columns, settings, digest))
-            write_table(rows, header, out)
-            if verbose:
-                print(f"{s.student}: {rows[-1]['total']}/{len(columns)} ({time.perf_counter() - start:.0f} s) "
-                      f"{rows[-1]['status']}")
+                    print(f"{s.student}: {rows[-1]['total']}/{len(columns)} ({time.perf_counter() - start:.0f} s) "
+                          f"{rows[-1]['status']}")
     finally:
         write_table(rows, header, out)  # every finished row, also after Ctrl-C
     if verbose:
