@@ -69,7 +69,8 @@ class CtrlC:
     grading, a first Ctrl-C only sets ``pressed``. The grader calls :meth:`check` before each student and at least
     once a second while it waits for a sandbox; there it raises :class:`Interrupted`, the running sandbox is killed
     and the table written, as after any other stop. The first press also gives Ctrl-C back its previous handler, so
-    a second press interrupts at once. Off the main thread (where Python allows no signal handler) it does nothing.
+    a second press interrupts at once. It does nothing off the main thread (where Python allows no signal handler)
+    or where Ctrl-C is ignored (``SIG_IGN``, as a parent may set for a job it runs in the background).
     """
 
     def __init__(self):
@@ -78,7 +79,8 @@ class CtrlC:
         self._previous = None
 
     def __enter__(self) -> "CtrlC":
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._press)
             self._installed = True
         return self

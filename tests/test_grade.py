@@ -275,7 +275,26 @@ def _workers_running() -> bool:
     return False
 
 
-def test_the_first_ctrl_c_is_deferred_to_a_check_and_a_second_one_interrupts_at_once():
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler in this process for the test, whatever earlier tests left (found in the full
+    suite: Ctrl-C ignored), and what was there before afterwards."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
+
+
+def _default_ctrl_c():
+    """In a child before exec: Ctrl-C at its default, so that Python installs its handler, as in a terminal (a
+    child inherits an ignored signal, and Python leaves an ignored Ctrl-C ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_the_first_ctrl_c_is_deferred_to_a_check_and_a_second_one_interrupts_at_once(python_ctrl_c):
     import signal
 
     before = signal.getsignal(signal.SIGINT)
@@ -292,6 +311,18 @@ def test_the_first_ctrl_c_is_deferred_to_a_check_and_a_second_one_interrupts_at_
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_an_ignored_ctrl_c_stays_ignored(python_ctrl_c):
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with grade.CtrlC() as ctrl_c:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        ctrl_c.check()  # not pressed, as far as the grader knows
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 @pytest.mark.slow  # grades until the first row is written, then presses Ctrl-C while the second notebook runs
 def test_ctrl_c_keeps_every_finished_row_and_a_resume_finishes_the_rest(tmp_path):
     import signal
@@ -301,7 +332,8 @@ def test_ctrl_c_keeps_every_finished_row_and_a_resume_finishes_the_rest(tmp_path
     notebook(folder / "bob.ipynb", "import time\ntime.sleep(600)", code=WRONG)
     process = subprocess.Popen([sys.executable, "-m", "ftcourse.cli", "grade", str(folder), "--out", str(out),
                                 "--cell-timeout", "900"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a stack dump if it hangs (below)
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a stack dump if it hangs (below)
+                               preexec_fn=_default_ctrl_c)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (out.exists() and "alice" in out.read_text()):
         time.sleep(0.5)
