@@ -277,8 +277,10 @@ def _workers_running() -> bool:
 
 @pytest.fixture
 def python_ctrl_c():
-    """Python's own Ctrl-C handler in this process for the test, whatever earlier tests left (found in the full
-    suite: Ctrl-C ignored), and what was there before afterwards."""
+    """Python's own Ctrl-C handler in this process for the test, and what was there before afterwards.
+
+    A test run started in the background (``pytest &``, ``nohup``, some CI runners) has Ctrl-C ignored, and so does
+    every process it starts: that, not the grader, made this file's Ctrl-C test hang in full-suite runs."""
     import signal
 
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -287,8 +289,8 @@ def python_ctrl_c():
 
 
 def _default_ctrl_c():
-    """In a child before exec: Ctrl-C at its default, so that Python installs its handler, as in a terminal (a
-    child inherits an ignored signal, and Python leaves an ignored Ctrl-C ignored)."""
+    """In a child before exec: Ctrl-C at its default, as for a command typed in a terminal, so that Python installs
+    its handler (a child inherits an ignored signal, and Python leaves an ignored Ctrl-C ignored)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
