@@ -15,7 +15,7 @@ import time
 import warnings
 
 from ftcourse import experiments, models
-from ftcourse.sweep import mean_and_std
+from ftcourse.stats import mean_and_std
 
 TARGETS = ["related", "shifted", "conflict"]
 METHODS = ["full", "linear probe", "last stage", "bitfit", "batchnorm", "lora",

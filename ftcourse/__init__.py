@@ -14,6 +14,7 @@ The notebooks tell the story; this package holds the mechanisms they use, one mo
 - ``measure``      transferability scores, representation similarity, weight distance, forgetting
 - ``experiments``  scratch vs linear probe vs fine-tune, and Yosinski's copied-stages experiment
 - ``sweep``        grids of runs with an on-disk cache
+- ``stats``        mean ± std over seeds, the paired interval behind every claim
 - ``plots``, ``widgets``  figures and explorers
 - ``checks``, ``exercises``, ``grade``  exercise feedback, exercises generated from solutions, the autograder
 - ``files``        atomic writes

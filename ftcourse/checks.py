@@ -769,7 +769,7 @@ def pretraining_verdicts(rows, margin: float) -> dict[str, str]:
     """The reference for 08.2: per ``"target/labels"``, ``"finetune"`` when fine-tuning beats scratch by more than
     ``margin`` (the low end of the paired 90% interval of finetune - scratch is above it), ``"scratch"`` when scratch
     beats fine-tuning so, else ``"either"``."""
-    from .sweep import paired_difference
+    from .stats import paired_difference
 
     scores: dict = {}
     for row in rows:
@@ -790,7 +790,7 @@ def judge_verdicts(answer, inputs) -> str:
     expected = pretraining_verdicts(inputs["rows"], inputs["margin"])
     _same_choices("08.2", answer, expected, "verdict per setting", "key each verdict by f\"{target}/{labels}\", "
                   "one per (target, labels) pair in the rows.", "pair the seeds: d_s = finetune_s - scratch_s; "
-                  "ftcourse.sweep.paired_difference gives the 90% interval; 'finetune' if its low end is above the "
+                  "ftcourse.stats.paired_difference gives the 90% interval; 'finetune' if its low end is above the "
                   "margin, 'scratch' if its high end is below minus the margin, else 'either'. Comparing means alone "
                   "ignores the noise.")
     return f"{len(expected)} verdicts at a margin of {inputs['margin']:g}."

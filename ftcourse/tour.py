@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import experiments, lab, models
 from .env import setup
-from .sweep import mean_and_std
+from .stats import mean_and_std
 
 TASKS = ("related", "conflict")
 SHOTS = {"quick": (5, 20), "cpu": (5, 20), "gpu": None}  # labels per class; None: the profile's own list
@@ -54,7 +54,7 @@ def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per task, labels per class and method: ``accuracy_mean``, ``accuracy_std``, ``n_seeds`` (see
-    :func:`ftcourse.sweep.mean_and_std`), ``rates`` (the learning rates chosen on validation, one per seed) and
+    :func:`ftcourse.stats.mean_and_std`), ``rates`` (the learning rates chosen on validation, one per seed) and
     ``runs`` (training runs spent, tuning included)."""
     keys = ["task", "shots", "method"]
     table = mean_and_std(runs, keys, ["accuracy"])

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .env import in_notebook
 from .plots import METHOD_COLOURS, method_colour
-from .sweep import mean_and_std
+from .stats import mean_and_std
 
 
 def bars(table: pd.DataFrame, knob: str, value, *, metric: str, group: str, ax=None):

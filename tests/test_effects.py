@@ -3,14 +3,14 @@
 The tour compares scratch, a linear probe and fine-tuning on the lab's ``related`` and ``conflict`` targets with 5
 and 20 labels per class, 3 seeds, every method at its own rate tuned on validation (the fair-comparison protocol).
 A claim "A beats B" is a paired difference over seeds whose 90% interval lies above the margin
-(:func:`ftcourse.sweep.paired_difference`); "A matches B" is an interval inside ±margin.
+(:func:`ftcourse.stats.paired_difference`); "A matches B" is an interval inside ±margin.
 """
 
 import pytest
 
 from ftcourse import experiments, models, tour
 from ftcourse.env import PROFILES
-from ftcourse.sweep import paired_difference
+from ftcourse.stats import paired_difference
 
 pytestmark = pytest.mark.slow  # minutes of training at the cpu profile's sizes
 

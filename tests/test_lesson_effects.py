@@ -3,7 +3,7 @@
 COURSE.md: each lesson's central claim is also a test at cpu sizes, because the quick profile that CI runs the
 notebooks in cannot show effects. Every comparison follows the fair-comparison protocol: each method at its own rate
 chosen on validation (``lr="tuned"``), 3 seeds, and a claim "A beats B" is a paired difference over seeds whose 90%
-interval lies above the margin (:func:`ftcourse.sweep.paired_difference`); "A matches B" is an interval inside
+interval lies above the margin (:func:`ftcourse.stats.paired_difference`); "A matches B" is an interval inside
 ±margin. Tuned runs go to one session-wide cache (``tuning_cache``), so a run that two tests share is trained once.
 
 The lessons check more (every size, every remedy, every score); these are the central claims, at the smallest sizes
@@ -19,7 +19,7 @@ from scipy.stats import kendalltau
 
 from ftcourse import experiments, lab, measure, models
 from ftcourse.env import PROFILES
-from ftcourse.sweep import paired_difference
+from ftcourse.stats import paired_difference
 
 pytestmark = pytest.mark.slow  # minutes of training at the cpu profile's sizes
 

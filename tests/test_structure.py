@@ -5,7 +5,7 @@ The modules are read with ``ast``, not imported, so every import counts: those a
 inside functions (a lazy import is still a dependency). The layers, bottom to top; a module may import from its own
 layer or any layer below it (this table is the one the test checks):
 
-    0  __init__ files downloads versions plots sandbox _sandbox_setup   leaves: the standard library and third-party packages only
+    0  __init__ files downloads versions plots stats sandbox _sandbox_setup   leaves: the standard library and third-party packages only
     1  models                                    networks and checkpoint files; know nothing of training
     2  env lr                                    device and profile; learning-rate schedules
     3  data                                      images as device tensors, augmentation, real datasets

@@ -16,7 +16,8 @@ import pytest  # noqa: E402
 
 import ftcourse  # noqa: E402
 from ftcourse import models, plots, widgets  # noqa: E402
-from ftcourse.sweep import SweepResult, mean_and_std, plot_heatmap, plot_metric, sweep  # noqa: E402
+from ftcourse.stats import mean_and_std  # noqa: E402
+from ftcourse.sweep import SweepResult, plot_heatmap, plot_metric, sweep  # noqa: E402
 
 GRID = {"lr": [0.01, 0.1], "frozen_stages": [0, 2, 4]}
 
@@ -382,7 +383,7 @@ def test_plot_heatmap_with_a_center_puts_it_in_the_middle_of_the_colour_scale():
 def test_paired_difference_is_students_t_interval_of_the_per_seed_differences():
     from scipy import stats
 
-    from ftcourse.sweep import paired_difference
+    from ftcourse.stats import paired_difference
 
     a, b = [0.9, 0.8, 0.85, 0.7], [0.6, 0.55, 0.62, 0.6]
     result = paired_difference(a, b, confidence=0.95)
@@ -393,7 +394,7 @@ def test_paired_difference_is_students_t_interval_of_the_per_seed_differences():
 
 
 def test_pairing_removes_what_the_seeds_share():
-    from ftcourse.sweep import paired_difference
+    from ftcourse.stats import paired_difference
 
     # Seeds differ a lot, but a is always 0.05 above b: paired, that is a sure effect.
     result = paired_difference([0.55, 0.95, 0.75], [0.5, 0.9, 0.7])
@@ -401,7 +402,7 @@ def test_pairing_removes_what_the_seeds_share():
 
 
 def test_one_seed_can_claim_neither_an_effect_nor_its_absence():
-    from ftcourse.sweep import paired_difference
+    from ftcourse.stats import paired_difference
 
     result = paired_difference([0.9], [0.1])
     assert result["low"] == -math.inf and result["high"] == math.inf
