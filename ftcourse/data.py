@@ -148,7 +148,7 @@ class Task:
     def fingerprint(self) -> str:
         """A sha256 of the name and of every image, label and class name of the three splits.
 
-        Cached results (see :func:`ftcourse.experiments.tune_lr`) are named by it, so that results of one task are
+        Cached runs (see :mod:`ftcourse.protocol`) are named by it, so that results of one task are
         never served for another.
         """
         parts = [self.name] + [split.fingerprint() for split in (self.train, self.val, self.test)]

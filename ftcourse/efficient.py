@@ -80,7 +80,7 @@ def prepare(method: str):
     For "lora", ``peft`` injects the adapters into the model itself, so the run trains and tests the same object::
 
         experiments.run(task, "finetune", pretrained=net, prepare=efficient.prepare("bitfit"), lr="tuned",
-                        variant="bitfit", cache=folder)
+                        cache=folder)
     """
     def hook(model: StagedNet) -> None:
         if method == "lora":

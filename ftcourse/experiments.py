@@ -1,4 +1,4 @@
-"""The course's three ways to learn a target task, as one function each, and the fair way to compare them.
+"""The course's ways to learn a target task, each as one run of the fair-comparison protocol.
 
 Given a target task with few labels, you can
 
@@ -10,32 +10,26 @@ Given a target task with few labels, you can
 
 :func:`run` builds, trains and tests one model with a budget of optimiser steps and returns its validation and test
 accuracy, so the three can be compared on the same budget; :func:`compare` runs several methods and seeds and
-returns the table. The copied-stages experiment (lesson 02) and the remedies for negative transfer (lesson 04) are
-the same sequence with a different preparation of the model.
+returns the table. The copied-stages experiment (lesson 02), the remedies for negative transfer (lesson 04) and the
+efficient methods (lesson 07) are the same sequence with a different preparation of the model; the dense tasks
+(lesson 08) are the same protocol with another network and score.
 
-**A fair comparison tunes every method.** Each method has its own best learning rate: a pretrained network usually
-wants a smaller one than a random network, but how much smaller depends on how related the tasks are (H. Li,
-Chaudhari et al., "Rethinking the hyperparameters for fine-tuning", ICLR 2020). Comparing fine-tuning at one
-conventional rate with scratch at its best rate measures the rate, not the pretraining. So ``run(..., lr="tuned")``
-(:func:`tune_lr`) trains one model per rate of a small grid, chooses the rate with the best *validation* accuracy
-(:func:`choose_on_val`) and reports the *test* accuracy of that one run. The test set is never looked at to choose.
-Tuning costs ``len(grid)`` runs instead of one; with a ``cache`` folder they are saved and never run twice.
+**A fair comparison tunes every method.** ``run(..., lr="tuned")`` gives each method its own rate, chosen on the
+*validation* split by the course's one rule (:mod:`ftcourse.protocol`), and reports the *test* accuracy of that one
+run; each seed tunes for itself. Tuning costs a few runs instead of one (clearly worse rates stop early); with a
+``cache`` folder every run is saved and never trained twice.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 
 import pandas as pd
 import torch
 
-from . import dense, efficient, lab, models, transfer
+from . import dense, efficient, lab, models, protocol, transfer
 from .data import Task
-from .sweep import sweep
-from .train import evaluate, fit, predict
+from .train import History, evaluate, fit, predict
 
 METHODS = ("scratch", "probe", "finetune")
 # The conventional, untuned rates per method (SGD, Nesterov momentum, cosine schedule): what a recipe would use
@@ -96,132 +90,97 @@ def make_model(method: str, num_classes: int, *, pretrained: models.StagedNet | 
 
 def run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, seed: int = 0, steps: int = 100,
         batch_size: int = 32, lr: float | str | None = None, augment: bool = True, prepare=None, device=None,
-        lr_grid=LR_GRID, cache=None, variant: str | None = None, also_test: dict | None = None,
-        **fit_kwargs) -> dict:
-    """Build a model for ``method``, train it for ``steps`` steps on ``task.train``, then measure it on ``task.val``
-    and ``task.test``.
+        lr_grid=LR_GRID, ladder=LR_LADDER, cache=None, also_test: dict | None = None, keep_model: bool = False,
+        decide_at: float | None = protocol.DECIDE_AT, **fit_kwargs) -> dict:
+    """Build a model for ``method``, train it for ``steps`` steps on ``task.train``, and report it on ``task.val``
+    and ``task.test``: the one sequence behind every comparison of the course, so that each method gets the same
+    data, budget and evaluation.
 
-    The one sequence behind every comparison of the course, so that each method gets the same data, budget and
-    evaluation. ``lr`` is a rate, ``None`` for the method's conventional rate (:data:`DEFAULT_LR`), or ``"tuned"``:
-    the best of ``lr_grid`` on validation accuracy (see :func:`tune_lr`, which ``cache`` and ``variant`` are for).
-    ``prepare(model)``, when given, changes the freshly built model before training (re-initialise stages, freeze
-    some, run a probe first) and may return extra arguments for :func:`~ftcourse.train.fit` (such as an L2-SP
-    ``penalty``). ``also_test`` names more test sets (``{"shifted": ImageData}``), each reported as
-    ``<name>_accuracy``. Returns the rate, the validation and test accuracy, the test error, the training time
-    (``seconds``, and ``seconds_per_step``), whether the run diverged, the number of trainable parameters, the
-    history and the model.
+    ``lr`` is a rate, ``None`` for the method's conventional rate (:data:`DEFAULT_LR`), or ``"tuned"``: the best of
+    ``lr_grid`` (extended along ``ladder``) on validation, by the course's one rule (:func:`ftcourse.protocol.tune`:
+    clearly worse rates stop at ``decide_at`` of the budget). ``prepare(model)``, when given, changes the freshly
+    built model before training (re-initialise stages, freeze some, run a probe first) and may return extra
+    arguments for :func:`~ftcourse.train.fit` (such as an L2-SP ``penalty``). ``also_test`` names more test sets
+    (``{"shifted": ImageData}``), each reported as ``<name>_accuracy``. With a ``cache`` folder every run is saved
+    and named by what it computes (the task's data, the prepared starting weights and which of them train, every
+    argument of ``fit``, the seed, the rate), so the same run is trained once, whichever lesson asks first.
+
+    Returns, for every ``lr``: the rate used, ``val_accuracy``, ``val_loss``, the test ``accuracy`` and ``error``
+    (and each ``<name>_accuracy``), ``diverged``, ``trainable`` (parameters), ``seconds`` and ``seconds_per_step``
+    (of the chosen run's training when it ran), ``history`` (a :class:`~ftcourse.train.History`), ``model`` (the
+    trained network; ``None`` for a run read from the cache unless ``keep_model=True``, which keeps its weights in
+    the cache), ``tuning`` (every rate tried with its validation, a table to look at, not to choose from by test),
+    ``tuning_runs``, ``ran_now`` and ``steps_spent``.
     """
-    if isinstance(lr, str):
-        if lr != "tuned":
-            raise ValueError(f"lr must be a number, None (the method's conventional rate) or 'tuned', got {lr!r}.")
-        return tune_lr(task, method, grid=lr_grid, cache=cache, variant=variant, pretrained=pretrained, seed=seed,
-                       steps=steps, batch_size=batch_size, augment=augment, prepare=prepare, device=device,
-                       also_test=also_test, **fit_kwargs)
-    device = torch.device(device or task.train.device)
-    model = make_model(method, task.num_classes, pretrained=pretrained, seed=seed, device=device)
-    extra = (prepare(model) if prepare is not None else None) or {}
-    fit_kwargs.setdefault("progress", False)
-    start = time.perf_counter()
-    lr = DEFAULT_LR[method] if lr is None else lr
-    history = fit(model, task.train, steps=steps, lr=lr, batch_size=batch_size, augment=augment, seed=seed,
-                  **{**fit_kwargs, **extra})
-    seconds = time.perf_counter() - start
-    val, test = evaluate(model, task.val), evaluate(model, task.test)
-    more = {f"{name}_accuracy": evaluate(model, data)["accuracy"] for name, data in (also_test or {}).items()}
-    return {"method": method, "lr": lr, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-            "accuracy": test["accuracy"], "error": 1 - test["accuracy"], **more, "seconds": seconds,
-            "seconds_per_step": history.seconds_per_step, "diverged": history.diverged is not None,
-            "trainable": models.count_parameters(model, trainable_only=True), "history": history, "model": model}
+    if isinstance(lr, str) and lr != "tuned":
+        raise ValueError(f"lr must be a number, None (the method's conventional rate) or 'tuned', got {lr!r}.")
+    recipe = ImageRecipe(task, method, pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size,
+                         augment=augment, prepare=prepare, device=device, also_test=also_test, fit_kwargs=fit_kwargs)
+    if lr == "tuned":
+        tuned = protocol.tune(recipe, grid=lr_grid, ladder=ladder, steps=steps, decide_at=decide_at, cache=cache,
+                              keep_model=keep_model)
+    else:
+        tuned = protocol.tune(recipe, grid=[DEFAULT_LR[method] if lr is None else lr], steps=steps, cache=cache,
+                              keep_model=keep_model)
+    return image_result(method, tuned, also_test)
 
 
-def choose_on_val(runs: pd.DataFrame, knob: str = "lr", within=()) -> pd.DataFrame:
-    """The chosen runs: in each group of ``within`` and each ``seed``, the run whose ``knob`` had the best validation.
+def image_result(method: str, tuned: protocol.Tuned, also_test: dict | None = None) -> dict:
+    """:func:`run`'s one return shape, from a :class:`~ftcourse.protocol.Tuned` of image runs."""
+    test = {"accuracy": math.nan, **{f"{name}_accuracy": math.nan for name in also_test or {}}, **tuned.test}
+    history = History.from_dict(tuned.history) if tuned.history is not None else None
+    return {"method": method, "lr": tuned.lr, "val_accuracy": tuned.val, "val_loss": tuned.val_loss, **test,
+            "error": 1 - test["accuracy"], "diverged": tuned.diverged, "trainable": tuned.trainable,
+            "seconds": history.training_seconds if history else math.nan,
+            "seconds_per_step": history.seconds_per_step if history else math.nan, "history": history,
+            "model": tuned.model, "tuning": tuned.trials.rename(columns={"val": "val_accuracy"}),
+            "tuning_runs": tuned.runs, "ran_now": tuned.ran_now, "steps_spent": tuned.steps}
 
-    ``runs`` has one row per run, with the columns ``knob``, ``seed``, ``val_accuracy`` and (optionally) ``val_loss``.
-    The best run has the highest validation accuracy; a tie goes to the lower validation loss, then to the value that
-    comes first in ``runs``. A diverged run (NaN) is never chosen unless every run of its group diverged. Each seed
-    chooses for itself, so each seed is a whole replicate of the protocol, choice included. Returns those rows, in
-    their original order; their test ``accuracy`` is the number to report.
 
-    >>> runs = pd.DataFrame({"lr": [0.01, 0.1, 0.01, 0.1], "seed": [0, 0, 1, 1],
-    ...                      "val_accuracy": [0.8, 0.9, 0.7, 0.6], "accuracy": [0.81, 0.88, 0.72, 0.64]})
-    >>> choose_on_val(runs)[["seed", "lr", "accuracy"]]
-       seed    lr  accuracy
-    1     0  0.10      0.88
-    2     1  0.01      0.72
+class ImageRecipe:
+    """How :func:`ftcourse.protocol.tune` starts one image run of :func:`run`, and the run's name in the cache.
+
+    The model is built (:func:`make_model`) and prepared once, to name the runs by what they start from; each rate
+    then trains a fresh copy, built the same way.
     """
-    missing = {knob, "seed", "val_accuracy", *within} - set(runs.columns)
-    if missing:
-        raise ValueError(f"choose_on_val needs the columns {sorted(missing)}; the runs have {list(runs.columns)}.")
-    ranked = runs.assign(_accuracy=runs["val_accuracy"].astype(float).fillna(-math.inf),
-                         _loss=runs["val_loss"].astype(float).fillna(math.inf) if "val_loss" in runs else 0.0)
-    ranked = ranked.sort_values(["_accuracy", "_loss"], ascending=[False, True], kind="stable")
-    chosen = ranked.drop_duplicates(subset=[*within, "seed"], keep="first")
-    return chosen.drop(columns=["_accuracy", "_loss"]).sort_index()
 
+    can_pause = True
 
-def tune_lr(task: Task, method: str, *, grid=LR_GRID, ladder=LR_LADDER, cache=None, variant: str | None = None,
-            pretrained: models.StagedNet | None = None, seed: int = 0, **run_kwargs) -> dict:
-    """``method`` at its best learning rate, chosen on ``task.val``; the test accuracy of that run.
+    def __init__(self, task: Task, method: str, *, pretrained, seed, steps, batch_size, augment, prepare, device,
+                 also_test, fit_kwargs):
+        self.task, self.method, self.seed, self.steps = task, method, seed, steps
+        self.pretrained = source_model(pretrained)
+        self.device = torch.device(device or task.train.device)
+        self.prepare, self.also_test = prepare, dict(also_test or {})
+        self.settings = {"batch_size": batch_size, "augment": augment, "seed": seed, "progress": False,
+                         **fit_kwargs}
+        self.chance = 1 / task.num_classes
+        self._first = self._build()
+        model, extra = self._first
+        presentation = ("progress", "live_plot", "sync_every", "checkpoint_every")
+        self.key = {"kind": "image", "task": task.fingerprint(), "start": protocol.starting_point(model),
+                    "steps": steps, "extra": protocol.settings_key(extra),
+                    "fit": protocol.settings_key({k: v for k, v in self.settings.items() if k not in presentation})}
 
-    One :func:`run` per rate of ``grid``; then, while the best rate so far is the largest (or smallest) rate tried,
-    the next larger (or smaller) rate of ``ladder`` is tried as well: a best rate at the edge of a grid says that the
-    grid was too narrow, not that the edge is best. Pass ``ladder=()`` for the grid alone. That is the price of a
-    fair comparison: ``tuning_runs`` says how many runs it took. A grid of one rate is that rate alone. The runs go through :func:`~ftcourse.sweep.sweep`, so with a ``cache`` folder each is saved the moment it
-    ends and read back next time. Cached runs are named by everything that decides them: the task's data
-    (:meth:`Task.fingerprint`), the pretrained weights (:func:`ftcourse.models.fingerprint`), the method, the seed,
-    the other arguments, and ``variant``, a name for what ``prepare`` does (a function cannot be named by its
-    code; without ``variant``, a ``prepare`` is not cached).
+    def _build(self):
+        model = make_model(self.method, self.task.num_classes, pretrained=self.pretrained, seed=self.seed,
+                           device=self.device)
+        extra = (self.prepare(model) if self.prepare is not None else None) or {}
+        return model, extra
 
-    Returns the chosen ``lr``, its ``val_accuracy`` and ``val_loss``, its test ``accuracy`` and ``error`` (and the
-    accuracy on each of ``also_test``), whether it ``diverged``,
-    ``tuning_runs`` and ``tuning`` (every rate's validation and test accuracy, a table to look at, not to choose
-    from by test).
-    """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
-    grid = [float(lr) for lr in grid]
-    if not grid or any(not lr > 0 for lr in grid):
-        raise ValueError(f"grid must be a non-empty list of positive learning rates, got {grid!r}.")
-    pretrained = source_model(pretrained)
-    if run_kwargs.get("prepare") is not None and variant is None:
-        cache = None  # an unnamed preparation: run, but do not cache under a name that may mean something else
-    also_test = run_kwargs.get("also_test") or {}
-    named = {k: v for k, v in run_kwargs.items() if k not in ("prepare", "device", "also_test")}
-    key = json.dumps({"task": task.fingerprint(), "pretrained": models.fingerprint(pretrained), "method": method,
-                      "variant": variant, "also_test": {name: data.fingerprint() for name, data in also_test.items()},
-                      **named}, sort_keys=True, default=repr)
-    metrics = ["val_accuracy", "val_loss", "accuracy", *(f"{name}_accuracy" for name in also_test), "seconds",
-               "diverged"]
+    def start(self, lr: float) -> protocol.FitTrial:
+        model, extra = self._first if self._first is not None else self._build()
+        self._first = None  # the model built to name the runs trains the first rate; later rates build their own
+        return protocol.FitTrial(model, self.task.train, steps=self.steps, lr=lr, validate=self._validate,
+                                 test=self._test, **{**self.settings, **extra})
 
-    def one_rate(lr, seed):
-        result = run(task, method, pretrained=pretrained, seed=seed, lr=lr, **run_kwargs)
-        return {name: result[name] for name in metrics}
+    def _validate(self, model) -> dict:
+        val = evaluate(model, self.task.val)
+        return {"val": val["accuracy"], "val_loss": val["loss"]}
 
-    version = "tune-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    runs = sweep(one_rate, {"lr": grid}, seeds=[seed], cache=cache, code_version=version).runs
-    while (beyond := _beyond_the_edge(float(choose_on_val(runs).iloc[0]["lr"]), runs["lr"].tolist(), ladder)):
-        more = sweep(one_rate, {"lr": [beyond]}, seeds=[seed], cache=cache, code_version=version).runs
-        runs = pd.concat([runs, more], ignore_index=True)
-    runs = runs.sort_values("lr", kind="stable").reset_index(drop=True)
-    best = choose_on_val(runs).iloc[0]
-    return {"method": method, "lr": float(best["lr"]), **{name: float(best[name]) for name in metrics[:-2]},
-            "error": 1 - float(best["accuracy"]), "diverged": bool(best["diverged"]), "tuning_runs": len(runs),
-            "ran_now": int((~runs["cached"]).sum()), "tuning": runs[["lr", *metrics]]}
-
-
-def _beyond_the_edge(best: float, tried: list[float], ladder) -> float | None:
-    """The ladder's next rate past ``best`` when ``best`` is the largest or smallest rate tried, else None."""
-    if len(tried) < 2:  # a single rate has no edge to look past: it was asked for alone
-        return None
-    if best >= max(tried):
-        return next((rate for rate in sorted(ladder) if rate > best), None)
-    if best <= min(tried):
-        return next((rate for rate in sorted(ladder, reverse=True) if rate < best), None)
-    return None
-
-
-beyond_the_edge = _beyond_the_edge  # public: ftcourse.text tunes its rates by the same rule
+    def _test(self, model) -> dict:
+        return {"accuracy": evaluate(model, self.task.test)["accuracy"],
+                **{f"{name}_accuracy": evaluate(model, data)["accuracy"] for name, data in self.also_test.items()}}
 
 
 def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 100, batch_size: int = 32,
@@ -229,8 +188,9 @@ def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 
             relatedness: float = 1.0, lr: float | str | None = None, lr_grid=LR_GRID, cache=None) -> list[dict]:
     """Each method x labels-per-class x seed on one lab target; a list of result rows.
 
-    Each row has the rate used (``lr="tuned"`` chooses it per method and seed on validation; see :func:`tune_lr`),
-    the validation and test accuracy, and ``runs``: how many training runs the row cost.
+    Each row has the rate used (``lr="tuned"`` chooses it per method and seed on validation: each seed a whole
+    replicate, see :mod:`ftcourse.protocol`), the validation and test accuracy, and ``runs``: how many training runs
+    the row cost.
     """
     pretrained = source_model(pretrained)
     rows = []
@@ -243,7 +203,7 @@ def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 
                              device=device, lr=lr, lr_grid=lr_grid, cache=cache)
                 rows.append({"task": task_name, "shots": n, "seed": seed, "method": method, "lr": result["lr"],
                              "val_accuracy": result["val_accuracy"], "accuracy": result["accuracy"],
-                             "runs": result.get("tuning_runs", 1)})
+                             "runs": result["tuning_runs"]})
     return rows
 
 
@@ -272,12 +232,7 @@ def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained:
 
     result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size,
                  lr=DEFAULT_LR["scratch"] if lr is None else lr, lr_grid=lr_grid, cache=cache,
-                 variant=f"copied_stages n={n_copied} fine_tune={fine_tune}", prepare=copy_first_stages, device=device)
-    if "trainable" not in result:  # a tuned result: count what the chosen run trained
-        model = make_model("finetune", task.num_classes, pretrained=pretrained, seed=seed)
-        copy_first_stages(model)
-        result = {**result, "trainable": models.count_parameters(model, trainable_only=True),
-                  "seconds_per_step": float("nan")}
+                 prepare=copy_first_stages, device=device)
     return {key: result[key] for key in ("lr", "val_accuracy", "accuracy", "trainable", "seconds_per_step")}
 
 
@@ -333,10 +288,9 @@ def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None =
         pretrained = models.pretrained(other_source)
     result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps - probe_steps,
                  batch_size=batch_size, lr=rate, lr_grid=lr_grid, cache=cache, prepare=prepare, device=device,
-                 also_test=also_test,
-                 variant=f"remedy {remedy}" + (f" from {other_source}" if remedy == "another source" else ""))
+                 also_test=also_test)
     keep = ["lr", "val_accuracy", "accuracy", "error", *(f"{name}_accuracy" for name in also_test or {}), "tuning"]
-    return {"remedy": remedy, **{name: result[name] for name in keep if name in result}}
+    return {"remedy": remedy, **{name: result[name] for name in keep}}
 
 
 def shift_run(target: str, method: str, *, shots: int, pretrained: models.StagedNet | None = None, seed: int = 0,
@@ -373,11 +327,10 @@ def efficient_run(task: Task, method: str, *, pretrained: models.StagedNet | Non
     """
     pretrained = source_model(pretrained)
     result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
-                 lr_grid=lr_grid, cache=cache, device=device, prepare=efficient.prepare(method),
-                 variant=f"efficient {method}")
+                 lr_grid=lr_grid, cache=cache, device=device, prepare=efficient.prepare(method))
     return {**efficient.footprint(pretrained, task.num_classes, method), "lr": result["lr"],
             "val_accuracy": result["val_accuracy"], "accuracy": result["accuracy"], "diverged": result["diverged"],
-            "tuning_runs": result.get("tuning_runs", 1)}
+            "tuning_runs": result["tuning_runs"]}
 
 
 def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: models.StagedNet | None = None,
@@ -386,29 +339,22 @@ def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: mod
     """Every method of ``methods`` (:mod:`ftcourse.efficient`) on every lab target: one row per target, labels per
     class, seed and method, with the rate, validation and test accuracy and the method's costs.
 
-    Every method gets the same data, budget and grid. Its rate is chosen on the validation split of the first seed
-    (``lr_grid``, extended along the ladder while the best rate is at an edge) and kept for the other seeds, which
-    then cost one run each: the choice is still made on validation only, at about half the runs of choosing anew
-    for every seed. A later seed whose run diverges at that rate chooses its own rate from the grid, as the first
-    seed did: a rate that fails on a seed's training data would not be kept by anyone who saw it fail.
-    ``tuning_runs`` says how many runs each row cost.
+    Every method gets the same data, budget and grid, and every seed is a whole replicate: it draws its own
+    training set and chooses its own rate on its own validation split (``lr_grid``, extended along the ladder while
+    the best rate is at an edge). ``tuning_runs`` says how many runs each row cost.
     """
     pretrained = source_model(pretrained)
     rows = []
     for target in targets:
         for n in shots:
-            chosen: dict[str, float] = {}
-            for seed in seeds:
+            def one_seed(seed):
                 task = lab.target(target, n, test_per_class=test_per_class, seed=seed, device=device)
-                same = dict(pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size, cache=cache,
-                            device=device)
-                for method in methods:
-                    result = efficient_run(task, method, lr_grid=[chosen[method]] if method in chosen else lr_grid,
-                                           **same)
-                    if method in chosen and result["diverged"]:
-                        result = efficient_run(task, method, lr_grid=lr_grid, **same)
-                    chosen.setdefault(method, result["lr"])
-                    rows.append({"target": target, "shots": n, "seed": seed, **result})
+                return [{"target": target, "shots": n, "seed": seed,
+                         **efficient_run(task, method, pretrained=pretrained, seed=seed, steps=steps,
+                                         batch_size=batch_size, lr_grid=lr_grid, cache=cache, device=device)}
+                        for method in methods]
+
+            rows += [row for seed_rows in protocol.replicates(one_seed, seeds) for row in seed_rows]
     return pd.DataFrame(rows)
 
 
@@ -468,26 +414,74 @@ def stage_distances(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> d
     return distances
 
 
-def dense_run(task: dense.DenseTask, kind: str, method: str, *, lr: float, pretrained: models.StagedNet | None = None,
-              seed: int = 0, steps: int = 100, batch_size: int = 32, device=None, keep_model: bool = False) -> dict:
-    """Build a dense network for ``method``, train it ``steps`` steps at rate ``lr`` on ``task.train`` (no
-    augmentation: a flip would have to move the masks and boxes too), and score it on ``task.val`` and
-    ``task.test`` (:func:`dense_score`). Returns the scores, the time, whether it diverged, how far each stage
-    moved (``distance <stage>``) and, with ``keep_model``, the model."""
-    net = dense_model(kind, method, task.train.num_classes, pretrained=pretrained, seed=seed,
-                      device=device or task.train.images.device)
-    start = {name: p.detach().clone() for name, p in net.named_parameters()}
-    loss = dense.segmentation_loss if kind == "segmentation" else dense.detection_loss
-    began = time.perf_counter()
-    history = fit(net, task.train.for_training(kind), steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-                  loss=loss, progress=False)
-    seconds = time.perf_counter() - began
-    diverged = history.diverged is not None
-    result = {"method": method, "lr": lr, "val_score": math.nan if diverged else dense_score(net, kind, task.val),
-              "score": math.nan if diverged else dense_score(net, kind, task.test), "seconds": seconds,
-              "diverged": diverged,
-              **{f"distance {stage}": d for stage, d in stage_distances(net, start).items()}}
-    return {**result, "model": net} if keep_model else result
+def dense_run(task: dense.DenseTask, kind: str, method: str, *, lr: float | str, pretrained=None, seed: int = 0,
+              steps: int = 100, batch_size: int = 32, device=None, lr_grid=LR_GRID, ladder=LR_LADDER, cache=None,
+              keep_model: bool = False, decide_at: float | None = protocol.DECIDE_AT) -> dict:
+    """Build a dense network for ``method``, train it ``steps`` steps on ``task.train`` (no augmentation: a flip
+    would have to move the masks and boxes too), and score it on ``task.val`` and ``task.test`` (:func:`dense_score`).
+
+    ``lr`` is a rate or ``"tuned"``: the best of ``lr_grid`` (extended along ``ladder``) on the validation score, by
+    the course's one rule (:func:`ftcourse.protocol.tune`), the same as for images and text. Returns the rate, the
+    validation score and loss, the test ``score``, the training time, whether it diverged, how far each stage moved
+    (``distance <stage>``), ``tuning_runs`` and the ``model`` (trained in this call, or kept in the cache with
+    ``keep_model=True``; else ``None``). With ``cache``, every run is saved as it pauses and ends.
+    """
+    if isinstance(lr, str) and lr != "tuned":
+        raise ValueError(f"lr must be a number or 'tuned', got {lr!r}.")
+    recipe = DenseRecipe(task, kind, method, pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size,
+                         device=device)
+    grid, ladder = (lr_grid, ladder) if lr == "tuned" else ([lr], ())
+    tuned = protocol.tune(recipe, grid=grid, ladder=ladder, steps=steps, decide_at=decide_at, cache=cache,
+                          keep_model=keep_model)
+    distances = {k: v for k, v in tuned.measures.items() if k.startswith("distance ")}
+    if not distances:  # every rate diverged before the decision: no run finished to measure
+        distances = {f"distance {stage}": math.nan for stage in recipe.stages}
+    return {"method": method, "lr": tuned.lr, "val_score": tuned.val, "val_loss": tuned.val_loss,
+            "score": tuned.test.get("score", math.nan), "seconds": tuned.measures.get("seconds", math.nan),
+            "diverged": tuned.diverged, **distances, "tuning_runs": tuned.runs, "model": tuned.model}
+
+
+class DenseRecipe:
+    """How :func:`ftcourse.protocol.tune` starts one dense run of :func:`dense_run`, and the run's name in the cache."""
+
+    can_pause = True
+    chance = None  # mIoU and AP have no "guess" to compare with; a dense run diverges by a non-finite loss or score
+
+    def __init__(self, task: dense.DenseTask, kind: str, method: str, *, pretrained, seed, steps, batch_size,
+                 device):
+        dense.check_kind(kind)
+        self.task, self.kind, self.method, self.seed, self.steps = task, kind, method, seed, steps
+        self.pretrained = source_model(pretrained)
+        self.device = device or task.train.images.device
+        self.batch_size = batch_size
+        self.loss = dense.segmentation_loss if kind == "segmentation" else dense.detection_loss
+        self._first = self._build()
+        self.stages = list(self._first.stages)
+        self.key = {"kind": kind, "task": task.fingerprint(), "start": protocol.starting_point(self._first),
+                    "steps": steps, "fit": protocol.settings_key({"batch_size": batch_size, "seed": seed,
+                                                                  "loss": self.loss})}
+
+    def _build(self):
+        return dense_model(self.kind, self.method, self.task.train.num_classes, pretrained=self.pretrained,
+                           seed=self.seed, device=self.device)
+
+    def start(self, lr: float) -> protocol.FitTrial:
+        net = self._first if self._first is not None else self._build()
+        self._first = None  # the network built to name the runs trains the first rate; later rates build their own
+        start = {name: p.detach().clone() for name, p in net.named_parameters()}
+        return protocol.FitTrial(net, self.task.train.for_training(self.kind), steps=self.steps, lr=lr,
+                                 batch_size=self.batch_size, seed=self.seed, loss=self.loss, progress=False,
+                                 validate=self._validate, test=self._test,
+                                 measure=lambda model: {f"distance {stage}": d for stage, d
+                                                        in stage_distances(model, start).items()})
+
+    def _validate(self, model) -> dict:
+        outputs = predict(model, self.task.val.images)
+        loss = float(self.loss(outputs, self.task.val.for_training(self.kind)[1]))
+        return {"val": dense_score(model, self.kind, self.task.val), "val_loss": loss}
+
+    def _test(self, model) -> dict:
+        return {"score": dense_score(model, self.kind, self.task.test)}
 
 
 def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_METHODS,
@@ -496,47 +490,23 @@ def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_ME
     """Every method on every dense target and training size (``labels``: labelled images): one row per target,
     size, seed and method, with the rate, the validation and test score (mIoU or AP50) and how far each stage moved.
 
-    The protocol of :func:`efficient_comparison`: each method's rate is chosen on the validation split of the first
-    seed from ``lr_grid`` (the best validation score; a tie goes to the smaller rate), extended along
-    :data:`LR_LADDER` while the best rate lies at an edge of what was tried, and kept for the other seeds;
-    a later seed that diverges at that rate chooses anew. Every method has the same budget of ``steps`` optimiser
-    steps. With ``cache``, each run is saved as it ends and read back next time (:func:`~ftcourse.sweep.sweep`).
+    The protocol of every comparison of the course (:mod:`ftcourse.protocol`): each method's rate is chosen on the
+    validation score from ``lr_grid``, extended along :data:`LR_LADDER` while the best rate lies at an edge, and
+    every seed is a whole replicate (its own training images, its own choice). Every method has the same budget of
+    ``steps`` optimiser steps. With ``cache``, each run is saved as it ends and read back next time.
     """
     dense.check_kind(kind)
     pretrained = source_model(pretrained)
-    weights = models.fingerprint(pretrained)
     rows = []
     for target in targets:
         for n in labels:
-            chosen: dict[str, float] = {}
-            for seed in seeds:
+            def one_seed(seed):
                 task = dense.dense_target(target, n, n_val=n_val, n_test=n_test, seed=seed, device=device)
-                for method in methods:
-                    key = json.dumps({"task": task.fingerprint(), "pretrained": weights, "kind": kind,
-                                      "method": method, "steps": steps, "batch_size": batch_size}, sort_keys=True)
+                results = [dense_run(task, kind, method, lr="tuned", pretrained=pretrained, seed=seed, steps=steps,
+                                     batch_size=batch_size, device=device, lr_grid=lr_grid, cache=cache)
+                           for method in methods]
+                return [{"target": target, "labels": n, "seed": seed,
+                         **{k: v for k, v in result.items() if k != "model"}} for result in results]
 
-                    def one_rate(lr, seed):
-                        result = dense_run(task, kind, method, lr=lr, pretrained=pretrained, seed=seed, steps=steps,
-                                           batch_size=batch_size, device=device)
-                        return {k: v for k, v in result.items() if k not in ("method", "lr")}
-
-                    def tuned(grid):
-                        version = "dense-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-                        runs = sweep(one_rate, {"lr": [float(r) for r in grid]}, seeds=[seed], cache=cache,
-                                     code_version=version).runs
-                        while True:
-                            ranked = runs.assign(_score=runs["val_score"].astype(float).fillna(-math.inf))
-                            best = ranked.sort_values(["_score", "lr"], ascending=[False, True], kind="stable")
-                            beyond = _beyond_the_edge(float(best.iloc[0]["lr"]), runs["lr"].tolist(), LR_LADDER)
-                            if beyond is None:
-                                return best.iloc[0].drop(["_score", "cached"]).to_dict(), len(runs)
-                            more = sweep(one_rate, {"lr": [beyond]}, seeds=[seed], cache=cache, code_version=version)
-                            runs = pd.concat([runs, more.runs], ignore_index=True)
-
-                    best, n_runs = tuned([chosen[method]] if method in chosen else lr_grid)
-                    if method in chosen and best["diverged"]:
-                        best, n_runs = tuned(lr_grid)
-                    chosen.setdefault(method, float(best["lr"]))
-                    rows.append({"target": target, "labels": n, "seed": seed, "method": method, **best,
-                                 "tuning_runs": n_runs})
+            rows += [row for seed_rows in protocol.replicates(one_seed, seeds) for row in seed_rows]
     return pd.DataFrame(rows)

@@ -203,7 +203,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 def fingerprint(model: nn.Module) -> str:
     """A sha256 of the model's weights and buffers (names, shapes, dtypes and values): equal weights, equal prints.
 
-    Cached results that start from a model (see :func:`ftcourse.experiments.tune_lr`) are named by it.
+    Cached runs that start from a model (see :mod:`ftcourse.protocol`) are named by it.
     """
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():

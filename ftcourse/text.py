@@ -21,7 +21,8 @@ Processing", EMNLP 2020 System Demonstrations):
    rank-r update ``W + (alpha/r) B A`` learned on each attention query and value projection, through ``peft``, with
    the new head).
 
-Every method's rate is chosen on the target's validation split (:func:`tuned`), as everywhere in the course.
+Every method's rate is chosen on the target's validation split (:func:`tuned`) by the course's one rule
+(:mod:`ftcourse.protocol`), as everywhere in the course.
 """
 
 from __future__ import annotations
@@ -38,10 +39,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import textlab
-from .experiments import beyond_the_edge, choose_on_val
+from . import protocol, textlab
 from .files import save_json
-from .sweep import sweep
 
 METHODS = ("scratch", "probe", "finetune", "lora")
 LR_GRID = (3e-4, 1e-3, 3e-3)  # AdamW rates; the ladder extends the grid while the best rate sits at an edge
@@ -310,31 +309,77 @@ def finetune(task: textlab.TextTask, method: str, *, lr: float, steps: int = 150
     """Train ``method`` on ``task.train`` for ``steps`` optimiser steps with ``Trainer`` (AdamW at peak rate ``lr``,
     linear warm-up over the first ``warmup`` share of the steps, then linear decay), evaluate on ``task.val`` at the
     end (``eval_strategy="steps"``) and on ``task.test``. Returns ``val_accuracy``, ``val_loss``, ``accuracy`` (test),
-    ``seconds``, ``diverged`` and the trained ``model``."""
-    from transformers import Trainer
+    ``seconds``, ``diverged`` (:func:`ftcourse.protocol.diverged`) and the trained ``model``."""
+    trial = TextTrial(task, method, lr=lr, steps=steps, batch_size=batch_size, seed=seed, source=source,
+                      tokenizer=tokenizer, warmup=warmup)
+    trial.train(until=None)
+    val = trial.validate()
+    return {"val_accuracy": val["val"], "val_loss": val["val_loss"], "accuracy": trial.test()["accuracy"],
+            "seconds": round(trial.seconds, 2),
+            "diverged": protocol.diverged(val["val"], val["val_loss"], chance=1 / task.num_classes),
+            "model": trial.model.eval()}
 
-    if tokenizer is None:
+
+class TextTrial:
+    """One ``Trainer`` run of :func:`finetune`, as :func:`ftcourse.protocol.tune` drives it (start to end: these runs
+    do not pause)."""
+
+    def __init__(self, task: textlab.TextTask, method: str, *, lr: float, steps: int, batch_size: int, seed: int,
+                 source=None, tokenizer=None, warmup: float = WARMUP):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(verified() if source is None else source)
-    start = time.perf_counter()
-    model = classifier(method, task.num_classes, source=source, seed=seed)
-    data = {part: encode(tokenizer, split.texts, split.labels)
-            for part, split in (("train", task.train), ("val", task.val), ("test", task.test))}
-    with tempfile.TemporaryDirectory() as folder:
-        args = training_arguments(folder, max_steps=steps, per_device_train_batch_size=batch_size,
-                                  per_device_eval_batch_size=256, learning_rate=lr, warmup_steps=warmup,
-                                  lr_scheduler_type="linear", seed=seed, eval_strategy="steps", eval_steps=steps)
-        trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
-                          compute_metrics=_accuracy)
-        silence(trainer)
-        trainer.train()
-        val = trainer.evaluate()
-        test = trainer.evaluate(data["test"], metric_key_prefix="test")
-    loss = float(val["eval_loss"])
-    return {"val_accuracy": float(val["eval_accuracy"]), "val_loss": loss, "accuracy": float(test["test_accuracy"]),
-            "seconds": round(time.perf_counter() - start, 2), "diverged": not math.isfinite(loss),
-            "model": model.eval()}
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(verified() if source is None else source)
+        self.model = classifier(method, task.num_classes, source=source, seed=seed)
+        self.data = {part: encode(tokenizer, split.texts, split.labels)
+                     for part, split in (("train", task.train), ("val", task.val), ("test", task.test))}
+        self.settings = dict(max_steps=steps, per_device_train_batch_size=batch_size, per_device_eval_batch_size=256,
+                             learning_rate=lr, warmup_steps=warmup, lr_scheduler_type="linear", seed=seed,
+                             eval_strategy="steps", eval_steps=steps)
+        self.trainer, self.seconds = None, 0.0
+
+    def train(self, until: int | None) -> None:
+        from transformers import Trainer
+
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:  # nothing is saved there (save_strategy="no")
+            self.trainer = Trainer(model=self.model, args=training_arguments(folder, **self.settings),
+                                   train_dataset=self.data["train"], eval_dataset=self.data["val"],
+                                   compute_metrics=_accuracy)
+            silence(self.trainer)
+            self.trainer.train()
+        self.seconds += time.perf_counter() - start
+
+    def validate(self) -> dict:
+        val = self.trainer.evaluate()
+        return {"val": float(val["eval_accuracy"]), "val_loss": float(val["eval_loss"])}
+
+    def finish(self) -> dict:
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return {"trainable": trainable, "seconds": round(self.seconds, 2), "history": None}
+
+    def test(self) -> dict:
+        return {"accuracy": float(self.trainer.evaluate(self.data["test"], metric_key_prefix="test")["test_accuracy"])}
+
+
+class TextRecipe:
+    """How :func:`ftcourse.protocol.tune` starts one run of :func:`tuned`, and the run's name in the cache: the
+    shipped checkpoint's sha256, the target, its size and seed, the method and every training setting."""
+
+    can_pause = False
+
+    def __init__(self, target: str, shots: int, method: str, *, seed: int, steps: int, batch_size: int,
+                 test_per_class: int):
+        self.task = textlab.target(target, shots, test_per_class=test_per_class, seed=seed)
+        self.method, self.seed, self.steps, self.batch_size = method, seed, steps, batch_size
+        self.chance = 1 / self.task.num_classes
+        self.key = {"kind": "text", "checkpoint": record()["sha256"], "target": target, "shots": shots,
+                    "seed": seed, "method": method, "steps": steps, "batch_size": batch_size,
+                    "test_per_class": test_per_class, "warmup": WARMUP, "lora": [LORA_RANK, LORA_ALPHA],
+                    "probe": 2 if method == "probe" else None}  # 2: the probe trains the pooler too
+
+    def start(self, lr: float) -> TextTrial:
+        return TextTrial(self.task, self.method, lr=lr, steps=self.steps, batch_size=self.batch_size, seed=self.seed)
 
 
 def _accuracy(prediction) -> dict:
@@ -344,47 +389,31 @@ def _accuracy(prediction) -> dict:
 
 
 def tuned(target: str, shots: int, method: str, *, seed: int = 0, steps: int = 150, batch_size: int = 32,
-          test_per_class: int = 100, grid=LR_GRID, ladder=LR_LADDER, cache=None) -> dict:
+          test_per_class: int = 100, grid=LR_GRID, ladder=LR_LADDER, cache=None, keep_model: bool = False) -> dict:
     """``method`` on the text-lab ``target`` with ``shots`` labels per class at its best rate, chosen on validation
-    from ``grid`` (extended along ``ladder`` while the best rate sits at an edge); the test accuracy of that run.
-    Every run is cached in ``cache`` (a folder), named by the shipped checkpoint's sha256 and every argument."""
-    key = json.dumps({"checkpoint": record()["sha256"], "target": target, "shots": shots, "method": method,
-                      "steps": steps, "batch_size": batch_size, "test_per_class": test_per_class,
-                      "warmup": WARMUP, "lora": [LORA_RANK, LORA_ALPHA], "version": 1,
-                      "probe": 2 if method == "probe" else None},  # 2: the probe trains the pooler too
-                     sort_keys=True)
-    version = "text-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def one_rate(lr, seed):
-        task = textlab.target(target, shots, test_per_class=test_per_class, seed=seed)
-        result = finetune(task, method, lr=lr, steps=steps, batch_size=batch_size, seed=seed)
-        return {k: v for k, v in result.items() if k != "model"}
-
-    runs = sweep(one_rate, {"lr": list(grid)}, seeds=[seed], cache=cache, code_version=version).runs
-    while (beyond := beyond_the_edge(float(choose_on_val(runs).iloc[0]["lr"]), runs["lr"].tolist(), ladder)):
-        more = sweep(one_rate, {"lr": [beyond]}, seeds=[seed], cache=cache, code_version=version).runs
-        runs = pd.concat([runs, more], ignore_index=True)
-    best = choose_on_val(runs).iloc[0]
-    return {"target": target, "shots": shots, "method": method, "seed": seed, "lr": float(best["lr"]),
-            "val_accuracy": float(best["val_accuracy"]), "accuracy": float(best["accuracy"]),
-            "tuning_runs": len(runs), "seconds": float(runs["seconds"].sum())}
+    from ``grid`` (extended along ``ladder`` while the best rate sits at an edge) by the course's one rule
+    (:func:`ftcourse.protocol.tune`); the test accuracy of that run. Every run is cached in ``cache`` (a folder).
+    Returns the rate, the validation and test accuracy, whether the chosen run diverged, ``tuning_runs``, the
+    ``seconds`` of the chosen run's training and its ``model`` (trained now, or kept with ``keep_model=True``)."""
+    recipe = TextRecipe(target, shots, method, seed=seed, steps=steps, batch_size=batch_size,
+                        test_per_class=test_per_class)
+    result = protocol.tune(recipe, grid=grid, ladder=ladder, steps=steps, cache=cache, keep_model=keep_model)
+    return {"target": target, "shots": shots, "method": method, "seed": seed, "lr": result.lr,
+            "val_accuracy": result.val, "accuracy": result.test.get("accuracy", math.nan),
+            "diverged": result.diverged, "tuning_runs": result.runs,
+            "seconds": result.measures.get("seconds", math.nan), "model": result.model}
 
 
 def comparison(targets, shots, methods=METHODS, *, seeds=(0,), cache=None, **kwargs) -> pd.DataFrame:
-    """:func:`tuned` for every target x labels per class x method, one row per seed. The first seed chooses each
-    method's rate on validation (grid and ladder); the other seeds train at that rate, as lesson 07 does (a seed whose
-    run diverges there chooses its own). Each row says how many ``tuning_runs`` it cost."""
+    """:func:`tuned` for every target x labels per class x method, one row per seed: every seed a whole replicate,
+    with its own training sentences and its own choice of rate. Each row says how many ``tuning_runs`` it cost."""
     rows = []
     for t in targets:
         for n in shots:
             for m in methods:
-                first = tuned(t, n, m, seed=seeds[0], cache=cache, **kwargs)
-                rows.append(first)
-                for s in seeds[1:]:
-                    again = tuned(t, n, m, seed=s, cache=cache, **{**kwargs, "grid": (first["lr"],), "ladder": ()})
-                    if math.isnan(again["accuracy"]):
-                        again = tuned(t, n, m, seed=s, cache=cache, **kwargs)
-                    rows.append(again)
+                rows += protocol.replicates(lambda s: {k: v for k, v in tuned(t, n, m, seed=s, cache=cache,
+                                                                              **kwargs).items() if k != "model"},
+                                            seeds)
     return pd.DataFrame(rows)
 
 

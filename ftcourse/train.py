@@ -137,7 +137,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
         momentum: float = 0.9, batch_size: int = 128, params=None, augment: bool = False,
         label_smoothing: float = 0.0, penalty=None, before_step=None, precision: str = "auto",
         channels_last: bool | None = None, seed: int = 0, checkpoint=None, resume: bool = False,
-        checkpoint_every: int = 200, progress: bool | None = None,
+        checkpoint_every: int = 200, stop_at: int | None = None, progress: bool | None = None,
         live_plot: bool | None = None, sync_every: int = 25, compile: bool = False, loss=None) -> History:
     """Train ``model`` on ``train`` for ``steps`` optimiser steps (or ``epochs`` passes) and return a :class:`History`.
 
@@ -196,6 +196,11 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     total_steps = _budget(steps, epochs, train, batch_size)
     for name, value in (("sync_every", sync_every), ("checkpoint_every", checkpoint_every)):
         _check_count(name, value)
+    if stop_at is not None:
+        _check_count("stop_at", stop_at)
+        if checkpoint is None:
+            raise ValueError("stop_at pauses a run to be finished later, which needs checkpoint=PATH to keep it in.")
+    end = total_steps if stop_at is None else min(stop_at, total_steps)
     stepper = Stepper(model, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
                       params=params, precision=precision, label_smoothing=label_smoothing, penalty=penalty,
                       channels_last=channels_last, compile=compile, loss=loss)
@@ -238,7 +243,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     segment_start = time.perf_counter()
     seconds_before = history.training_seconds
     try:
-        while step < total_steps:
+        while step < end:
             if before_step is not None:
                 before_step(model, step)
                 model.train()  # BatchNorm of stages frozen or unfrozen by the hook follows suit
@@ -256,7 +261,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
             history.step_lr.append(stepper.lr)
             step += 1
             due_checkpoint = checkpoint is not None and step - saved_step >= checkpoint_every
-            if step % sync_every and step < total_steps and not due_checkpoint:
+            if step % sync_every and step < end and not due_checkpoint:
                 continue
             # A log point: read the losses back, look for divergence, validate, checkpoint.
             _sync(device)
@@ -287,7 +292,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
                                 **({"val_acc": f"{history.val_acc[-1]:.3f}"} if history.val_acc else {}))
             if plot is not None:
                 plot(history)
-            if checkpoint is not None and (due_checkpoint or step == total_steps):
+            if checkpoint is not None and (due_checkpoint or step == end):
                 history.wall_time += time.perf_counter() - started
                 started = time.perf_counter()
                 _save_checkpoint(checkpoint, model, stepper, stream, history, step)

@@ -11,7 +11,7 @@ layer or any layer below it (this table is the one the test checks):
     3  data                                      images as device tensors, augmentation, real datasets
     4  lab textlab                               the procedural source and target tasks, images and text
     5  train                                     the training engine: fit, evaluate, predict
-    6  rangetest transfer measure pretrain efficient dense   tools built on the engine; dense tasks and heads
+    6  rangetest transfer measure pretrain efficient dense protocol   tools built on the engine; dense tasks and heads; the fair-comparison protocol
     7  experiments sweep capstone text           whole experiments and grids of them; the capstone's target; BERT
     8  tour widgets                              what the lessons show
     9  checks exercises                          exercise feedback, exercises generated from solutions

@@ -1,0 +1,450 @@
+"""The fair-comparison protocol, written once: each method's rate is chosen on validation, and each seed is a whole
+replicate.
+
+Comparing fine-tuning at one conventional rate with scratch at its best rate measures the rate, not the
+pretraining: each way of learning a target wants its own learning rate, and how it differs depends on how related
+the tasks are (H. Li, Chaudhari, Yang et al., "Rethinking the hyperparameters for fine-tuning", ICLR 2020). So every
+comparison of the course gives every method the same grid of rates and the same budget of optimiser steps, and
+:func:`tune` chooses each method's rate on the **validation** split. Images, dense tasks and text all go through it;
+only what one run is differs (a :class:`Recipe` says how to start one).
+
+The rule, step by step:
+
+1. Every rate of the grid is trained for ``decide_at`` of the budget (30% by default) and validated.
+2. A rate whose validation metric is then more than ``margin`` below the best rate's (or that diverged) is
+   **stopped** there: it cannot be chosen. This is successive halving with one rung (Jamieson & Talwalkar,
+   "Non-stochastic best arm identification and hyperparameter optimization", AISTATS 2016): clearly worse rates
+   spend a third of a run, not a whole one. The others go on to the end of the budget, exactly as if they had never
+   paused (``fit(stop_at=...)`` and ``resume=True``).
+3. **The choice** (:func:`choose`): the highest validation metric among the runs that finished; a tie goes to the
+   lower validation loss, then to the smaller rate. A diverged run (:func:`diverged`) is never chosen unless every
+   run diverged.
+4. **The ladder.** When the chosen rate is the largest (or smallest) rate tried, the next rate of ``ladder`` beyond
+   it is tried too (steps 1-3 for it alone, against the best seen at the same step), until the chosen rate has a
+   tried neighbour on both sides or the ladder ends: a best rate at the edge of a grid says that the grid was too
+   narrow, not that the edge is best.
+5. **The test split is looked at once**, for the chosen run, never to choose.
+
+**Each seed is a whole replicate.** A seed draws its own training set and tunes its own rate: no seed borrows
+another's choice (:func:`replicates`). Otherwise the other seeds repeat one seed's choice, and a claim can rest on
+that one choice.
+
+**One cache, keyed by the computation.** With a ``cache`` folder, each run is saved the moment it pauses or ends,
+named by a hash of everything that decides it (the recipe's key: the task's data, the starting weights and which of
+them train, every argument of the training loop, the seed; and the rate). The same run asked for by two lessons is
+trained once, an interrupted tuning resumes with what it learned, and a run's test metrics are kept once measured.
+The chosen run's weights are kept too when asked (``keep_model=True``), so a lesson never trains a run again to get
+its model back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+import torch
+
+import ftcourse
+
+from .files import save_json, save_state
+from .models import count_parameters, fingerprint, read_torch_file
+from .train import History, describe, fit
+
+DECIDE_AT = 0.3  # the share of the budget after which clearly worse rates stop (benchmarks/README.md validates it)
+MARGIN = 0.05  # "clearly worse": a validation metric more than this below the best rate's at that step
+EXPLODED = 3.0  # a loss above this many times a uniform guess's, ln(1/chance), with accuracy at chance: diverged
+
+
+class Trial(Protocol):
+    """One training run at one rate, as :func:`tune` drives it."""
+
+    model: torch.nn.Module
+
+    def train(self, until: int | None) -> None:
+        """Train up to step ``until`` of the budget (``None``: to the end), continuing where the last call stopped."""
+
+    def validate(self) -> dict:
+        """``{"val": metric, "val_loss": loss, "diverged": bool}`` of the model now."""
+
+    def finish(self) -> dict:
+        """What the record of a finished run keeps besides validation: at least ``trainable`` and ``history``."""
+
+    def test(self) -> dict:
+        """The test metrics of the trained model, e.g. ``{"accuracy": 0.91}``."""
+
+
+class Recipe(Protocol):
+    """How to start one run of a kind at a given rate, and what names it in the cache. ``can_pause`` says whether
+    a run's ``train`` can stop at a step and go on later (runs through :func:`~ftcourse.train.fit` can; runs through
+    ``Trainer`` here do not, and :func:`tune` trains each of their rates to the end)."""
+
+    key: dict  # everything that decides a run except its rate (JSON values)
+    chance: float | None  # the validation metric of a guess (accuracy), or None where that means nothing
+    can_pause: bool
+
+    def start(self, lr: float) -> Trial:
+        """A fresh run at rate ``lr``, not yet trained."""
+
+
+def diverged(val: float, val_loss: float, *, flagged: bool = False, chance: float | None = None) -> bool:
+    """The course's one rule for "this run diverged", the same for images, dense tasks and text.
+
+    A run diverged when the training loop saw a non-finite loss (``flagged``; :func:`~ftcourse.train.fit` stops
+    there), when its validation metric or loss is not finite, or when its accuracy is at ``chance`` with a loss
+    that exploded: more than :data:`EXPLODED` times ``ln(1/chance)``, the loss of a uniform guess. (An optimiser
+    that blew up and came back predicts one class with great confidence: it scores chance with a huge loss. A run
+    that merely learnt nothing scores chance with about ``ln(1/chance)``, and is a run like any other.)
+
+    >>> diverged(0.2, 25.0, chance=0.2), diverged(0.2, 1.7, chance=0.2), diverged(0.9, float("nan"))
+    (True, False, True)
+    """
+    if flagged or not (math.isfinite(val) and math.isfinite(val_loss)):
+        return True
+    if chance is not None and 0 < chance < 1:
+        return val <= chance + 0.01 and val_loss > EXPLODED * math.log(1 / chance)
+    return False
+
+
+def choose(trials: list[dict]) -> dict:
+    """The run the protocol keeps, from ``trials`` (dicts with ``lr``, ``val``, ``val_loss``, ``diverged`` and
+    ``stopped_at``, ``None`` for a run that finished).
+
+    Among the runs that finished (all runs, if none did): the one with the highest validation metric; a tie goes to
+    the lower validation loss, then to the smaller rate. A diverged run is never chosen unless every run diverged.
+
+    >>> runs = [{"lr": 0.01, "val": 0.9, "val_loss": 0.3}, {"lr": 0.1, "val": 0.9, "val_loss": 0.2},
+    ...         {"lr": 0.3, "val": 0.95, "val_loss": 0.1, "stopped_at": 30}]
+    >>> choose(runs)["lr"]
+    0.1
+    """
+    if not trials:
+        raise ValueError("choose needs at least one run to choose from.")
+    finished = [t for t in trials if t.get("stopped_at") is None] or list(trials)
+
+    def rank(t):
+        val, loss = float(t["val"]), float(t.get("val_loss", math.nan))
+        return (not t.get("diverged", False), val if math.isfinite(val) else -math.inf,
+                -loss if math.isfinite(loss) else -math.inf, -float(t["lr"]))
+
+    return max(finished, key=rank)
+
+
+def next_rate(best: float, tried, ladder) -> float | None:
+    """The ladder's next rate past ``best`` when ``best`` is the largest or smallest rate ``tried``, else None.
+
+    >>> next_rate(0.1, [0.01, 0.03, 0.1], (0.001, 0.01, 0.1, 0.3)), next_rate(0.03, [0.01, 0.03, 0.1], (0.3,))
+    (0.3, None)
+    """
+    tried = list(tried)
+    if len(tried) < 2:  # a single rate has no edge to look past: it was asked for alone
+        return None
+    if best >= max(tried):
+        return next((rate for rate in sorted(ladder) if rate > best), None)
+    if best <= min(tried):
+        return next((rate for rate in sorted(ladder, reverse=True) if rate < best), None)
+    return None
+
+
+@dataclass
+class Tuned:
+    """A tuning's outcome: the chosen run whole, and every rate it tried.
+
+    ``lr``, ``val``, ``val_loss`` and ``diverged`` describe the chosen run; ``test`` holds its test metrics (the
+    number to report); ``model`` is the trained network (``None`` unless asked for, or trained in this call);
+    ``trainable`` its count of trainable parameters; ``history`` its :class:`~ftcourse.train.History` as a dict (or
+    ``None`` for runs without one); ``trials`` every rate tried (validation only: a table to look at, not to choose
+    from by test); ``runs`` how many runs the tuning took, ``ran_now`` how many trained in this call, ``steps`` the
+    optimiser steps all of them spent (stopped runs count what they ran); ``measures`` whatever else the chosen
+    run's record keeps (a :class:`FitTrial`'s ``measure``, its ``seconds``).
+    """
+
+    lr: float
+    val: float
+    val_loss: float
+    diverged: bool
+    test: dict
+    trainable: int | None
+    history: dict | None
+    trials: pd.DataFrame
+    runs: int
+    ran_now: int
+    steps: int
+    measures: dict = field(default_factory=dict)
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+
+def run_key(recipe_key: dict, lr: float) -> str:
+    """The cache's name for one run: a sha256 of the recipe's key, the rate and the version of ftcourse."""
+    text = json.dumps({**recipe_key, "lr": float(lr), "ftcourse": ftcourse.__version__}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None = DECIDE_AT,
+         margin: float = MARGIN, cache=None, keep_model: bool = False) -> Tuned:
+    """The best rate of ``grid`` (extended along ``ladder``) for ``recipe``, chosen on validation, and the test
+    metrics of that one run; see the module's docstring for the rule.
+
+    ``steps`` is the recipe's budget (the step ``decide_at`` refers to); ``decide_at=None`` (or a recipe whose runs
+    cannot pause, or a grid of one rate) trains every rate to the end. ``cache`` is a folder where each run's record
+    is saved as it pauses and ends, and read back next time. ``keep_model=True`` returns the chosen run's model and,
+    with a cache, keeps its weights there, so that the next call returns it without training.
+    """
+    grid = [float(lr) for lr in grid]
+    if not grid or any(not (lr > 0 and math.isfinite(lr)) for lr in grid):
+        raise ValueError(f"grid must be a non-empty list of positive learning rates, got {grid!r}.")
+    if decide_at is not None and not 0 < decide_at < 1:
+        raise ValueError(f"decide_at must be a share of the budget between 0 and 1 (or None), got {decide_at!r}.")
+    store = _Store(cache)
+    with tempfile.TemporaryDirectory(prefix="ftcourse-tune-") as scratch:
+        tuning = _Tuning(recipe, store, Path(scratch), steps)
+        pause = None
+        if decide_at is not None and len(grid) > 1 and recipe.can_pause:
+            pause = max(1, min(steps - 1, round(decide_at * steps)))
+        tuning.try_rates(grid, pause, margin)
+        while (beyond := next_rate(choose(tuning.trials())["lr"], tuning.tried, ladder)) is not None:
+            tuning.try_rates([beyond], pause, margin)
+        return tuning.outcome(keep_model)
+
+
+def replicates(tune_one_seed, seeds) -> list:
+    """``tune_one_seed(seed)`` for every seed, in order: each seed a whole replicate of the protocol, with its own
+    training set and its own choice of rate. Returns the results in the order of ``seeds``.
+
+    The one place where seeds meet the protocol, so that no comparison keeps one seed's rate for the others.
+    """
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list without repeats, got {seeds!r}.")
+    return [tune_one_seed(seed) for seed in seeds]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Runs through fit, which can pause; and what names them.
+
+class FitTrial:
+    """One run of :func:`~ftcourse.train.fit` that :func:`tune` can pause at a step and finish later.
+
+    ``validate(model)`` and ``test(model)`` measure the model (dicts); ``measure(model)``, when given, adds what the
+    finished run's record keeps besides validation (for example how far each stage moved). A pause writes fit's
+    checkpoint to a temporary folder; the run then goes on from it exactly as if it had never stopped.
+    """
+
+    def __init__(self, model, data, *, steps: int, validate, test, measure=None, **fit_kwargs):
+        self.model, self.data, self.steps, self.fit_kwargs = model, data, steps, fit_kwargs
+        self._validate, self._test, self._measure = validate, test, measure
+        self.history: History | None = None
+        self.seconds = 0.0
+        self._folder = None  # a TemporaryDirectory while the run is paused
+
+    def train(self, until: int | None) -> None:
+        pausing = {}
+        if until is not None or self._folder is not None:
+            if self._folder is None:
+                self._folder = tempfile.TemporaryDirectory(prefix="ftcourse-run-")
+            pausing = {"checkpoint": Path(self._folder.name) / "run.pt", "resume": True, "stop_at": until}
+        start = time.perf_counter()
+        self.history = fit(self.model, self.data, steps=self.steps, **self.fit_kwargs, **pausing)
+        self.seconds += time.perf_counter() - start
+        if until is None and self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def validate(self) -> dict:
+        return {**self._validate(self.model), "diverged": self.history.diverged is not None}
+
+    def finish(self) -> dict:
+        return {"trainable": count_parameters(self.model, trainable_only=True), "seconds": round(self.seconds, 3),
+                "seconds_per_step": self.history.seconds_per_step, "history": self.history.to_dict(),
+                **(self._measure(self.model) if self._measure is not None else {})}
+
+    def test(self) -> dict:
+        return self._test(self.model)
+
+
+def starting_point(model: torch.nn.Module) -> dict:
+    """What a run starts from, for its cache key: the sha256 of the weights and buffers, and which parameters train
+    (so that the same weights frozen differently, or with adapters injected, are other runs)."""
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    return {"weights": fingerprint(model), "trainable": hashlib.sha256(" ".join(trainable).encode()).hexdigest()}
+
+
+def settings_key(settings: dict) -> dict:
+    """``settings`` (arguments of a training loop) as JSON values for a cache key: data by its fingerprint,
+    schedules, penalties and hooks by :func:`~ftcourse.train.describe`, numbers and strings as they are."""
+    def plain(value):
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if hasattr(value, "fingerprint"):
+            return {"data": value.fingerprint()}
+        return describe(value)
+
+    return {name: plain(value) for name, value in sorted(settings.items())}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The steps of one tuning, and the cache of runs.
+
+class _Tuning:
+    """The runs of one tuning: their records (read from the cache or made now) and the trials still in memory."""
+
+    def __init__(self, recipe: Recipe, store: _Store, scratch: Path, steps: int):
+        self.recipe, self.store, self.scratch, self.steps = recipe, store, scratch, steps
+        self.records: dict[float, dict] = {}  # lr -> record
+        self.live: dict[float, Trial] = {}  # lr -> a run trained in this call, its model in memory
+        self.stopped: dict[float, int] = {}  # lr -> the step it was stopped at
+        self.tried: list[float] = []
+        self.ran_now = 0
+
+    def record(self, lr: float) -> dict:
+        if lr not in self.records:
+            key = run_key(self.recipe.key, lr)
+            self.records[lr] = self.store.read(key) or {"key": key, "lr": lr, "checks": {}}
+        return self.records[lr]
+
+    def trial(self, lr: float) -> Trial:
+        if lr not in self.live:
+            self.live[lr] = self.recipe.start(lr)
+            self.ran_now += 1
+        return self.live[lr]
+
+    def checked(self, lr: float, pause: int) -> dict:
+        """The validation at step ``pause``: from the record, or trained to there now (and saved)."""
+        record = self.record(lr)
+        if str(pause) not in record["checks"]:
+            trial = self.trial(lr)
+            trial.train(until=pause)
+            record["checks"][str(pause)] = self._validated(trial)
+            self.store.write(record)
+        return record["checks"][str(pause)]
+
+    def finished(self, lr: float) -> dict:
+        """The finished run's validation and what it keeps: from the record, or trained to the end now (and saved)."""
+        record = self.record(lr)
+        if "result" not in record:
+            trial = self.trial(lr)
+            trial.train(until=None)
+            record["result"] = {**self._validated(trial), **trial.finish()}
+            self.store.write(record)
+        return record["result"]
+
+    def _validated(self, trial: Trial) -> dict:
+        measured = trial.validate()
+        flag = diverged(measured["val"], measured["val_loss"], flagged=measured.get("diverged", False),
+                        chance=self.recipe.chance)
+        return {"val": float(measured["val"]), "val_loss": float(measured["val_loss"]), "diverged": flag}
+
+    def try_rates(self, rates, pause: int | None, margin: float) -> None:
+        self.tried += rates
+        if pause is not None:
+            for lr in rates:
+                self.checked(lr, pause)
+            at_pause = {lr: self.checked(lr, pause) for lr in self.tried if lr not in self.stopped}
+            healthy = [c["val"] for c in at_pause.values() if not c["diverged"]]
+            best = max(healthy) if healthy else -math.inf
+            for lr in rates:
+                check = at_pause[lr]
+                if check["diverged"] or check["val"] < best - margin:
+                    self.stopped[lr] = pause
+        for lr in rates:
+            if lr not in self.stopped:
+                self.finished(lr)
+
+    def trials(self) -> list[dict]:
+        rows = []
+        for lr in self.tried:
+            record = self.records[lr]
+            stopped_at = self.stopped.get(lr)
+            measured = record["checks"][str(stopped_at)] if stopped_at is not None else record["result"]
+            rows.append({"lr": lr, "val": measured["val"], "val_loss": measured["val_loss"],
+                         "diverged": measured["diverged"], "stopped_at": stopped_at})
+        return rows
+
+    def outcome(self, keep_model: bool) -> Tuned:
+        trials = self.trials()
+        best = choose(trials)
+        lr = best["lr"]
+        record = self.records[lr]
+        model, test = None, record.get("test")
+        if best["stopped_at"] is not None:  # every run diverged before the decision: nothing was trained to test
+            result, test = {**best, "trainable": None, "history": None}, {}
+        else:
+            result = record["result"]
+            if best["diverged"]:
+                test = {}
+            elif test is None or keep_model or lr in self.live:
+                model = self._model_of(lr, record)
+                if test is None:
+                    record["test"] = test = self.live[lr].test()
+                    self.store.write(record)
+                if keep_model:
+                    self.store.write_weights(record, model.state_dict())
+        steps = sum(self.stopped.get(rate, self.steps) for rate in self.tried)
+        standard = ("lr", "val", "val_loss", "diverged", "stopped_at", "trainable", "history")
+        return Tuned(lr=lr, val=result["val"], val_loss=result["val_loss"], diverged=bool(best["diverged"]),
+                     test=dict(test or {}), trainable=result.get("trainable"), history=result.get("history"),
+                     trials=pd.DataFrame(trials), runs=len(self.tried), ran_now=self.ran_now, steps=steps,
+                     measures={k: v for k, v in result.items() if k not in standard}, model=model)
+
+    def _model_of(self, lr: float, record: dict) -> torch.nn.Module:
+        """The chosen run's trained model: in memory, from its kept weights, or trained again (deterministic)."""
+        if lr in self.live:
+            return self.live[lr].model
+        weights = self.store.read_weights(record)
+        trial = self.recipe.start(lr)
+        if weights is not None:
+            trial.model.load_state_dict(weights)
+        else:
+            self.ran_now += 1
+            trial.train(until=None)
+        self.live[lr] = trial
+        return trial.model
+
+
+class _Store:
+    """The cache of runs: one JSON record per run (``<key>.json``) and, for kept models, its weights (``<key>.pt``)."""
+
+    def __init__(self, folder):
+        self.folder = None if folder is None else Path(folder)
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def read(self, key: str) -> dict | None:
+        if self.folder is None:
+            return None
+        path = self.folder / f"{key}.json"
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # a damaged record is a run not yet made: it is made again and rewritten
+            return None
+        ok = isinstance(record, dict) and record.get("key") == key and isinstance(record.get("checks"), dict)
+        return record if ok else None
+
+    def write(self, record: dict) -> None:
+        if self.folder is not None:
+            save_json(self.folder / f"{record['key']}.json", record)
+
+    def write_weights(self, record: dict, state: dict) -> None:
+        if self.folder is not None:
+            save_state(self.folder / f"{record['key']}.pt", {k: v.detach().cpu() for k, v in state.items()})
+
+    def read_weights(self, record: dict) -> dict | None:
+        if self.folder is None or not (self.folder / f"{record['key']}.pt").exists():
+            return None
+        try:
+            return read_torch_file(self.folder / f"{record['key']}.pt", "cached weights")
+        except (OSError, ValueError):  # damaged: the run is trained again
+            return None

@@ -1,0 +1,279 @@
+"""Specification of ftcourse.protocol: one tuning rule (grid, ladder, early stop, choice on validation, test once),
+one divergence rule, each seed a whole replicate, and one cache keyed by the computation.
+
+Most tests drive :func:`tune` with a recipe whose runs are arithmetic (validation as a function of the rate and the
+step), so that each rule is seen alone; the last ones run it on real runs of images, dense tasks and text.
+"""
+
+import math
+
+import pytest
+import torch
+
+from ftcourse import experiments, lab, models, protocol, text, textlab
+from ftcourse.dense import dense_target
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class ArithmeticRun:
+    """A run whose validation is ``curve(lr, step)``; it logs every call, so tests see what was trained."""
+
+    def __init__(self, recipe, lr):
+        self.recipe, self.lr, self.step = recipe, lr, 0
+        self.model = torch.nn.Linear(1, 1)
+
+    def train(self, until):
+        end = self.recipe.steps if until is None else until
+        self.recipe.log.append((self.lr, self.step, end))
+        self.step = end
+
+    def validate(self):
+        val, loss = self.recipe.curve(self.lr, self.step)
+        return {"val": val, "val_loss": loss}
+
+    def finish(self):
+        return {"trainable": 1, "history": None}
+
+    def test(self):
+        self.recipe.tested.append(self.lr)
+        return {"accuracy": 1 - self.lr}  # the test would prefer the smallest rate: it must never be asked to choose
+
+
+class ArithmeticRecipe:
+    chance = 0.2
+
+    def __init__(self, curve, steps=100, can_pause=True, name="arithmetic"):
+        self.curve, self.steps, self.can_pause = curve, steps, can_pause
+        self.key = {"kind": name}
+        self.log, self.tested = [], []
+
+    def start(self, lr):
+        return ArithmeticRun(self, lr)
+
+
+def flat(value, loss=1.0):
+    return lambda lr, step: (value(lr) if callable(value) else value, loss(lr) if callable(loss) else loss)
+
+
+# --- the choice ----------------------------------------------------------------------------------------------------
+
+def test_the_choice_is_the_best_validation_then_the_lower_loss_then_the_smaller_rate():
+    runs = [{"lr": 0.03, "val": 0.9, "val_loss": 0.4}, {"lr": 0.1, "val": 0.9, "val_loss": 0.3},
+            {"lr": 0.01, "val": 0.7, "val_loss": 0.1}]
+    assert protocol.choose(runs)["lr"] == 0.1  # tie on val: the lower loss
+    runs[1]["val_loss"] = 0.4
+    assert protocol.choose(runs)["lr"] == 0.03  # tie on val and loss: the smaller rate, whatever the order
+    assert protocol.choose(list(reversed(runs)))["lr"] == 0.03
+
+
+def test_a_diverged_run_is_chosen_only_when_every_run_diverged():
+    runs = [{"lr": 0.01, "val": 0.3, "val_loss": 1.5, "diverged": False},
+            {"lr": 0.3, "val": 0.9, "val_loss": 0.2, "diverged": True}]
+    assert protocol.choose(runs)["lr"] == 0.01
+    runs[0]["diverged"] = True
+    assert protocol.choose(runs)["lr"] == 0.3
+
+
+def test_a_run_stopped_early_is_not_chosen_even_with_a_better_number():
+    runs = [{"lr": 0.01, "val": 0.5, "val_loss": 1.0, "stopped_at": None},
+            {"lr": 0.1, "val": 0.99, "val_loss": 0.1, "stopped_at": 30}]
+    assert protocol.choose(runs)["lr"] == 0.01
+
+
+# --- divergence: one rule for every kind of run ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("val, loss, flagged, chance, expected", [
+    (0.9, 0.3, True, 0.2, True),  # the training loop saw a non-finite loss
+    (0.9, math.nan, False, 0.2, True),  # a non-finite validation loss (images, text)
+    (math.nan, 1.0, False, None, True),  # a non-finite score (dense: no chance level)
+    (0.2, 10.0, False, 0.2, True),  # accuracy at chance with a loss far above a uniform guess's ln 5 = 1.61
+    (0.2, 1.7, False, 0.2, False),  # at chance with a guess's loss: a run that learnt nothing, not one that blew up
+    (0.5, 3.0, False, 0.5, True),  # a binary text target: chance 0.5, loss above 3 ln 2
+    (0.6, 10.0, False, 0.5, False),  # above chance: overconfident, but it learnt something
+    (0.05, 40.0, False, None, False),  # dense: a score and a loss with no chance level are judged by finiteness
+])
+def test_the_divergence_rule(val, loss, flagged, chance, expected):
+    assert protocol.diverged(val, loss, flagged=flagged, chance=chance) is expected
+
+
+# --- tuning: the grid, the early stop, the ladder ------------------------------------------------------------------
+
+def test_clearly_worse_rates_stop_at_the_decision_step_and_the_others_finish():
+    val = {0.01: 0.5, 0.03: 0.86, 0.1: 0.9}
+    recipe = ArithmeticRecipe(flat(val.get))
+    tuned = protocol.tune(recipe, grid=[0.01, 0.03, 0.1], steps=100)
+    # each rate to step 30; 0.01 is more than 0.05 below the best there and stops; the others go on to 100
+    assert recipe.log == [(0.01, 0, 30), (0.03, 0, 30), (0.1, 0, 30), (0.03, 30, 100), (0.1, 30, 100)]
+    assert tuned.lr == 0.1 and tuned.trials["stopped_at"].tolist()[0] == 30
+    assert tuned.steps == 30 + 100 + 100 and tuned.runs == 3 and tuned.ran_now == 3
+    assert recipe.tested == [0.1] and tuned.test == {"accuracy": pytest.approx(0.9)}  # the test looked at once
+
+
+def test_without_early_stopping_every_rate_runs_to_the_end():
+    recipe = ArithmeticRecipe(flat({0.01: 0.5, 0.1: 0.9}.get))
+    protocol.tune(recipe, grid=[0.01, 0.1], steps=100, decide_at=None)
+    assert recipe.log == [(0.01, 0, 100), (0.1, 0, 100)]
+
+
+def test_runs_that_cannot_pause_run_to_the_end_and_are_chosen_by_the_same_rule():
+    recipe = ArithmeticRecipe(flat({0.01: 0.9, 0.1: 0.9}.get, {0.01: 0.3, 0.1: 0.2}.get), can_pause=False)
+    assert protocol.tune(recipe, grid=[0.01, 0.1], steps=100).lr == 0.1
+    assert recipe.log == [(0.01, 0, 100), (0.1, 0, 100)]
+
+
+def test_the_ladder_extends_the_grid_past_an_edge_until_the_best_has_a_worse_neighbour():
+    recipe = ArithmeticRecipe(flat(lambda lr: 0.5 + (lr if lr <= 0.3 else -lr)))
+    tuned = protocol.tune(recipe, grid=[0.01, 0.03, 0.1], ladder=(0.001, 0.01, 0.03, 0.1, 0.3, 1.0), steps=100,
+                          decide_at=None)
+    assert tuned.lr == 0.3 and tuned.trials["lr"].tolist() == [0.01, 0.03, 0.1, 0.3, 1.0]
+    assert protocol.tune(ArithmeticRecipe(recipe.curve), grid=[0.01, 0.03, 0.1], steps=100).lr == 0.1  # no ladder
+
+
+def test_a_ladder_rate_is_stopped_early_against_the_best_at_the_same_step():
+    recipe = ArithmeticRecipe(flat({0.01: 0.5, 0.03: 0.6, 0.1: 0.9, 0.3: 0.2}.get))
+    tuned = protocol.tune(recipe, grid=[0.01, 0.03, 0.1], ladder=(0.3,), steps=100)
+    assert (0.3, 0, 30) in recipe.log and (0.3, 30, 100) not in recipe.log
+    assert tuned.lr == 0.1 and tuned.trials.set_index("lr").loc[0.3, "stopped_at"] == 30
+
+
+def test_when_every_rate_diverges_the_tuning_says_so_and_tests_nothing():
+    recipe = ArithmeticRecipe(lambda lr, step: (math.nan, math.nan))
+    tuned = protocol.tune(recipe, grid=[0.01, 0.1], steps=100)
+    assert tuned.diverged and tuned.test == {} and recipe.tested == []
+
+
+def test_bad_grids_and_decision_points_are_refused_with_the_fix():
+    recipe = ArithmeticRecipe(flat(0.5))
+    with pytest.raises(ValueError, match="positive learning rates"):
+        protocol.tune(recipe, grid=[0.1, -1], steps=10)
+    with pytest.raises(ValueError, match="share of the budget"):
+        protocol.tune(recipe, grid=[0.1, 1], steps=10, decide_at=30)
+
+
+# --- replicates ----------------------------------------------------------------------------------------------------
+
+def test_each_seed_is_a_whole_replicate_with_its_own_choice_of_rate():
+    def one_seed(seed):  # seed 1's validation prefers another rate: it must choose it, not borrow seed 0's
+        best = {0: 0.1, 1: 0.01}[seed]
+        recipe = ArithmeticRecipe(flat(lambda lr: 0.9 if lr == best else 0.7), name=f"seed {seed}")
+        return protocol.tune(recipe, grid=[0.01, 0.1], steps=100).lr
+
+    assert protocol.replicates(one_seed, [0, 1]) == [0.1, 0.01]
+    with pytest.raises(ValueError, match="without repeats"):
+        protocol.replicates(one_seed, [0, 0])
+
+
+def test_every_seed_of_a_comparison_tunes_its_rate_on_the_whole_grid(monkeypatch):
+    grids = []
+    real = protocol.tune
+
+    def spy(recipe, **kwargs):
+        grids.append(list(kwargs["grid"]))
+        return real(recipe, **kwargs)
+
+    monkeypatch.setattr(protocol, "tune", spy)
+    experiments.efficient_comparison(["related"], ["bitfit"], shots=[2], seeds=[0, 1], steps=2, batch_size=8,
+                                     test_per_class=4, lr_grid=[0.01, 0.1])
+    experiments.dense_comparison("segmentation", ["related"], labels=[4], seeds=[0, 1], methods=["finetune"],
+                                 steps=2, batch_size=4, n_val=4, n_test=4, lr_grid=[0.01, 0.1])
+    assert grids == [[0.01, 0.1]] * 4  # no seed trains at a rate another seed chose
+
+
+# --- the cache -----------------------------------------------------------------------------------------------------
+
+def test_a_cached_tuning_trains_nothing_and_keeps_its_choice_and_test(tmp_path):
+    curve = flat({0.01: 0.5, 0.03: 0.86, 0.1: 0.9}.get)
+    first = protocol.tune(ArithmeticRecipe(curve), grid=[0.01, 0.03, 0.1], steps=100, cache=tmp_path)
+    again_recipe = ArithmeticRecipe(curve)
+    again = protocol.tune(again_recipe, grid=[0.01, 0.03, 0.1], steps=100, cache=tmp_path)
+    assert again_recipe.log == [] and again.ran_now == 0 and again.lr == first.lr and again.test == first.test
+    assert again.trials.equals(first.trials)
+
+
+def test_a_run_stopped_early_is_finished_when_a_later_call_asks_for_it_alone(tmp_path):
+    curve = flat({0.01: 0.5, 0.1: 0.9}.get)
+    protocol.tune(ArithmeticRecipe(curve), grid=[0.01, 0.1], steps=100, cache=tmp_path)
+    alone = ArithmeticRecipe(curve)
+    result = protocol.tune(alone, grid=[0.01], steps=100, cache=tmp_path)
+    assert alone.log == [(0.01, 0, 100)] and result.lr == 0.01 and result.test == {"accuracy": pytest.approx(0.99)}
+
+
+def test_a_damaged_record_is_a_run_not_yet_made(tmp_path):
+    curve = flat(0.5)
+    protocol.tune(ArithmeticRecipe(curve), grid=[0.1], steps=100, cache=tmp_path)
+    for record in tmp_path.glob("*.json"):
+        record.write_text("{ not json")
+    again = ArithmeticRecipe(curve)
+    assert protocol.tune(again, grid=[0.1], steps=100, cache=tmp_path).ran_now == 1
+
+
+# --- real runs: images, dense tasks, text ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def conflict():
+    return lab.target("conflict", 4, val_per_class=8, test_per_class=8)
+
+
+def test_a_paused_run_finishes_exactly_where_an_unpaused_one_does(conflict):
+    def trial():
+        model = experiments.make_model("finetune", conflict.num_classes, seed=3)
+        return protocol.FitTrial(model, conflict.train, steps=6, lr=0.05, batch_size=8, augment=True, seed=3,
+                                 progress=False, validate=lambda m: {}, test=lambda m: {})
+
+    whole, paused = trial(), trial()
+    whole.train(until=None)
+    paused.train(until=2)
+    paused.train(until=None)
+    assert paused.history.steps_done == 6 and paused.history.step_loss == whole.history.step_loss
+    for a, b in zip(whole.model.state_dict().values(), paused.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_tuned_image_run_returns_the_chosen_run_whole_and_its_model_from_the_cache(conflict, tmp_path):
+    kwargs = dict(steps=4, batch_size=8, lr_grid=[0.01, 0.1], cache=tmp_path, keep_model=True)
+    first = experiments.run(conflict, "probe", lr="tuned", **kwargs)
+    again = experiments.run(conflict, "probe", lr="tuned", **kwargs)
+    assert again["ran_now"] == 0 and again["lr"] == first["lr"] and again["accuracy"] == first["accuracy"]
+    assert again["trainable"] == first["trainable"] == models.count_parameters(first["model"], trainable_only=True)
+    assert again["history"].steps_done == 4 and again["model"] is not None
+    for a, b in zip(first["model"].state_dict().values(), again["model"].state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_same_computation_asked_two_ways_is_trained_once(conflict, tmp_path):
+    """Lesson 02's "0 stages copied, frozen" and "0 stages copied, fine-tuned" are both scratch in another name."""
+    kwargs = dict(steps=3, batch_size=8, lr=0.05, cache=tmp_path)
+    frozen = experiments.copied_stages_run(conflict, 0, fine_tune=False, **kwargs)
+    fine_tuned = experiments.copied_stages_run(conflict, 0, fine_tune=True, **kwargs)
+    assert frozen == fine_tuned and len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_a_diverged_image_run_is_never_chosen(conflict):
+    result = experiments.run(conflict, "scratch", lr="tuned", lr_grid=[0.01, 1e6], steps=4, batch_size=8)
+    assert result["lr"] == 0.01 and not result["diverged"]
+    tried = result["tuning"].set_index("lr")
+    assert tried.loc[1e6, "diverged"]
+
+
+def test_a_diverged_dense_run_is_never_chosen():
+    task = dense_target("related", 8, n_val=4, n_test=4)
+    result = experiments.dense_run(task, "segmentation", "finetune", lr="tuned", lr_grid=[0.01, 1e6], steps=4,
+                                   batch_size=4)
+    assert result["lr"] == 0.01 and not result["diverged"] and math.isfinite(result["score"])
+
+
+def test_text_runs_go_through_the_same_protocol(monkeypatch):
+    """Text runs (Trainer) are tuned by the same function: every rate to the end, the same rule of choice."""
+    seen = []
+    real = protocol.tune
+
+    def spy(recipe, **kwargs):
+        seen.append((type(recipe).__name__, recipe.can_pause, recipe.chance))
+        return real(recipe, **kwargs)
+
+    monkeypatch.setattr(protocol, "tune", spy)
+    task = textlab.target("topic", 2, test_per_class=4)
+    assert task.num_classes == 4
+    result = text.tuned("topic", 2, "probe", steps=2, batch_size=8, test_per_class=4, grid=(1e-3,), ladder=())
+    assert seen == [("TextRecipe", False, 0.25)] and result["lr"] == 1e-3 and 0 <= result["accuracy"] <= 1
