@@ -23,4 +23,4 @@ The notebooks tell the story; this package holds the mechanisms they use, one mo
 - ``cli``          the ``ftcourse`` command
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

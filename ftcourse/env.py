@@ -59,6 +59,12 @@ class Env:
     cache_dir: Path = field(default=Path(".ftcourse-cache"), repr=False)  # cached experiment results
     runs_dir: Path = field(default=Path("runs"), repr=False)  # checkpoints of long runs
 
+    @property
+    def run_cache(self) -> Path:
+        """The one cache of training runs, shared by every lesson and the tour (:mod:`ftcourse.protocol`): a run
+        that two lessons ask for is trained once, whichever asks first."""
+        return self.cache_dir / "runs"
+
     def describe(self) -> str:
         where = "Colab" if self.colab else "local"
         name = device_name(self.device)

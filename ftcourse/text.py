@@ -339,19 +339,24 @@ class TextTrial:
         self.trainer, self.seconds = None, 0.0
 
     def train(self, until: int | None) -> None:
-        from transformers import Trainer
-
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as folder:  # nothing is saved there (save_strategy="no")
-            self.trainer = Trainer(model=self.model, args=training_arguments(folder, **self.settings),
-                                   train_dataset=self.data["train"], eval_dataset=self.data["val"],
-                                   compute_metrics=_accuracy)
-            silence(self.trainer)
-            self.trainer.train()
+        self._trainer().train()
         self.seconds += time.perf_counter() - start
 
+    def _trainer(self):
+        """The run's ``Trainer`` (made once: a run read back from the cache is only evaluated with it)."""
+        from transformers import Trainer
+
+        if self.trainer is None:
+            with tempfile.TemporaryDirectory() as folder:  # nothing is written there (save_strategy="no")
+                self.trainer = Trainer(model=self.model, args=training_arguments(folder, **self.settings),
+                                       train_dataset=self.data["train"], eval_dataset=self.data["val"],
+                                       compute_metrics=_accuracy)
+            silence(self.trainer)
+        return self.trainer
+
     def validate(self) -> dict:
-        val = self.trainer.evaluate()
+        val = self._trainer().evaluate()
         return {"val": float(val["eval_accuracy"]), "val_loss": float(val["eval_loss"])}
 
     def finish(self) -> dict:
@@ -359,7 +364,8 @@ class TextTrial:
         return {"trainable": trainable, "seconds": round(self.seconds, 2), "history": None}
 
     def test(self) -> dict:
-        return {"accuracy": float(self.trainer.evaluate(self.data["test"], metric_key_prefix="test")["test_accuracy"])}
+        test = self._trainer().evaluate(self.data["test"], metric_key_prefix="test")
+        return {"accuracy": float(test["test_accuracy"])}
 
 
 class TextRecipe:

@@ -35,13 +35,13 @@ def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", 
         print(f"{runs} training runs or more: {len(TASKS)} targets x {len(shots)} sizes x {len(env.sizes.seeds)} seeds "
               f"x {len(experiments.METHODS)} methods x {len(experiments.LR_GRID)} learning rates to choose from on "
               f"validation, and one more rate wherever the best lies at the edge of those.\n"
-              f"{experiments.cost(runs, env.sizes.steps, env.device)}; cached in {env.cache_dir / 'tour'}.")
+              f"{experiments.cost(runs, env.sizes.steps, env.device)}; cached in {env.run_cache}.")
     rows = []
     for task in TASKS:
         rows += experiments.compare(task, shots, seeds=env.sizes.seeds, steps=env.sizes.steps,
                                     batch_size=env.sizes.batch_size, test_per_class=env.sizes.test_per_class,
                                     pretrained=pretrained, device=env.device, lr="tuned",
-                                    cache=env.cache_dir / "tour")
+                                    cache=env.run_cache)
     table = summarise(pd.DataFrame(rows))
     if verbose:
         print(format_table(table))
