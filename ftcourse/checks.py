@@ -58,7 +58,7 @@ class Exercise:
     judge: Callable
 
 
-GRADED: dict[str, Exercise] = {}  # by id, in the order of the course
+GRADED: dict[str, Exercise] = {}  # by id; sorted into the order of the course once all are registered
 
 
 def _exercise(id: str, function: str, title: str, ask: Callable, answer: Callable):
@@ -903,6 +903,7 @@ def check_capstone(recipe) -> None:
 GRADED[capstone.EXERCISE] = Exercise(capstone.EXERCISE, "recipe",
                                      "capstone: the best fine-tuning recipe for a new target within a budget",
                                      lambda rng: {}, _answer_capstone, None)
+GRADED = dict(sorted(GRADED.items()))  # in the order of the course (the modules above register 09 before 08)
 EXERCISES = {id: f"{e.function}: {e.title}" for id, e in GRADED.items()}
 
 
@@ -973,19 +974,19 @@ def check_cheapest_method(cheapest_method) -> None:
     return check("07.2", cheapest_method)
 
 
-def check_mean_iou(mean_iou) -> bool:
+def check_mean_iou(mean_iou) -> None:
     """08.1: ``mean_iou(pred, target, num_classes)`` -> IoU per class over all pixels, averaged over the classes
     present in either map (background included)."""
     return check("08.1", mean_iou)
 
 
-def check_pretraining_verdicts(pretraining_verdicts) -> bool:
+def check_pretraining_verdicts(pretraining_verdicts) -> None:
     """08.2: ``pretraining_verdicts(rows, margin)`` -> {"target/labels": "finetune", "scratch" or "either"} by the
     paired 90% interval of finetune - scratch over seeds."""
     return check("08.2", pretraining_verdicts)
 
 
-def check_mask_tokens(mask_tokens) -> bool:
+def check_mask_tokens(mask_tokens) -> None:
     """09.1: ``mask_tokens(input_ids, special, mask_id, vocab_size, generator)`` -> (inputs, labels): BERT's masking,
     15% of the non-special tokens chosen, 80% of them [MASK], 10% a random token, 10% kept; labels -100 elsewhere."""
     return check("09.1", mask_tokens)

@@ -231,7 +231,7 @@ def dense_target(name: str, n_train: int = 64, *, n_val: int = 128, n_test: int 
 # ------------------------------------------------------------------------------------------------------------------
 # The heads: an FCN for segmentation, CenterNet for detection, on the stages of a StagedNet.
 
-class DenseNet(nn.Module):
+class SkipMergeNet(nn.Module):
     """The backbone's stages and a top-down merge of their maps (Long et al. 2015's skip connections):
 
         m4 = lateral4(layer4),   m_k = upsample(m_{k+1}) + lateral_k(layer_k)   for k = 3, 2, 1,
@@ -271,7 +271,7 @@ class DenseNet(nn.Module):
         return self.out(self.merge(merged))
 
 
-class SegmentationNet(DenseNet):
+class SegmentationNet(SkipMergeNet):
     """Class scores for every pixel, ``(N, num_classes + 1, H, W)`` (class 0 is the background): the FCN's map,
     upsampled bilinearly to the input's size. Train with :func:`segmentation_loss`."""
 
@@ -283,7 +283,7 @@ class SegmentationNet(DenseNet):
         return F.interpolate(self.merged(images), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class DetectionNet(DenseNet):
+class DetectionNet(SkipMergeNet):
     """CenterNet's outputs on the merged map, ``(N, num_classes + 4, H/2, W/2)``: a heatmap logit per class
     (channels ``0..C-1``), the box's width and height in cells (``C, C+1``) and the centre's offset within its cell
     (``C+2, C+3``). The heatmap's bias starts at -2.19, a prior of 0.1 (Zhou et al. 2019), so the focal loss does

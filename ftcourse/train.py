@@ -125,11 +125,12 @@ class History:
     def load(cls, path) -> History:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def plot(self, ax=None):
-        """Loss per step and accuracy per log point. Returns the figure."""
+    def plot(self, axes=None):
+        """Loss per step and accuracy per log point, side by side: on a new figure, or on ``axes``, a pair of
+        matplotlib axes ``(loss, accuracy)``. Returns the figure."""
         from .plots import plot_history
 
-        return plot_history(self, axes=ax)
+        return plot_history(self, axes=axes)
 
 
 def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: int | None = None,

@@ -209,6 +209,22 @@ def test_the_layers_are_read_from_the_docstring():
     assert len(LAYER) == sum(len(names) for names in LAYERS), "a module is in two layers"
 
 
+def test_the_readmes_table_of_the_library_is_this_table():
+    """The README lists the modules by layer for readers; it must say what this test enforces (a row may span
+    several layers, "9–11")."""
+    readme = (ROOT.parent / "README.md").read_text()
+    section = readme.split("## The library", 1)[1].split("\n## ", 1)[0]
+    listed = {}
+    for first, last, names in re.findall(r"^\| (\d+)(?:–(\d+))? \| ([^|]+) \|", section, re.M):
+        for name in re.findall(r"`(\w+)`", names):
+            listed[name] = range(int(first), int(last or first) + 1)
+    public = {name for name in LAYER if not name.startswith("_")}
+    assert set(listed) == public, (f"README's table lacks {sorted(public - set(listed))} and names "
+                                   f"{sorted(set(listed) - public)} that are not modules")
+    wrong = {name: LAYER[name] for name, layers in listed.items() if LAYER[name] not in layers}
+    assert not wrong, f"README's table puts these modules in other layers than tests/test_structure.py: {wrong}"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The package.
 
