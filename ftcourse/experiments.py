@@ -155,6 +155,7 @@ class ImageRecipe:
         self.settings = {"batch_size": batch_size, "augment": augment, "seed": seed, "progress": False,
                          **fit_kwargs}
         self.chance = 1 / task.num_classes
+        self.test_names = ("accuracy", *(f"{name}_accuracy" for name in self.also_test))
         self._first = self._build()
         model, extra = self._first
         presentation = ("progress", "live_plot", "sync_every", "checkpoint_every")
@@ -446,6 +447,7 @@ class DenseRecipe:
 
     can_pause = True
     chance = None  # mIoU and AP have no "guess" to compare with; a dense run diverges by a non-finite loss or score
+    test_names = ("score",)
 
     def __init__(self, task: dense.DenseTask, kind: str, method: str, *, pretrained, seed, steps, batch_size,
                  device):

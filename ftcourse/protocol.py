@@ -88,6 +88,7 @@ class Recipe(Protocol):
     key: dict  # everything that decides a run except its rate (JSON values)
     chance: float | None  # the validation metric of a guess (accuracy), or None where that means nothing
     can_pause: bool
+    test_names: tuple  # the names its runs' test() returns
 
     def start(self, lr: float) -> Trial:
         """A fresh run at rate ``lr``, not yet trained."""
@@ -302,7 +303,8 @@ class _Tuning:
     def __init__(self, recipe: Recipe, store: _Store, scratch: Path, steps: int):
         self.recipe, self.store, self.scratch, self.steps = recipe, store, scratch, steps
         self.records: dict[float, dict] = {}  # lr -> record
-        self.live: dict[float, Trial] = {}  # lr -> a run trained in this call, its model in memory
+        self.live: dict[float, Trial] = {}  # lr -> a run started in this call, its model in memory
+        self.done: set[float] = set()  # the rates whose live run has trained to the end (or was loaded so)
         self.stopped: dict[float, int] = {}  # lr -> the step it was stopped at
         self.tried: list[float] = []
         self.ran_now = 0
@@ -335,6 +337,7 @@ class _Tuning:
         if "result" not in record:
             trial = self.trial(lr)
             trial.train(until=None)
+            self.done.add(lr)
             record["result"] = {**self._validated(trial), **trial.finish()}
             self.store.write(record)
         return record["result"]
@@ -383,10 +386,10 @@ class _Tuning:
             result = record["result"]
             if best["diverged"]:
                 test = {}
-            elif test is None or keep_model or lr in self.live:
+            elif test is None or keep_model or lr in self.done or set(self.recipe_tests) - set(test):
                 model = self._model_of(lr, record)
-                if test is None:
-                    record["test"] = test = self.live[lr].test()
+                if test is None or set(self.recipe_tests) - set(test):
+                    record["test"] = test = {**(test or {}), **self.live[lr].test()}
                     self.store.write(record)
                 if keep_model:
                     self.store.write_weights(record, model.state_dict())
@@ -399,7 +402,7 @@ class _Tuning:
 
     def _model_of(self, lr: float, record: dict) -> torch.nn.Module:
         """The chosen run's trained model: in memory, from its kept weights, or trained again (deterministic)."""
-        if lr in self.live:
+        if lr in self.done:
             return self.live[lr].model
         weights = self.store.read_weights(record)
         trial = self.recipe.start(lr)
@@ -409,7 +412,13 @@ class _Tuning:
             self.ran_now += 1
             trial.train(until=None)
         self.live[lr] = trial
+        self.done.add(lr)
         return trial.model
+
+    @property
+    def recipe_tests(self) -> tuple:
+        """The names the recipe's test measures (a record measured with fewer is measured again)."""
+        return tuple(self.recipe.test_names)
 
 
 class _Store:

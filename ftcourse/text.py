@@ -373,6 +373,7 @@ class TextRecipe:
     shipped checkpoint's sha256, the target, its size and seed, the method and every training setting."""
 
     can_pause = False
+    test_names = ("accuracy",)
 
     def __init__(self, target: str, shots: int, method: str, *, seed: int, steps: int, batch_size: int,
                  test_per_class: int):

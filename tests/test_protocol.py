@@ -42,6 +42,7 @@ class ArithmeticRun:
 
 class ArithmeticRecipe:
     chance = 0.2
+    test_names = ("accuracy",)
 
     def __init__(self, curve, steps=100, can_pause=True, name="arithmetic"):
         self.curve, self.steps, self.can_pause = curve, steps, can_pause
@@ -197,6 +198,24 @@ def test_a_run_stopped_early_is_finished_when_a_later_call_asks_for_it_alone(tmp
     alone = ArithmeticRecipe(curve)
     result = protocol.tune(alone, grid=[0.01], steps=100, cache=tmp_path)
     assert alone.log == [(0.01, 0, 100)] and result.lr == 0.01 and result.test == {"accuracy": pytest.approx(0.99)}
+
+
+def test_a_model_asked_for_is_always_the_finished_run_never_one_paused_for_the_decision(tmp_path):
+    curve = flat({0.01: 0.5, 0.1: 0.9}.get)
+    protocol.tune(ArithmeticRecipe(curve), grid=[0.01, 0.1], steps=100, decide_at=None, cache=tmp_path)
+    recipe = ArithmeticRecipe(curve)  # its records have no check at step 30: the runs train to there again
+    tuned = protocol.tune(recipe, grid=[0.01, 0.1], steps=100, cache=tmp_path, keep_model=True)
+    assert tuned.lr == 0.1 and tuned.model is not None
+    assert recipe.log[-1] == (0.1, 0, 100)  # no weights were kept: the chosen run is trained again, to the end
+
+
+def test_a_test_set_the_record_lacks_is_measured_on_the_chosen_run(tmp_path):
+    recipe = ArithmeticRecipe(flat(0.5))
+    protocol.tune(recipe, grid=[0.1], steps=100, cache=tmp_path)
+    recipe.test_names = ("accuracy", "shifted_accuracy")
+    recipe.tested.clear()
+    protocol.tune(recipe, grid=[0.1], steps=100, cache=tmp_path)
+    assert recipe.tested == [0.1]
 
 
 def test_a_damaged_record_is_a_run_not_yet_made(tmp_path):

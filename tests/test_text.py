@@ -72,6 +72,18 @@ def test_every_method_trains_through_trainer_and_reports_val_and_test(method, sm
     assert 0 <= result["val_accuracy"] <= 1 and 0 <= result["accuracy"] <= 1 and not result["diverged"]
 
 
+def test_the_comparison_tunes_every_seed_and_reads_every_run_back_from_the_cache(tmp_path):
+    kwargs = dict(seeds=(0, 1), cache=tmp_path, steps=2, batch_size=8, test_per_class=4, grid=(1e-3, 3e-3),
+                  ladder=())
+    rows = text.comparison(["topic"], [2], ["probe", "finetune"], **kwargs)
+    assert len(rows) == 4 and sorted(set(rows["seed"])) == [0, 1]
+    assert (rows["tuning_runs"] == 2).all()  # every seed tried the whole grid: no seed borrowed another's rate
+    assert rows["accuracy"].between(0, 1).all() and "model" not in rows
+    again = text.comparison(["topic"], [2], ["probe", "finetune"], **kwargs)
+    assert again[["lr", "val_accuracy", "accuracy"]].equals(rows[["lr", "val_accuracy", "accuracy"]])
+    assert len(list(tmp_path.glob("*.json"))) == 8  # 2 methods x 2 seeds x 2 rates, each trained once
+
+
 def test_the_probe_and_lora_train_only_what_they_say(small_checkpoint):
     probe = text.classifier("probe", 3, source=small_checkpoint)
     trainable = {name for name, p in probe.named_parameters() if p.requires_grad}

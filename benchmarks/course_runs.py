@@ -1,0 +1,83 @@
+"""Every training run of the course, counted, and every lesson timed: from empty caches, in the cpu profile.
+
+Runs the lessons of a checkout (this one, or an older one given with ``--repo``) top to bottom in Jupyter kernels,
+as ``ftcourse site`` does (two kernels side by side, one thread each), with every ``fit`` and ``Trainer.train``
+recorded by ``benchmarks/runlog/sitecustomize.py``. Prints, per lesson: its wall time, how many training runs it
+made and the optimiser steps they took, and how many of those runs the course had already made (the same starting
+weights, data and settings: trained twice). All lessons share one fresh cache folder, as they do on a learner's
+machine, so a run that an earlier lesson made and cached is not counted again.
+
+    python benchmarks/course_runs.py                       # this checkout
+    python benchmarks/course_runs.py --repo /tmp/before    # another checkout, e.g. `git worktree add /tmp/before REV`
+"""
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_lesson(notebook: Path, cache: Path, logs: Path, threads: int) -> dict:
+    log = logs / f"{notebook.stem}.jsonl"
+    env = {**os.environ, "FTCOURSE_PROFILE": "cpu", "FTCOURSE_CACHE": str(cache), "FTCOURSE_RUN_LOG": str(log),
+           "FTCOURSE_RUN_LOG_TRAINER": "1" if notebook.stem.startswith("09") else "",
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join([str(HERE / "runlog"), str(notebook.parents[1])])}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                           "--ExecutePreprocessor.timeout=3600", "--output-dir", str(logs), str(notebook)],
+                          cwd=notebook.parent, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return {"lesson": notebook.stem, "seconds": round(seconds, 1), "ok": done.returncode == 0,
+            "error": done.stderr[-2000:] if done.returncode else "", "entries": entries}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repo", type=Path, default=HERE.parent, help="the checkout whose lessons run")
+    parser.add_argument("--jobs", type=int, default=2, help="lessons side by side (one thread each)")
+    parser.add_argument("--only", nargs="*", help="lesson names (default: every lesson)")
+    parser.add_argument("--out", type=Path, help="a JSON file for the results")
+    args = parser.parse_args()
+    notebooks = sorted((args.repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        notebooks = [n for n in notebooks if any(n.stem.startswith(o) for o in args.only)]
+    threads = 1 if args.jobs > 1 else os.cpu_count()
+    with tempfile.TemporaryDirectory(prefix="ftcourse-course-runs-") as folder:
+        cache, logs = Path(folder) / "cache", Path(folder) / "logs"
+        logs.mkdir()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda n: run_lesson(n, cache, logs, threads), notebooks))
+        wall = time.perf_counter() - started
+        cache_bytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    seen = collections.Counter()
+    print(f"{'lesson':<34}{'seconds':>8}{'runs':>6}{'steps':>8}{'again':>7}  (again: runs the course had made)")
+    for result in results:  # in the lessons' order: a repeat counts against the later lesson
+        fresh = [e for e in result["entries"] if not e["resumed"]]
+        again = sum(1 for e in fresh if seen[e["key"]])
+        seen.update(e["key"] for e in fresh)
+        result.update(runs=len(fresh), steps=sum(e["steps"] for e in result["entries"]), again=again)
+        flag = "" if result["ok"] else "  FAILED: " + result["error"].strip().splitlines()[-1][:100]
+        print(f"{result['lesson']:<34}{result['seconds']:>8.0f}{result['runs']:>6}{result['steps']:>8}"
+              f"{result['again']:>7}{flag}")
+    print(f"{'all':<34}{sum(r['seconds'] for r in results):>8.0f}{sum(r['runs'] for r in results):>6}"
+          f"{sum(r['steps'] for r in results):>8}{sum(r['again'] for r in results):>7}")
+    print(f"wall {wall:.0f} s with {args.jobs} kernels of {threads} thread(s); the cache held {cache_bytes / 1e6:.1f} MB")
+    if args.out:
+        for result in results:
+            del result["entries"]
+        args.out.write_text(json.dumps({"wall": wall, "cache_bytes": cache_bytes, "lessons": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
