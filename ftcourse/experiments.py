@@ -91,7 +91,7 @@ def make_model(method: str, num_classes: int, *, pretrained: models.StagedNet | 
 def run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, seed: int = 0, steps: int = 100,
         batch_size: int = 32, lr: float | str | None = None, augment: bool = True, prepare=None, device=None,
         lr_grid=LR_GRID, ladder=LR_LADDER, cache=None, also_test: dict | None = None, keep_model: bool = False,
-        decide_at: float | None = protocol.DECIDE_AT, **fit_kwargs) -> dict:
+        decide_at: float | None = protocol.DECIDE_AT, report=(), **fit_kwargs) -> dict:
     """Build a model for ``method``, train it for ``steps`` steps on ``task.train``, and report it on ``task.val``
     and ``task.test``: the one sequence behind every comparison of the course, so that each method gets the same
     data, budget and evaluation.
@@ -104,13 +104,15 @@ def run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, 
     (``{"shifted": ImageData}``), each reported as ``<name>_accuracy``. With a ``cache`` folder every run is saved
     and named by what it computes (the task's data, the prepared starting weights and which of them train, every
     argument of ``fit``, the seed, the rate), so the same run is trained once, whichever lesson asks first.
+    ``report`` names rates of the grid whose test metrics the caller shows on purpose next to the tuned one (a
+    conventional rate): they are trained to the end and tested, and take no part in the choice (``reported``).
 
     Returns, for every ``lr``: the rate used, ``val_accuracy``, ``val_loss``, the test ``accuracy`` and ``error``
     (and each ``<name>_accuracy``), ``diverged``, ``trainable`` (parameters), ``seconds`` and ``seconds_per_step``
     (of the chosen run's training when it ran), ``history`` (a :class:`~ftcourse.train.History`), ``model`` (the
     trained network; ``None`` for a run read from the cache unless ``keep_model=True``, which keeps its weights in
     the cache), ``tuning`` (every rate tried with its validation, a table to look at, not to choose from by test),
-    ``tuning_runs``, ``ran_now`` and ``steps_spent``.
+    ``tuning_runs``, ``ran_now``, ``steps_spent`` and ``reported`` (the test metrics of each rate of ``report``).
     """
     if isinstance(lr, str) and lr != "tuned":
         raise ValueError(f"lr must be a number, None (the method's conventional rate) or 'tuned', got {lr!r}.")
@@ -118,7 +120,7 @@ def run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, 
                          augment=augment, prepare=prepare, device=device, also_test=also_test, fit_kwargs=fit_kwargs)
     if lr == "tuned":
         tuned = protocol.tune(recipe, grid=lr_grid, ladder=ladder, steps=steps, decide_at=decide_at, cache=cache,
-                              keep_model=keep_model)
+                              keep_model=keep_model, report=report)
     else:
         tuned = protocol.tune(recipe, grid=[DEFAULT_LR[method] if lr is None else lr], steps=steps, cache=cache,
                               keep_model=keep_model)
@@ -134,7 +136,8 @@ def image_result(method: str, tuned: protocol.Tuned, also_test: dict | None = No
             "seconds": history.training_seconds if history else math.nan,
             "seconds_per_step": history.seconds_per_step if history else math.nan, "history": history,
             "model": tuned.model, "tuning": tuned.trials.rename(columns={"val": "val_accuracy"}),
-            "tuning_runs": tuned.runs, "ran_now": tuned.ran_now, "steps_spent": tuned.steps}
+            "tuning_runs": tuned.runs, "ran_now": tuned.ran_now, "steps_spent": tuned.steps,
+            "reported": tuned.reported}
 
 
 class ImageRecipe:
@@ -255,14 +258,15 @@ REMEDIES = {
 def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None = None,
                other_source: str = "lab-colours", seed: int = 0, steps: int = 100, batch_size: int = 32,
                lr: float | str | None = None, lr_grid=LR_GRID, cache=None, also_test: dict | None = None,
-               device=None) -> dict:
+               device=None, report=()) -> dict:
     """Fine-tune ``task`` with one of the :data:`REMEDIES` for negative transfer; returns rate, accuracy and error.
 
     Every remedy gets the same budget of ``steps`` optimiser steps (LP-FT spends half of them on its probe).
     Remedies that are not a rate fine-tune at ``lr``: ``None`` for the conventional rate (``DEFAULT_LR``), a
     number, or ``"tuned"`` (chosen on validation, so that a remedy is compared with tuned fine-tuning, tuned with
     tuned). ``other_source`` names the checkpoint that ``"another source"`` starts from (see models.PRETRAINED).
-    A tuned remedy also returns ``tuning``: every rate it tried, with its validation and test accuracy.
+    A tuned remedy also returns ``tuning``: every rate it tried, with its validation accuracy; and ``reported``: the
+    test metrics of the rates of ``report`` (tuned remedies only).
     """
     if remedy not in REMEDIES:
         raise ValueError(f"Unknown remedy {remedy!r}; choose from {list(REMEDIES)}.")
@@ -289,8 +293,9 @@ def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None =
         pretrained = models.pretrained(other_source)
     result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps - probe_steps,
                  batch_size=batch_size, lr=rate, lr_grid=lr_grid, cache=cache, prepare=prepare, device=device,
-                 also_test=also_test)
-    keep = ["lr", "val_accuracy", "accuracy", "error", *(f"{name}_accuracy" for name in also_test or {}), "tuning"]
+                 also_test=also_test, report=report)
+    keep = ["lr", "val_accuracy", "accuracy", "error", *(f"{name}_accuracy" for name in also_test or {}), "tuning",
+            "reported"]
     return {"remedy": remedy, **{name: result[name] for name in keep}}
 
 

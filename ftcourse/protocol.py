@@ -163,7 +163,8 @@ class Tuned:
     ``None`` for runs without one); ``trials`` every rate tried (validation only: a table to look at, not to choose
     from by test); ``runs`` how many runs the tuning took, ``ran_now`` how many trained in this call, ``steps`` the
     optimiser steps all of them spent (stopped runs count what they ran); ``measures`` whatever else the chosen
-    run's record keeps (a :class:`FitTrial`'s ``measure``, its ``seconds``).
+    run's record keeps (a :class:`FitTrial`'s ``measure``, its ``seconds``); ``reported`` the test metrics of the
+    rates asked for with ``report``, by rate.
     """
 
     lr: float
@@ -178,6 +179,7 @@ class Tuned:
     ran_now: int
     steps: int
     measures: dict = field(default_factory=dict)
+    reported: dict = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False)
 
 
@@ -189,30 +191,34 @@ def run_key(recipe_key: dict, lr: float) -> str:
 
 
 def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None = DECIDE_AT,
-         margin: float = MARGIN, cache=None, keep_model: bool = False) -> Tuned:
+         margin: float = MARGIN, cache=None, keep_model: bool = False, report=()) -> Tuned:
     """The best rate of ``grid`` (extended along ``ladder``) for ``recipe``, chosen on validation, and the test
     metrics of that one run; see the module's docstring for the rule.
 
     ``steps`` is the recipe's budget (the step ``decide_at`` refers to); ``decide_at=None`` (or a recipe whose runs
     cannot pause, or a grid of one rate) trains every rate to the end. ``cache`` is a folder where each run's record
     is saved as it pauses and ends, and read back next time. ``keep_model=True`` returns the chosen run's model and,
-    with a cache, keeps its weights there, so that the next call returns it without training.
+    with a cache, keeps its weights there, so that the next call returns it without training. ``report`` names
+    rates of the grid whose test metrics a lesson shows on purpose (a conventional rate, say): they are trained to the
+    end even when stopped early, and tested, without taking part in the choice (``Tuned.reported``).
     """
     grid = [float(lr) for lr in grid]
+    report = [float(lr) for lr in report]
+    if set(report) - set(grid):
+        raise ValueError(f"report names rates outside the grid {grid}: {sorted(set(report) - set(grid))}. A rate "
+                         f"reported next to the tuned one must be one the tuning tries.")
     if not grid or any(not (lr > 0 and math.isfinite(lr)) for lr in grid):
         raise ValueError(f"grid must be a non-empty list of positive learning rates, got {grid!r}.")
     if decide_at is not None and not 0 < decide_at < 1:
         raise ValueError(f"decide_at must be a share of the budget between 0 and 1 (or None), got {decide_at!r}.")
-    store = _Store(cache)
-    with tempfile.TemporaryDirectory(prefix="ftcourse-tune-") as scratch:
-        tuning = _Tuning(recipe, store, Path(scratch), steps)
-        pause = None
-        if decide_at is not None and len(grid) > 1 and recipe.can_pause:
-            pause = max(1, min(steps - 1, round(decide_at * steps)))
-        tuning.try_rates(grid, pause, margin)
-        while (beyond := next_rate(choose(tuning.trials())["lr"], tuning.tried, ladder)) is not None:
-            tuning.try_rates([beyond], pause, margin)
-        return tuning.outcome(keep_model)
+    tuning = _Tuning(recipe, _Store(cache), steps)
+    pause = None
+    if decide_at is not None and len(grid) > 1 and recipe.can_pause:
+        pause = max(1, min(steps - 1, round(decide_at * steps)))
+    tuning.try_rates(grid, pause, margin)
+    while (beyond := next_rate(choose(tuning.trials())["lr"], tuning.tried, ladder)) is not None:
+        tuning.try_rates([beyond], pause, margin)
+    return tuning.outcome(keep_model, report)
 
 
 def replicates(tune_one_seed, seeds) -> list:
@@ -300,8 +306,8 @@ def settings_key(settings: dict) -> dict:
 class _Tuning:
     """The runs of one tuning: their records (read from the cache or made now) and the trials still in memory."""
 
-    def __init__(self, recipe: Recipe, store: _Store, scratch: Path, steps: int):
-        self.recipe, self.store, self.scratch, self.steps = recipe, store, scratch, steps
+    def __init__(self, recipe: Recipe, store: _Store, steps: int):
+        self.recipe, self.store, self.steps = recipe, store, steps
         self.records: dict[float, dict] = {}  # lr -> record
         self.live: dict[float, Trial] = {}  # lr -> a run started in this call, its model in memory
         self.done: set[float] = set()  # the rates whose live run has trained to the end (or was loaded so)
@@ -374,7 +380,7 @@ class _Tuning:
                          "diverged": measured["diverged"], "stopped_at": stopped_at})
         return rows
 
-    def outcome(self, keep_model: bool) -> Tuned:
+    def outcome(self, keep_model: bool, report=()) -> Tuned:
         trials = self.trials()
         best = choose(trials)
         lr = best["lr"]
@@ -393,12 +399,28 @@ class _Tuning:
                     self.store.write(record)
                 if keep_model:
                     self.store.write_weights(record, model.state_dict())
-        steps = sum(self.stopped.get(rate, self.steps) for rate in self.tried)
+        reported = {rate: self._reported(rate) for rate in report}
+        steps = sum(self.steps if "result" in self.records[rate] else self.stopped.get(rate, self.steps)
+                    for rate in self.tried)
         standard = ("lr", "val", "val_loss", "diverged", "stopped_at", "trainable", "history")
         return Tuned(lr=lr, val=result["val"], val_loss=result["val_loss"], diverged=bool(best["diverged"]),
                      test=dict(test or {}), trainable=result.get("trainable"), history=result.get("history"),
                      trials=pd.DataFrame(trials), runs=len(self.tried), ran_now=self.ran_now, steps=steps,
-                     measures={k: v for k, v in result.items() if k not in standard}, model=model)
+                     measures={k: v for k, v in result.items() if k not in standard}, reported=reported,
+                     model=model)
+
+    def _reported(self, lr: float) -> dict:
+        """The test metrics of the run at ``lr``, finished (from where it paused) if it was stopped early."""
+        record = self.records[lr]
+        test = record.get("test")
+        if test is not None and not set(self.recipe_tests) - set(test):
+            return dict(test)
+        if self.finished(lr)["diverged"]:
+            return {}
+        self._model_of(lr, record)
+        record["test"] = {**(test or {}), **self.live[lr].test()}
+        self.store.write(record)
+        return dict(record["test"])
 
     def _model_of(self, lr: float, record: dict) -> torch.nn.Module:
         """The chosen run's trained model: in memory, from its kept weights, or trained again (deterministic)."""

@@ -111,6 +111,16 @@ def test_clearly_worse_rates_stop_at_the_decision_step_and_the_others_finish():
     assert recipe.tested == [0.1] and tuned.test == {"accuracy": pytest.approx(0.9)}  # the test looked at once
 
 
+def test_a_rate_reported_on_purpose_finishes_from_where_it_stopped_and_does_not_take_part_in_the_choice():
+    recipe = ArithmeticRecipe(flat({0.01: 0.5, 0.1: 0.9}.get))
+    tuned = protocol.tune(recipe, grid=[0.01, 0.1], steps=100, report=[0.01])
+    assert tuned.lr == 0.1 and tuned.trials.set_index("lr").loc[0.01, "stopped_at"] == 30
+    assert (0.01, 30, 100) in recipe.log  # continued, not started again
+    assert tuned.reported == {0.01: {"accuracy": pytest.approx(0.99)}} and sorted(recipe.tested) == [0.01, 0.1]
+    with pytest.raises(ValueError, match="outside the grid"):
+        protocol.tune(recipe, grid=[0.01, 0.1], steps=100, report=[0.3])
+
+
 def test_without_early_stopping_every_rate_runs_to_the_end():
     recipe = ArithmeticRecipe(flat({0.01: 0.5, 0.1: 0.9}.get))
     protocol.tune(recipe, grid=[0.01, 0.1], steps=100, decide_at=None)
