@@ -40,6 +40,12 @@ class ImageData:
                 f"on {self.images.device.type}, {len(self.classes)} classes)")
 
     @property
+    def targets(self) -> torch.Tensor:
+        """What training aims at, one per image: here the labels. (:class:`ftcourse.train.Examples` holds masks or
+        boxes there; the training loop reads ``targets`` from both.)"""
+        return self.labels
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 

@@ -285,7 +285,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
                 history.val_acc.append(metrics["accuracy"])
             elif val is not None:
                 outputs = predict(model, val.images, precision=stepper.precision)
-                history.val_loss.append(float(loss(outputs, val.labels)))
+                history.val_loss.append(float(loss(outputs, val.targets)))
                 model.train()
             if bar is not None:
                 bar.update(step - bar.n)
@@ -401,7 +401,7 @@ def as_data(data, name: str, model: nn.Module | None, device: torch.device, *, t
         raise ValueError(f"targets must be 'labels' or 'any', got {targets!r}.")
     if targets == "any" and not is_loader(data):
         if isinstance(data, Examples):
-            data = (data.images, data.labels)
+            data = (data.images, data.targets)
         if not (isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1])):
             raise TypeError(f"{name}: with your own loss, give a pair (images, targets) of tensors, one target per "
                             f"image; got {type(data).__name__}.")
@@ -442,18 +442,18 @@ def steps_per_epoch(data, batch_size: int) -> int:
 
 @dataclass
 class Examples:
-    """Images ``(N, C, H, W)`` and one target of any shape per image, ``labels[i]`` for ``images[i]``: what
-    :func:`fit` trains on when it is given its own ``loss``. Named like :class:`ImageData`'s fields, so that
-    batches and predictions index both alike."""
+    """Images ``(N, C, H, W)`` and one target of any shape per image, ``targets[i]`` for ``images[i]`` (a mask, a
+    set of boxes): what :func:`fit` trains on when it is given its own ``loss``. Batches and predictions read
+    ``images`` and ``targets`` from it and from :class:`~ftcourse.data.ImageData` alike."""
 
     images: torch.Tensor
-    labels: torch.Tensor
+    targets: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.images)
 
     def to(self, device) -> Examples:
-        return Examples(self.images.to(device), self.labels.to(device))
+        return Examples(self.images.to(device), self.targets.to(device))
 
 
 class BatchStream:
@@ -487,7 +487,7 @@ class BatchStream:
             self.position = 0
         index = self.order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
         self.position += 1
-        return self.data.images[index], self.data.labels[index]
+        return self.data.images[index], self.data.targets[index]
 
     def _next_from_loader(self):
         for attempt in range(2):
@@ -640,7 +640,7 @@ def _batches_once(data, batch_size: int, device: torch.device):
         return
     _check_count("batch_size", batch_size)
     for i in range(0, len(data), batch_size):
-        yield data.images[i:i + batch_size], data.labels[i:i + batch_size]
+        yield data.images[i:i + batch_size], data.targets[i:i + batch_size]
 
 
 def _param_groups(model: nn.Module, params, lr: float) -> list[dict]:

@@ -26,7 +26,7 @@ def test_tour_command_prints_the_table_and_what_it_costs(tour_cache, capsys):
     out = capsys.readouterr().out
     assert "labels/class" in out and "finetune" in out and "conflict" in out
     assert "36 training runs or more" in out and "rates chosen on val" in out  # 2 targets x 2 sizes x 1 seed x 3 x 3
-    assert list((tour_cache / "cache" / "tour").glob("*.json"))  # the tuning runs are cached
+    assert list((tour_cache / "cache" / "runs").glob("*.json"))  # the tuning runs are cached, in the one cache of runs
 
 
 @pytest.mark.slow  # every method on both targets (read back from the command's cache when it ran first)

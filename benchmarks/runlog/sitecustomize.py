@@ -41,9 +41,12 @@ if PATH:
         start = ftcourse.models.fingerprint(model)
         trainable = " ".join(n for n, p in model.named_parameters() if p.requires_grad)
         data = train_data.train if isinstance(train_data, ftcourse.data.Task) else train_data
-        images = getattr(data, "images", data[0] if isinstance(data, (tuple, list)) else None)
-        labels = getattr(data, "labels", data[1] if isinstance(data, (tuple, list)) else None)
-        data_key = _digest(_tensor_bytes(images), _tensor_bytes(labels)) if images is not None else "loader"
+        if isinstance(data, (tuple, list)):
+            images, targets = data
+        else:  # ImageData (labels), Examples (targets), or a DataLoader (neither)
+            images = getattr(data, "images", None)
+            targets = getattr(data, "labels", getattr(data, "targets", None))
+        data_key = _digest(_tensor_bytes(images), _tensor_bytes(targets)) if images is not None else "loader"
         settings = {k: train.describe(v) if callable(v) or hasattr(v, "penalty") else v
                     for k, v in sorted(kwargs.items())
                     if k not in ("progress", "live_plot", "sync_every", "checkpoint", "resume", "stop_at",
