@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=2, help="lessons side by side (one thread each)")
     parser.add_argument("--only", nargs="*", help="lesson names (default: every lesson)")
     parser.add_argument("--out", type=Path, help="a JSON file for the results")
+    parser.add_argument("--keep", type=Path, help="a folder to keep the executed notebooks in (to read their claims)")
     args = parser.parse_args()
     notebooks = sorted((args.repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
@@ -60,6 +62,10 @@ def main():
             results = list(pool.map(lambda n: run_lesson(n, cache, logs, threads), notebooks))
         wall = time.perf_counter() - started
         cache_bytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for executed in logs.glob("*.ipynb"):
+                shutil.copy(executed, args.keep / executed.name)
     seen = collections.Counter()
     print(f"{'lesson':<34}{'seconds':>8}{'runs':>6}{'steps':>8}{'again':>7}  (again: runs the course had made)")
     for result in results:  # in the lessons' order: a repeat counts against the later lesson

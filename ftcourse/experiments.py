@@ -323,17 +323,19 @@ def shift_run(target: str, method: str, *, shots: int, pretrained: models.Staged
 
 def efficient_run(task: Task, method: str, *, pretrained: models.StagedNet | None = None, seed: int = 0,
                   steps: int = 100, batch_size: int = 32, lr: float | str | None = "tuned", lr_grid=LR_GRID,
-                  cache=None, device=None) -> dict:
+                  cache=None, device=None, keep_model: bool = False) -> dict:
     """Fine-tune ``pretrained`` on ``task`` with one method of :mod:`ftcourse.efficient` (``"bitfit"``, ``"lora"``,
     ``"surgical:layer1"``...), with the same budget and evaluation as every other run.
 
     Each method gets its own rate (``lr="tuned"``: chosen on validation from ``lr_grid``, along the ladder); a
     method that trains a few parameters usually wants a larger rate than full fine-tuning. Returns the rate, the
-    validation and test accuracy, and the method's costs from :func:`ftcourse.efficient.footprint`.
+    validation and test accuracy, and the method's costs from :func:`ftcourse.efficient.footprint`. With
+    ``keep_model``, the cache keeps the chosen run's weights (see :func:`run`).
     """
     pretrained = source_model(pretrained)
     result = run(task, "finetune", pretrained=pretrained, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
-                 lr_grid=lr_grid, cache=cache, device=device, prepare=efficient.prepare(method))
+                 lr_grid=lr_grid, cache=cache, device=device, prepare=efficient.prepare(method),
+                 keep_model=keep_model)
     return {**efficient.footprint(pretrained, task.num_classes, method), "lr": result["lr"],
             "val_accuracy": result["val_accuracy"], "accuracy": result["accuracy"], "diverged": result["diverged"],
             "tuning_runs": result["tuning_runs"]}
@@ -341,13 +343,15 @@ def efficient_run(task: Task, method: str, *, pretrained: models.StagedNet | Non
 
 def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: models.StagedNet | None = None,
                          steps: int = 100, batch_size: int = 32, test_per_class: int = 100, lr_grid=LR_GRID,
-                         cache=None, device=None) -> pd.DataFrame:
+                         cache=None, device=None, keep_models=()) -> pd.DataFrame:
     """Every method of ``methods`` (:mod:`ftcourse.efficient`) on every lab target: one row per target, labels per
     class, seed and method, with the rate, validation and test accuracy and the method's costs.
 
     Every method gets the same data, budget and grid, and every seed is a whole replicate: it draws its own
     training set and chooses its own rate on its own validation split (``lr_grid``, extended along the ladder while
-    the best rate is at an edge). ``tuning_runs`` says how many runs each row cost.
+    the best rate is at an edge). ``tuning_runs`` says how many runs each row cost. The cache keeps the weights of
+    the first seed's chosen runs of the methods named in ``keep_models``, for a lesson that uses those networks
+    afterwards.
     """
     pretrained = source_model(pretrained)
     rows = []
@@ -357,7 +361,8 @@ def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: mod
                 task = lab.target(target, n, test_per_class=test_per_class, seed=seed, device=device)
                 return [{"target": target, "shots": n, "seed": seed,
                          **efficient_run(task, method, pretrained=pretrained, seed=seed, steps=steps,
-                                         batch_size=batch_size, lr_grid=lr_grid, cache=cache, device=device)}
+                                         batch_size=batch_size, lr_grid=lr_grid, cache=cache, device=device,
+                                         keep_model=method in keep_models and seed == seeds[0])}
                         for method in methods]
 
             rows += [row for seed_rows in protocol.replicates(one_seed, seeds) for row in seed_rows]
@@ -493,14 +498,17 @@ class DenseRecipe:
 
 def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_METHODS,
                      pretrained: models.StagedNet | None = None, steps: int = 100, batch_size: int = 32,
-                     n_val: int = 64, n_test: int = 256, lr_grid=LR_GRID, cache=None, device=None) -> pd.DataFrame:
+                     n_val: int = 64, n_test: int = 256, lr_grid=LR_GRID, cache=None, device=None,
+                     keep_models=()) -> pd.DataFrame:
     """Every method on every dense target and training size (``labels``: labelled images): one row per target,
     size, seed and method, with the rate, the validation and test score (mIoU or AP50) and how far each stage moved.
 
     The protocol of every comparison of the course (:mod:`ftcourse.protocol`): each method's rate is chosen on the
     validation score from ``lr_grid``, extended along :data:`LR_LADDER` while the best rate lies at an edge, and
     every seed is a whole replicate (its own training images, its own choice). Every method has the same budget of
-    ``steps`` optimiser steps. With ``cache``, each run is saved as it ends and read back next time.
+    ``steps`` optimiser steps. With ``cache``, each run is saved as it ends and read back next time, and the weights
+    of the first seed's chosen runs of the methods in ``keep_models`` are kept (for a lesson that shows those
+    networks).
     """
     dense.check_kind(kind)
     pretrained = source_model(pretrained)
@@ -510,7 +518,8 @@ def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_ME
             def one_seed(seed):
                 task = dense.dense_target(target, n, n_val=n_val, n_test=n_test, seed=seed, device=device)
                 results = [dense_run(task, kind, method, lr="tuned", pretrained=pretrained, seed=seed, steps=steps,
-                                     batch_size=batch_size, device=device, lr_grid=lr_grid, cache=cache)
+                                     batch_size=batch_size, device=device, lr_grid=lr_grid, cache=cache,
+                                     keep_model=method in keep_models and seed == seeds[0])
                            for method in methods]
                 return [{"target": target, "labels": n, "seed": seed,
                          **{k: v for k, v in result.items() if k != "model"}} for result in results]

@@ -307,8 +307,8 @@ def lora(model, rank: int = LORA_RANK, alpha: float = LORA_ALPHA):
 def finetune(task: textlab.TextTask, method: str, *, lr: float, steps: int = 150, batch_size: int = 32,
              seed: int = 0, source=None, tokenizer=None, warmup: float = WARMUP) -> dict:
     """Train ``method`` on ``task.train`` for ``steps`` optimiser steps with ``Trainer`` (AdamW at peak rate ``lr``,
-    linear warm-up over the first ``warmup`` share of the steps, then linear decay), evaluate on ``task.val`` at the
-    end (``eval_strategy="steps"``) and on ``task.test``. Returns ``val_accuracy``, ``val_loss``, ``accuracy`` (test),
+    linear warm-up over the first ``warmup`` share of the steps, then linear decay), then evaluate on ``task.val``
+    and ``task.test``. Returns ``val_accuracy``, ``val_loss``, ``accuracy`` (test),
     ``seconds``, ``diverged`` (:func:`ftcourse.protocol.diverged`) and the trained ``model``."""
     trial = TextTrial(task, method, lr=lr, steps=steps, batch_size=batch_size, seed=seed, source=source,
                       tokenizer=tokenizer, warmup=warmup)
@@ -320,22 +320,26 @@ def finetune(task: textlab.TextTask, method: str, *, lr: float, steps: int = 150
             "model": trial.model.eval()}
 
 
+def encoded(task: textlab.TextTask, tokenizer=None, source=None) -> dict:
+    """The task's three splits as ``Trainer`` examples (:func:`encode`), with ``tokenizer`` or ``source``'s own."""
+    from transformers import AutoTokenizer
+
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(verified() if source is None else source)
+    return {part: encode(tokenizer, split.texts, split.labels)
+            for part, split in (("train", task.train), ("val", task.val), ("test", task.test))}
+
+
 class TextTrial:
     """One ``Trainer`` run of :func:`finetune`, as :func:`ftcourse.protocol.tune` drives it (start to end: these runs
     do not pause)."""
 
     def __init__(self, task: textlab.TextTask, method: str, *, lr: float, steps: int, batch_size: int, seed: int,
-                 source=None, tokenizer=None, warmup: float = WARMUP):
-        from transformers import AutoTokenizer
-
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(verified() if source is None else source)
+                 source=None, tokenizer=None, warmup: float = WARMUP, data: dict | None = None):
         self.model = classifier(method, task.num_classes, source=source, seed=seed)
-        self.data = {part: encode(tokenizer, split.texts, split.labels)
-                     for part, split in (("train", task.train), ("val", task.val), ("test", task.test))}
+        self.data = data if data is not None else encoded(task, tokenizer, source)
         self.settings = dict(max_steps=steps, per_device_train_batch_size=batch_size, per_device_eval_batch_size=256,
-                             learning_rate=lr, warmup_steps=warmup, lr_scheduler_type="linear", seed=seed,
-                             eval_strategy="steps", eval_steps=steps)
+                             learning_rate=lr, warmup_steps=warmup, lr_scheduler_type="linear", seed=seed)
         self.trainer, self.seconds = None, 0.0
 
     def train(self, until: int | None) -> None:
@@ -380,13 +384,17 @@ class TextRecipe:
         self.task = textlab.target(target, shots, test_per_class=test_per_class, seed=seed)
         self.method, self.seed, self.steps, self.batch_size = method, seed, steps, batch_size
         self.chance = 1 / self.task.num_classes
+        self._data = None
         self.key = {"kind": "text", "checkpoint": record()["sha256"], "target": target, "shots": shots,
                     "seed": seed, "method": method, "steps": steps, "batch_size": batch_size,
                     "test_per_class": test_per_class, "warmup": WARMUP, "lora": [LORA_RANK, LORA_ALPHA],
                     "probe": 2 if method == "probe" else None}  # 2: the probe trains the pooler too
 
     def start(self, lr: float) -> TextTrial:
-        return TextTrial(self.task, self.method, lr=lr, steps=self.steps, batch_size=self.batch_size, seed=self.seed)
+        if self._data is None:  # tokenised once for every rate
+            self._data = encoded(self.task)
+        return TextTrial(self.task, self.method, lr=lr, steps=self.steps, batch_size=self.batch_size, seed=self.seed,
+                         data=self._data)
 
 
 def _accuracy(prediction) -> dict:
@@ -411,16 +419,20 @@ def tuned(target: str, shots: int, method: str, *, seed: int = 0, steps: int = 1
             "seconds": result.measures.get("seconds", math.nan), "model": result.model}
 
 
-def comparison(targets, shots, methods=METHODS, *, seeds=(0,), cache=None, **kwargs) -> pd.DataFrame:
+def comparison(targets, shots, methods=METHODS, *, seeds=(0,), cache=None, keep_models=(), **kwargs) -> pd.DataFrame:
     """:func:`tuned` for every target x labels per class x method, one row per seed: every seed a whole replicate,
-    with its own training sentences and its own choice of rate. Each row says how many ``tuning_runs`` it cost."""
+    with its own training sentences and its own choice of rate. Each row says how many ``tuning_runs`` it cost. The
+    cache keeps the weights of the first seed's chosen runs of the methods in ``keep_models``."""
     rows = []
     for t in targets:
         for n in shots:
             for m in methods:
-                rows += protocol.replicates(lambda s: {k: v for k, v in tuned(t, n, m, seed=s, cache=cache,
-                                                                              **kwargs).items() if k != "model"},
-                                            seeds)
+                def one_seed(seed, t=t, n=n, m=m):
+                    result = tuned(t, n, m, seed=seed, cache=cache, keep_model=m in keep_models and seed == seeds[0],
+                                   **kwargs)
+                    return {k: v for k, v in result.items() if k != "model"}
+
+                rows += protocol.replicates(one_seed, seeds)
     return pd.DataFrame(rows)
 
 
