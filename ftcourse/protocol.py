@@ -67,6 +67,8 @@ class Trial(Protocol):
 
     model: torch.nn.Module
 
+    seconds: float  # training time so far
+
     def train(self, until: int | None) -> None:
         """Train up to step ``until`` of the budget (``None``: to the end), continuing where the last call stopped."""
 
@@ -162,7 +164,8 @@ class Tuned:
     ``trainable`` its count of trainable parameters; ``history`` its :class:`~ftcourse.train.History` as a dict (or
     ``None`` for runs without one); ``trials`` every rate tried (validation only: a table to look at, not to choose
     from by test); ``runs`` how many runs the tuning took, ``ran_now`` how many trained in this call, ``steps`` the
-    optimiser steps all of them spent (stopped runs count what they ran); ``measures`` whatever else the chosen
+    optimiser steps all of them spent (stopped runs count what they ran) and ``seconds`` the training time they took
+    when they ran (read back from the cache: not spent again); ``measures`` whatever else the chosen
     run's record keeps (a :class:`FitTrial`'s ``measure``, its ``seconds``); ``reported`` the test metrics of the
     rates asked for with ``report``, by rate.
     """
@@ -178,6 +181,7 @@ class Tuned:
     runs: int
     ran_now: int
     steps: int
+    seconds: float = math.nan
     measures: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False)
@@ -333,7 +337,7 @@ class _Tuning:
         if str(pause) not in record["checks"]:
             trial = self.trial(lr)
             trial.train(until=pause)
-            record["checks"][str(pause)] = self._validated(trial)
+            record["checks"][str(pause)] = {**self._validated(trial), "seconds": round(trial.seconds, 3)}
             self.store.write(record)
         return record["checks"][str(pause)]
 
@@ -377,7 +381,8 @@ class _Tuning:
             stopped_at = self.stopped.get(lr)
             measured = record["checks"][str(stopped_at)] if stopped_at is not None else record["result"]
             rows.append({"lr": lr, "val": measured["val"], "val_loss": measured["val_loss"],
-                         "diverged": measured["diverged"], "stopped_at": stopped_at})
+                         "diverged": measured["diverged"], "stopped_at": stopped_at,
+                         "seconds": measured.get("seconds", math.nan)})
         return rows
 
     def outcome(self, keep_model: bool, report=()) -> Tuned:
@@ -406,6 +411,7 @@ class _Tuning:
         return Tuned(lr=lr, val=result["val"], val_loss=result["val_loss"], diverged=bool(best["diverged"]),
                      test=dict(test or {}), trainable=result.get("trainable"), history=result.get("history"),
                      trials=pd.DataFrame(trials), runs=len(self.tried), ran_now=self.ran_now, steps=steps,
+                     seconds=float(pd.DataFrame(trials)["seconds"].sum()),
                      measures={k: v for k, v in result.items() if k not in standard}, reported=reported,
                      model=model)
 

@@ -409,14 +409,15 @@ def tuned(target: str, shots: int, method: str, *, seed: int = 0, steps: int = 1
     from ``grid`` (extended along ``ladder`` while the best rate sits at an edge) by the course's one rule
     (:func:`ftcourse.protocol.tune`); the test accuracy of that run. Every run is cached in ``cache`` (a folder).
     Returns the rate, the validation and test accuracy, whether the chosen run diverged, ``tuning_runs``, the
-    ``seconds`` of the chosen run's training and its ``model`` (trained now, or kept with ``keep_model=True``)."""
+    ``seconds`` all of them took to train when they ran, and the chosen ``model`` (trained now, or kept with
+    ``keep_model=True``)."""
     recipe = TextRecipe(target, shots, method, seed=seed, steps=steps, batch_size=batch_size,
                         test_per_class=test_per_class)
     result = protocol.tune(recipe, grid=grid, ladder=ladder, steps=steps, cache=cache, keep_model=keep_model)
     return {"target": target, "shots": shots, "method": method, "seed": seed, "lr": result.lr,
             "val_accuracy": result.val, "accuracy": result.test.get("accuracy", math.nan),
-            "diverged": result.diverged, "tuning_runs": result.runs,
-            "seconds": result.measures.get("seconds", math.nan), "model": result.model}
+            "diverged": result.diverged, "tuning_runs": result.runs, "seconds": result.seconds,
+            "model": result.model}
 
 
 def comparison(targets, shots, methods=METHODS, *, seeds=(0,), cache=None, keep_models=(), **kwargs) -> pd.DataFrame:

@@ -20,7 +20,7 @@ class ArithmeticRun:
     """A run whose validation is ``curve(lr, step)``; it logs every call, so tests see what was trained."""
 
     def __init__(self, recipe, lr):
-        self.recipe, self.lr, self.step = recipe, lr, 0
+        self.recipe, self.lr, self.step, self.seconds = recipe, lr, 0, 0.0
         self.model = torch.nn.Linear(1, 1)
 
     def train(self, until):
