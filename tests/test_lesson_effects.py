@@ -82,18 +82,20 @@ def test_on_the_related_target_fine_tuning_chooses_a_lower_rate_than_scratch(pre
 
 def test_negative_transfer_on_the_conflicting_target_is_the_conventional_rate_not_the_source(pretrained,
                                                                                              tuning_cache):
-    """Lesson 04's central claim at r = 0, 20 labels per class: fine-tuning at the conventional rate (0.01) makes
-    more errors than tuned scratch, seed by seed; fine-tuning at its tuned rate is within 2 points of it."""
+    """Lesson 04's central claim at r = 0, 20 labels per class: fine-tuning at the conventional rate (0.01, reported
+    on purpose next to the tuning) makes more errors than tuned scratch, seed by seed; fine-tuning at its tuned rate
+    is within 5 points of it."""
     scratch, conventional, fine_tuned = [], [], []
+    usual = experiments.DEFAULT_LR["finetune"]
     for seed in SEEDS:
         task = target("mixed", 20, seed, relatedness=0.0)
         scratch.append(tuned(task, "scratch", seed, tuning_cache, pretrained=pretrained)["error"])
-        result = tuned(task, "finetune", seed, tuning_cache, pretrained=pretrained)
+        result = tuned(task, "finetune", seed, tuning_cache, pretrained=pretrained, report=[usual])
         fine_tuned.append(result["error"])
-        conventional.append(1 - result["tuning"].set_index("lr")["accuracy"][experiments.DEFAULT_LR["finetune"]])
+        conventional.append(1 - result["reported"][usual]["accuracy"])
     assert paired_difference(conventional, scratch)["low"] > 0, (conventional, scratch)
     gap = paired_difference(fine_tuned, scratch)
-    assert -0.02 < gap["low"] and gap["high"] < 0.02, gap
+    assert -0.05 < gap["low"] and gap["high"] < 0.05, gap
 
 
 # --- lesson 05 -----------------------------------------------------------------------------------------------------
@@ -168,14 +170,14 @@ def test_pretraining_on_classification_helps_segmentation_of_new_shapes(pretrain
 
 # --- lesson 09 -----------------------------------------------------------------------------------------------------
 
-def test_fine_tuning_the_text_labs_bert_beats_scratch_on_a_related_target_with_few_labels():
-    """Lesson 09's central claim at its cpu sizes: with 4 labels per class of `topic`, a factor MLM pretraining had
-    to model, fine-tuning the shipped BERT beats the same network trained from scratch, each at its own rate chosen
-    on val (the first seed chooses, as in the lesson), by more than 3 points, paired over 3 seeds."""
+def test_fine_tuning_the_text_labs_bert_beats_scratch_on_negation_with_32_labels():
+    """Lesson 09's central claim at its cpu sizes: on `negation`, the target built to conflict with pretraining,
+    fine-tuning the shipped BERT beats the same network trained from scratch with 32 labels per class, each seed at
+    its own rate chosen on val, by more than 10 points, paired over 3 seeds: no negative transfer."""
     from ftcourse import text
 
-    rows = text.comparison(["topic"], [4], ["scratch", "finetune"], seeds=SEEDS, steps=100, batch_size=32,
+    rows = text.comparison(["negation"], [32], ["scratch", "finetune"], seeds=SEEDS, steps=100, batch_size=32,
                            test_per_class=50)
     accuracy = {m: rows[rows["method"] == m].sort_values("seed")["accuracy"].to_numpy() for m in ("scratch",
                                                                                                  "finetune")}
-    assert paired_difference(accuracy["finetune"], accuracy["scratch"])["low"] > 0.03, rows
+    assert paired_difference(accuracy["finetune"], accuracy["scratch"])["low"] > 0.1, rows
