@@ -1,4 +1,5 @@
-"""Settings for every test, notebooks included: the quick profile, a non-interactive matplotlib backend, and the
+"""Settings for every test, notebooks included: the quick profile, strict claims (a claim a lesson's run does not
+bear out fails, :mod:`ftcourse.claims`), a non-interactive matplotlib backend, and the
 ``slow`` and ``cuda`` markers (declared in pyproject.toml).
 
 The settings are environment variables, so the Jupyter kernels that nbval starts for the notebooks inherit them.
@@ -12,6 +13,7 @@ import pytest
 
 os.environ.setdefault("FTCOURSE_PROFILE", "quick")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("FTCOURSE_CLAIMS", "strict")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 def run_lesson(notebook: Path, cache: Path, logs: Path, threads: int) -> dict:
     log = logs / f"{notebook.stem}.jsonl"
-    env = {**os.environ, "FTCOURSE_PROFILE": "cpu", "FTCOURSE_CACHE": str(cache), "FTCOURSE_RUN_LOG": str(log),
+    env = {**os.environ, "FTCOURSE_PROFILE": "cpu", "FTCOURSE_CLAIMS": "strict", "FTCOURSE_CACHE": str(cache), "FTCOURSE_RUN_LOG": str(log),
            "FTCOURSE_RUN_LOG_TRAINER": "1" if notebook.stem.startswith("09") else "",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join([str(HERE / "runlog"), str(notebook.parents[1])])}
@@ -50,7 +50,7 @@ def main():
     parser.add_argument("--out", type=Path, help="a JSON file for the results")
     parser.add_argument("--keep", type=Path, help="a folder to keep the executed notebooks in (to read their claims)")
     args = parser.parse_args()
-    notebooks = sorted((args.repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted((args.repo / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     if args.only:
         notebooks = [n for n in notebooks if any(n.stem.startswith(o) for o in args.only)]
     threads = 1 if args.jobs > 1 else os.cpu_count()

@@ -3,10 +3,14 @@
 Every notebook starts with ``env = setup()``. It decides three things and prints them on one line:
 
 - the **device**: CUDA if there is a GPU, then Apple's MPS, then the CPU;
-- the **profile**, i.e. how big the experiments are: ``quick`` (seconds; the test suite and CI), ``cpu`` (a laptop,
-  a few minutes per notebook) or ``gpu`` (full size, several seeds). It comes from the ``FTCOURSE_PROFILE``
-  environment variable, else ``gpu`` when CUDA is present and ``cpu`` otherwise;
-- the **seeds** of Python, NumPy and torch, so that a run can be repeated.
+- the **profile**, i.e. how big the experiments are: ``quick`` (seconds; the test suite and CI), ``cpu`` (a few
+  minutes per notebook on a laptop; the sizes at which every lesson's claims were checked) or ``gpu`` (full size,
+  more seeds and label sizes). It comes from ``setup(profile=...)``, else the ``FTCOURSE_PROFILE`` environment
+  variable, else ``cpu`` on every device: on a GPU the verified sizes simply run faster. ``gpu`` is an explicit
+  choice, and :func:`setup` says what it costs and that its claims are not verified at that size;
+- the **seeds** of Python, NumPy and torch, so that a run can be repeated, and the seeds the lesson's experiments
+  replicate over (``env.sizes.seeds``). ``FTCOURSE_SEEDS=3,4,5`` replaces the latter without editing a lesson: a
+  claim the course makes should hold for seeds it was not written on, and this is how to check.
 
 The returned :class:`Env` carries the sizes of the chosen profile (``env.sizes.shots``, ``env.sizes.seeds`` ...),
 so notebooks never hard-code how big an experiment is.
@@ -14,6 +18,7 @@ so notebooks never hard-code how big an experiment is.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -25,6 +30,8 @@ import numpy as np
 import torch
 
 PROFILE_VARIABLE = "FTCOURSE_PROFILE"
+SEEDS_VARIABLE = "FTCOURSE_SEEDS"
+VERIFIED_PROFILES = ("quick", "cpu")  # the profiles whose lessons have run top to bottom with their claims checked
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,9 @@ class Env:
     def describe(self) -> str:
         where = "Colab" if self.colab else "local"
         name = device_name(self.device)
+        seeds = "" if self.sizes.seeds == PROFILES[self.profile].seeds else f", seeds={list(self.sizes.seeds)}"
         return (f"ftcourse: device={self.device.type} ({name}), precision={self.precision}, "
-                f"profile={self.profile}, seed={self.seed}, {where}, torch {torch.__version__}")
+                f"profile={self.profile}{seeds}, seed={self.seed}, {where}, torch {torch.__version__}")
 
 
 def pick_device() -> torch.device:
@@ -90,15 +98,53 @@ def device_name(device: torch.device) -> str:
 
 
 def pick_profile(profile: str | None = None, device: torch.device | None = None) -> str:
-    """The profile asked for, else ``$FTCOURSE_PROFILE``, else ``gpu`` on CUDA and ``cpu`` elsewhere."""
+    """The profile asked for, else ``$FTCOURSE_PROFILE``, else ``cpu``, whatever the device.
+
+    The default is the largest profile whose claims have been checked (:data:`VERIFIED_PROFILES`): a claim is
+    asserted only at the sizes where it was measured. ``device`` is accepted for callers that pass it and changes
+    nothing.
+    """
     profile = profile or os.environ.get(PROFILE_VARIABLE) or None
     if profile is None:
-        device = device or pick_device()
-        return "gpu" if device.type == "cuda" else "cpu"
+        return "cpu"
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}. Use one of {sorted(PROFILES)} "
                          f"(as setup(profile=...) or the {PROFILE_VARIABLE} environment variable).")
     return profile
+
+
+def pick_seeds(sizes: Sizes) -> tuple[int, ...]:
+    """The seeds the experiments replicate over: ``$FTCOURSE_SEEDS`` (for example ``3,4,5``), else the profile's.
+
+    >>> pick_seeds(PROFILES["cpu"])
+    (0, 1, 2)
+    """
+    text = os.environ.get(SEEDS_VARIABLE, "").strip()
+    if not text:
+        return sizes.seeds
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{SEEDS_VARIABLE}={text!r} is not a list of seeds. Write whole numbers separated by commas, "
+                         f"for example {SEEDS_VARIABLE}=3,4,5, or unset it to use the profile's seeds.") from None
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise ValueError(f"{SEEDS_VARIABLE}={text!r}: the seeds must be different and not negative, for example "
+                         f"{SEEDS_VARIABLE}=3,4,5.")
+    return seeds
+
+
+def full_size_warning(sizes: Sizes) -> str:
+    """What choosing the ``gpu`` profile means, said before anything runs: its cost against the verified ``cpu``
+    sizes (seeds x label sizes x steps, the factor by which a lesson's training grows), and that its claims are
+    not verified."""
+    def work(s: Sizes) -> int:
+        return len(s.seeds) * len(s.shots) * s.steps
+
+    factor = work(sizes) / work(PROFILES["cpu"])
+    return (f"profile=gpu: full size ({len(sizes.seeds)} seeds, labels per class {list(sizes.shots)}, {sizes.steps} "
+            f"steps per run): about {factor:.0f}x the training of the cpu profile in each lesson. The lessons' claims "
+            f"were checked at the cpu profile's sizes, not at these: a claim may fail here, and a failed claim says "
+            f"so and the lesson goes on.")
 
 
 def active_profile() -> str:
@@ -211,11 +257,14 @@ def setup(seed: int = 0, profile: str | None = None, *, verbose: bool = True) ->
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     cache_dir, runs_dir = storage_dirs()
+    sizes = dataclasses.replace(PROFILES[profile], seeds=pick_seeds(PROFILES[profile]))
     env = Env(device=device, profile=profile, seed=seed, precision=precision_for(device), colab=in_colab(),
-              sizes=PROFILES[profile], cache_dir=cache_dir, runs_dir=runs_dir)
+              sizes=sizes, cache_dir=cache_dir, runs_dir=runs_dir)
     _active["profile"] = profile
     if verbose:
         print(env.describe())
+        if profile not in VERIFIED_PROFILES:
+            print(full_size_warning(sizes))
     return env
 
 

@@ -69,6 +69,14 @@ class Lesson:
 # ----------------------------------------------------------------------------------------------------------------
 # 1-2. Execute, with a cache of executed notebooks.
 
+LESSON_FILES = "[0-9][0-9]*_*.ipynb"  # 00_start_here.ipynb ... 04b_scarce_validation_and_remedies.ipynb ...
+
+
+def lesson_number(stem: str) -> str:
+    """``"04"`` for ``04_negative_transfer``, ``"04b"`` for its continuation: what pairs a lesson with its exercise."""
+    return stem.split("_", 1)[0]
+
+
 def library_digest(package: Path | None = None) -> str:
     """sha256 over the ``ftcourse`` source and checkpoint recipes: a change there may change any lesson's output.
 
@@ -119,14 +127,15 @@ def execute(path: Path, *, profile: str, cache_dir: Path, library: str, timeout:
 def _run_in_kernel(path: Path, notebook: dict, *, profile: str, timeout: int, threads: int | None) -> list[str]:
     """Run every cell in a fresh kernel started in the notebook's folder; the cells that raised, as messages.
 
-    The kernel gets this process's environment with the profile set and ``MPLBACKEND`` removed, so that
-    matplotlib's inline backend embeds every figure in the outputs (this process's own environment is left as it
-    is: lessons may run side by side in threads).
+    The kernel gets this process's environment with the profile set, claims strict (a claim the run does not bear
+    out is an error, and a page with an error is never cached: :mod:`ftcourse.claims`) and ``MPLBACKEND``
+    removed, so that matplotlib's inline backend embeds every figure in the outputs (this process's own
+    environment is left as it is: lessons may run side by side in threads).
     """
     import nbclient
     import nbformat
 
-    env = {**os.environ, "FTCOURSE_PROFILE": profile}
+    env = {**os.environ, "FTCOURSE_PROFILE": profile, "FTCOURSE_CLAIMS": "strict"}
     env.pop("MPLBACKEND", None)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -359,7 +368,7 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 2, ti
         raise ValueError(f"jobs is how many lessons run at once: a whole number from 1, not {jobs!r}.")
     start = time.perf_counter()
     root, out = Path(root).resolve(), Path(out).resolve()
-    notebooks = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted((root / "notebooks").glob(LESSON_FILES))
     if only:
         notebooks = [path for path in notebooks if path.stem in set(only)]
     if not notebooks:
@@ -367,9 +376,9 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 2, ti
                                 "`ftcourse site` from the course folder, or name it with --root.")
     book = _fresh_book_folder(out / "book")
     readme = (root / "README.md").read_text()
-    exercise_paths = sorted((root / "exercises").glob("[0-9][0-9]_*.ipynb"))
+    exercise_paths = sorted((root / "exercises").glob(LESSON_FILES))
     exercise_notebooks = {path.stem: json.loads(path.read_text()) for path in exercise_paths}
-    exercises = {stem[:2]: (stem, title_of(notebook)) for stem, notebook in exercise_notebooks.items()}
+    exercises = {lesson_number(stem): (stem, title_of(notebook)) for stem, notebook in exercise_notebooks.items()}
 
     library = library_digest()
 
@@ -389,7 +398,8 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 2, ti
         (book / folder).mkdir()
     for folder in ("lessons", "exercises", "."):
         (book / folder / "colab-badge.svg").write_text(COLAB_BADGE_SVG)
-    by_lesson = {lesson.name: exercises[lesson.name[:2]] for lesson in lessons if lesson.name[:2] in exercises}
+    by_lesson = {lesson.name: exercises[lesson_number(lesson.name)] for lesson in lessons
+                 if lesson_number(lesson.name) in exercises}
     for lesson in lessons:
         page = prepare_lesson(lesson.notebook, *by_lesson.get(lesson.name, (None, "")))
         (book / "lessons" / lesson.path.name).write_text(json.dumps(page))

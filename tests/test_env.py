@@ -21,10 +21,36 @@ def test_an_explicit_profile_wins_over_the_environment(monkeypatch):
     assert env.setup(profile="quick", verbose=False).profile == "quick"
 
 
-def test_without_a_setting_the_profile_follows_the_device(monkeypatch):
+def test_without_a_setting_every_device_gets_the_verified_sizes(monkeypatch):
     monkeypatch.delenv("FTCOURSE_PROFILE", raising=False)
     assert env.pick_profile(device=torch.device("cpu")) == "cpu"
-    assert env.pick_profile(device=torch.device("cuda")) == "gpu"
+    assert env.pick_profile(device=torch.device("cuda")) == "cpu"  # a GPU runs the checked sizes faster
+    assert env.pick_profile() in env.VERIFIED_PROFILES
+
+
+def test_the_full_size_profile_says_its_cost_and_that_it_is_unverified(capsys):
+    env.setup(profile="gpu")
+    out = capsys.readouterr().out
+    assert "profile=gpu" in out and "about 7x the training of the cpu profile" in out
+    assert "not at these" in out
+    env.setup(profile="cpu")
+    assert "not at these" not in capsys.readouterr().out
+
+
+def test_seeds_can_be_replaced_without_editing_a_lesson(monkeypatch, capsys):
+    monkeypatch.setenv("FTCOURSE_SEEDS", "3, 4,5")
+    e = env.setup(profile="cpu")
+    assert e.sizes.seeds == (3, 4, 5) and e.sizes.steps == env.PROFILES["cpu"].steps
+    assert "seeds=[3, 4, 5]" in capsys.readouterr().out
+    monkeypatch.delenv("FTCOURSE_SEEDS")
+    assert env.setup(profile="cpu", verbose=False).sizes.seeds == (0, 1, 2)
+
+
+@pytest.mark.parametrize("text", ["3;4", "a,b", "3,3", "-1,2"])
+def test_a_bad_seed_list_says_how_to_write_one(monkeypatch, text):
+    monkeypatch.setenv("FTCOURSE_SEEDS", text)
+    with pytest.raises(ValueError, match="FTCOURSE_SEEDS=3,4,5"):
+        env.setup(profile="cpu", verbose=False)
 
 
 def test_unknown_profile_is_refused_with_the_choices(monkeypatch):

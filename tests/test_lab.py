@@ -126,3 +126,13 @@ def test_noise_bank_is_unit_variance_and_the_same_on_every_call():
     bank = lab.noise_bank()
     assert bank.shape == (lab.NOISE_PATTERNS, 3, lab.SIZE, lab.SIZE) and bank is lab.noise_bank()
     assert abs(bank.mean().item()) < 0.01 and bank.std().item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_validation_as_scarce_as_the_labels_is_drawn_with_each_seed():
+    generous = [lab.target("related", 5, test_per_class=2, seed=s) for s in (0, 1)]
+    assert torch.equal(generous[0].val.images, generous[1].val.images)  # one shared, generous validation set
+    scarce = [lab.target("related", 5, val_per_class=5, val_seed=s, test_per_class=2, seed=s) for s in (0, 1)]
+    assert len(scarce[0].val) == 5 * scarce[0].num_classes
+    assert not torch.equal(scarce[0].val.images, scarce[1].val.images)  # each replicate has its own
+    assert not torch.equal(scarce[0].val.images, scarce[0].train.images)  # and they are not its training images
+    assert torch.equal(scarce[0].test.images, generous[0].test.images)  # the test set stays the same

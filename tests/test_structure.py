@@ -13,7 +13,7 @@ layer or any layer below it (this table is the one the test checks):
     5  train                                     the training engine: fit, evaluate, predict
     6  rangetest transfer measure pretrain efficient dense protocol   tools built on the engine; dense tasks and heads; the fair-comparison protocol
     7  experiments sweep capstone text           whole experiments and grids of them; the capstone's target; BERT
-    8  tour widgets                              what the lessons show
+    8  tour widgets claims                       what the lessons show; claims checked on each run
     9  checks exercises                          exercise feedback, exercises generated from solutions
     10 grade worker site                         the autograder, and its sandboxed side; the website
     11 cli                                       the ftcourse command
