@@ -1,4 +1,5 @@
-"""The central claim of every lesson (01-05, 07), measured on fresh runs at the cpu profile's sizes.
+"""The central claim of every lesson (01-05, 07-09), measured on fresh runs at the cpu profile's sizes, on seeds the
+lessons were not written on.
 
 COURSE.md: each lesson's central claim is also a test at cpu sizes, because the quick profile that CI runs the
 notebooks in cannot show effects. Every comparison follows the fair-comparison protocol: each method at its own rate
@@ -6,8 +7,10 @@ chosen on validation (``lr="tuned"``), 3 seeds, and a claim "A beats B" is a pai
 interval lies above the margin (:func:`ftcourse.stats.paired_difference`); "A matches B" is an interval inside
 ±margin. Tuned runs go to one session-wide cache (``tuning_cache``), so a run that two tests share is trained once.
 
-The lessons check more (every size, every remedy, every score); these are the central claims, at the smallest sizes
-that still make them, to keep the suite short.
+The seeds are disjoint from the lessons' own (0, 1, 2) and from the second set the course checks every lesson with
+(3, 4, 5): a claim that holds only for the seeds it was written on is not a finding. The lessons check more (every
+size, every remedy, every score); these are the central claims, at the smallest sizes that still make them, to keep
+the suite short.
 """
 
 import statistics
@@ -24,7 +27,8 @@ from ftcourse.stats import paired_difference
 pytestmark = pytest.mark.slow  # minutes of training at the cpu profile's sizes
 
 SIZES = PROFILES["cpu"]
-SEEDS = SIZES.seeds
+SEEDS = (6, 7, 8)  # disjoint from the lessons' seeds (0, 1, 2) and the course's second set (3, 4, 5)
+assert not set(SEEDS) & {*SIZES.seeds, 3, 4, 5}
 RUN = {"steps": SIZES.steps, "batch_size": SIZES.batch_size}
 
 
@@ -170,14 +174,15 @@ def test_pretraining_on_classification_helps_segmentation_of_new_shapes(pretrain
 
 # --- lesson 09 -----------------------------------------------------------------------------------------------------
 
-def test_fine_tuning_the_text_labs_bert_beats_scratch_on_negation_with_32_labels():
-    """Lesson 09's central claim at its cpu sizes: on `negation`, the target built to conflict with pretraining,
-    fine-tuning the shipped BERT beats the same network trained from scratch with 32 labels per class, each seed at
-    its own rate chosen on val, by more than 10 points, paired over 3 seeds: no negative transfer."""
+def test_fine_tuning_the_text_labs_bert_beats_its_linear_probe_on_negation_with_32_labels():
+    """Lesson 09's central claim at its cpu sizes: on `negation`, the target built to conflict with pretraining, the
+    pretrained features read by a linear probe do not carry the task, and fine-tuning the shipped BERT learns it:
+    with 32 labels per class, fine-tuning beats the probe by more than 10 points, each seed at its own rate chosen
+    on val, paired over 3 seeds."""
     from ftcourse import text
 
-    rows = text.comparison(["negation"], [32], ["scratch", "finetune"], seeds=SEEDS, steps=100, batch_size=32,
+    rows = text.comparison(["negation"], [32], ["probe", "finetune"], seeds=SEEDS, steps=100, batch_size=32,
                            test_per_class=50)
-    accuracy = {m: rows[rows["method"] == m].sort_values("seed")["accuracy"].to_numpy() for m in ("scratch",
+    accuracy = {m: rows[rows["method"] == m].sort_values("seed")["accuracy"].to_numpy() for m in ("probe",
                                                                                                  "finetune")}
-    assert paired_difference(accuracy["finetune"], accuracy["scratch"])["low"] > 0.1, rows
+    assert paired_difference(accuracy["finetune"], accuracy["probe"])["low"] > 0.1, rows
