@@ -12,13 +12,14 @@ The rule, step by step:
 
 1. Every rate of the grid is trained for ``decide_at`` of the budget (30% by default) and validated.
 2. A rate whose validation metric is then more than ``margin`` below the best rate's (or that diverged) is
-   **stopped** there: it cannot be chosen. This is successive halving with one rung (Jamieson & Talwalkar,
+   **stopped** there: it is not chosen while a run that went on stays healthy. This is successive halving with one rung (Jamieson & Talwalkar,
    "Non-stochastic best arm identification and hyperparameter optimization", AISTATS 2016): clearly worse rates
    spend a third of a run, not a whole one. The others go on to the end of the budget, exactly as if they had never
    paused (``fit(stop_at=...)`` and ``resume=True``).
 3. **The choice** (:func:`choose`): the highest validation metric among the runs that finished; a tie goes to the
    lower validation loss, then to the smaller rate. A diverged run (:func:`diverged`) is never chosen unless every
-   run diverged.
+   run diverged. If every run that went on diverged after the pause, the best healthy stopped run is finished and
+   chosen: the leader at 30% can still blow up, and the protocol never keeps a blown-up run over a healthy one.
 4. **The ladder.** When the chosen rate is the largest (or smallest) rate tried, the next rate of ``ladder`` beyond
    it is tried too (steps 1-3 for it alone, against the best seen at the same step), until the chosen rate has a
    tried neighbour on both sides or the ladder ends: a best rate at the edge of a grid says that the grid was too
@@ -119,8 +120,11 @@ def choose(trials: list[dict]) -> dict:
     """The run the protocol keeps, from ``trials`` (dicts with ``lr``, ``val``, ``val_loss``, ``diverged`` and
     ``stopped_at``, ``None`` for a run that finished).
 
-    Among the runs that finished (all runs, if none did): the one with the highest validation metric; a tie goes to
-    the lower validation loss, then to the smaller rate. A diverged run is never chosen unless every run diverged.
+    Among the runs that finished without diverging: the one with the highest validation metric; a tie goes to the
+    lower validation loss, then to the smaller rate. When every finished run diverged, the best run stopped early that
+    had not diverged (its number is from the pause: :func:`tune` finishes it before keeping it, because a run stopped
+    as "clearly worse" than one that later blew up is the best left). A diverged run is chosen only when every run
+    diverged.
 
     >>> runs = [{"lr": 0.01, "val": 0.9, "val_loss": 0.3}, {"lr": 0.1, "val": 0.9, "val_loss": 0.2},
     ...         {"lr": 0.3, "val": 0.95, "val_loss": 0.1, "stopped_at": 30}]
@@ -129,7 +133,8 @@ def choose(trials: list[dict]) -> dict:
     """
     if not trials:
         raise ValueError("choose needs at least one run to choose from.")
-    finished = [t for t in trials if t.get("stopped_at") is None] or list(trials)
+    healthy = [t for t in trials if not t.get("diverged", False)]
+    finished = ([t for t in healthy if t.get("stopped_at") is None] or healthy or list(trials))
 
     def rank(t):
         val, loss = float(t["val"]), float(t.get("val_loss", math.nan))
@@ -220,9 +225,15 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
     if decide_at is not None and len(grid) > 1 and recipe.can_pause:
         pause = max(1, min(steps - 1, round(decide_at * steps)))
     tuning.try_rates(grid, pause, margin)
-    while (beyond := next_rate(choose(tuning.trials())["lr"], tuning.tried, ladder)) is not None:
+    while True:
+        best = choose(tuning.trials())
+        if best["stopped_at"] is not None and not best["diverged"]:  # the runs kept all diverged after the pause
+            tuning.resume(best["lr"])
+            continue
+        beyond = next_rate(best["lr"], tuning.tried, ladder)
+        if beyond is None:
+            return tuning.outcome(keep_model, report)
         tuning.try_rates([beyond], pause, margin)
-    return tuning.outcome(keep_model, report)
 
 
 def replicates(tune_one_seed, seeds) -> list:
@@ -351,6 +362,12 @@ class _Tuning:
             record["result"] = {**self._validated(trial), **trial.finish()}
             self.store.write(record)
         return record["result"]
+
+    def resume(self, lr: float) -> None:
+        """Finish a run that was stopped early (from where it paused, or again from the start if it paused in an
+        earlier call: training is deterministic)."""
+        del self.stopped[lr]
+        self.finished(lr)
 
     def _validated(self, trial: Trial) -> dict:
         measured = trial.validate()

@@ -82,6 +82,29 @@ def test_a_run_stopped_early_is_not_chosen_even_with_a_better_number():
     assert protocol.choose(runs)["lr"] == 0.01
 
 
+def test_a_run_stopped_early_is_finished_and_kept_when_every_run_that_went_on_diverged(tmp_path):
+    """0.1 leads at the pause and blows up after it; 0.03 was stopped as clearly worse but is healthy: it is the best
+    left, so the tuning finishes it, keeps it and tests it (seen on lesson 07's LoRA, conflicting target, seed 3)."""
+    def curve(lr, step):
+        if lr == 0.3 or (lr == 0.1 and step > 30):
+            return 0.2, math.nan
+        return (0.9, 0.3) if lr == 0.1 else (0.25 if step <= 30 else 0.6, 1.0)
+
+    recipe = ArithmeticRecipe(curve)
+    tuned = protocol.tune(recipe, grid=[0.03, 0.1, 0.3], steps=100, decide_at=0.3, keep_model=True,
+                          cache=tmp_path)
+    assert tuned.lr == 0.03 and not tuned.diverged and tuned.val == 0.6
+    assert tuned.model is not None and tuned.test == {"accuracy": 0.97} and recipe.tested == [0.03]
+    assert (0.03, 30, 100) in recipe.log  # finished from where it paused
+    again = protocol.tune(ArithmeticRecipe(curve), grid=[0.03, 0.1, 0.3], steps=100, decide_at=0.3, cache=tmp_path)
+    assert again.lr == 0.03 and again.ran_now == 0  # the finished run is in the cache
+
+
+def test_when_every_run_diverges_the_choice_says_so():
+    tuned = protocol.tune(ArithmeticRecipe(flat(0.2, math.nan)), grid=[0.03, 0.1], steps=100, decide_at=0.3)
+    assert tuned.diverged and tuned.test == {} and tuned.model is None
+
+
 # --- divergence: one rule for every kind of run ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("val, loss, flagged, chance, expected", [
