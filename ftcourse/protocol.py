@@ -85,8 +85,9 @@ class Trial(Protocol):
 
 class Recipe(Protocol):
     """How to start one run of a kind at a given rate, and what names it in the cache. ``can_pause`` says whether
-    a run's ``train`` can stop at a step and go on later (runs through :func:`~ftcourse.train.fit` can; runs through
-    ``Trainer`` here do not, and :func:`tune` trains each of their rates to the end)."""
+    a run's ``train`` can stop at a step and go on later (runs through :func:`~ftcourse.train.fit` can, with its
+    checkpoints; runs through ``Trainer`` can, with ``Trainer``'s; where a kind cannot, :func:`tune` trains each rate
+    to the end)."""
 
     key: dict  # everything that decides a run except its rate (JSON values)
     chance: float | None  # the validation metric of a guess (accuracy), or None where that means nothing

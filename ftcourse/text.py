@@ -331,8 +331,12 @@ def encoded(task: textlab.TextTask, tokenizer=None, source=None) -> dict:
 
 
 class TextTrial:
-    """One ``Trainer`` run of :func:`finetune`, as :func:`ftcourse.protocol.tune` drives it (start to end: these runs
-    do not pause)."""
+    """One ``Trainer`` run of :func:`finetune`, as :func:`ftcourse.protocol.tune` drives it.
+
+    A run can pause at a step and go on later, as the protocol's early stop asks: ``Trainer`` saves its own
+    checkpoint there (weights, AdamW's moments, the schedule's position, the random states) and
+    ``train(resume_from_checkpoint=...)`` goes on from it, with the same schedule as a run that never stopped.
+    """
 
     def __init__(self, task: textlab.TextTask, method: str, *, lr: float, steps: int, batch_size: int, seed: int,
                  source=None, tokenizer=None, warmup: float = WARMUP, data: dict | None = None):
@@ -341,10 +345,24 @@ class TextTrial:
         self.settings = dict(max_steps=steps, per_device_train_batch_size=batch_size, per_device_eval_batch_size=256,
                              learning_rate=lr, warmup_steps=warmup, lr_scheduler_type="linear", seed=seed)
         self.trainer, self.seconds = None, 0.0
+        self._folder = None  # a TemporaryDirectory: the Trainer's output folder, where a paused run's checkpoint waits
+        self._paused_at = None
 
     def train(self, until: int | None) -> None:
         start = time.perf_counter()
-        self._trainer().train()
+        trainer = self._trainer()
+        resume = None if self._paused_at is None else str(Path(self._folder.name) / f"checkpoint-{self._paused_at}")
+        pause = _stop_after(until) if until is not None else None
+        if pause is not None:
+            trainer.add_callback(pause)
+        try:
+            trainer.train(resume_from_checkpoint=resume)
+        finally:
+            if pause is not None:
+                trainer.remove_callback(pause)
+        self._paused_at = until
+        if until is None:
+            self._folder.cleanup()
         self.seconds += time.perf_counter() - start
 
     def _trainer(self):
@@ -352,10 +370,10 @@ class TextTrial:
         from transformers import Trainer
 
         if self.trainer is None:
-            with tempfile.TemporaryDirectory() as folder:  # nothing is written there (save_strategy="no")
-                self.trainer = Trainer(model=self.model, args=training_arguments(folder, **self.settings),
-                                       train_dataset=self.data["train"], eval_dataset=self.data["val"],
-                                       compute_metrics=_accuracy)
+            self._folder = tempfile.TemporaryDirectory(prefix="ftcourse-text-")  # only a pause writes there
+            self.trainer = Trainer(model=self.model, args=training_arguments(self._folder.name, **self.settings),
+                                   train_dataset=self.data["train"], eval_dataset=self.data["val"],
+                                   compute_metrics=_accuracy)
             silence(self.trainer)
         return self.trainer
 
@@ -372,11 +390,26 @@ class TextTrial:
         return {"accuracy": float(test["test_accuracy"])}
 
 
+def _stop_after(step: int):
+    """A ``TrainerCallback`` that stops training after optimiser step ``step`` and has ``Trainer`` save its checkpoint
+    there (:class:`TextTrial` goes on from it)."""
+    from transformers import TrainerCallback
+
+    class PauseAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= step:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return PauseAt()
+
+
 class TextRecipe:
     """How :func:`ftcourse.protocol.tune` starts one run of :func:`tuned`, and the run's name in the cache: the
     shipped checkpoint's sha256, the target, its size and seed, the method and every training setting."""
 
-    can_pause = False
+    can_pause = True
     test_names = ("accuracy",)
 
     def __init__(self, target: str, shots: int, method: str, *, seed: int, steps: int, batch_size: int,

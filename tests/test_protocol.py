@@ -316,7 +316,7 @@ def test_a_diverged_dense_run_is_never_chosen():
 
 
 def test_text_runs_go_through_the_same_protocol(monkeypatch):
-    """Text runs (Trainer) are tuned by the same function: every rate to the end, the same rule of choice."""
+    """Text runs (Trainer) are tuned by the same function, with the same early stop and rule of choice."""
     seen = []
     real = protocol.tune
 
@@ -328,4 +328,18 @@ def test_text_runs_go_through_the_same_protocol(monkeypatch):
     task = textlab.target("topic", 2, test_per_class=4)
     assert task.num_classes == 4
     result = text.tuned("topic", 2, "probe", steps=2, batch_size=8, test_per_class=4, grid=(1e-3,), ladder=())
-    assert seen == [("TextRecipe", False, 0.25)] and result["lr"] == 1e-3 and 0 <= result["accuracy"] <= 1
+    assert seen == [("TextRecipe", True, 0.25)] and result["lr"] == 1e-3 and 0 <= result["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("method", ["finetune", "lora"])
+def test_a_paused_text_run_ends_exactly_where_an_unpaused_one_does(method):
+    """Trainer's own checkpoint (weights, AdamW, schedule, random states) carries a text run over its pause."""
+    recipe = text.TextRecipe("negation", 4, method, seed=0, steps=8, batch_size=4, test_per_class=4)
+    whole = recipe.start(1e-3)
+    whole.train(until=None)
+    paused = recipe.start(1e-3)
+    paused.train(until=3)
+    at_pause = paused.validate()
+    paused.train(until=None)
+    assert paused.validate() == whole.validate() != at_pause
+    assert paused.test() == whole.test()
