@@ -24,6 +24,9 @@ two ways, set by ``$FTCOURSE_CLAIMS``:
 - ``strict`` (the test suite, nbval, ``ftcourse site``): it raises :class:`ClaimFailed`, and the build fails;
 - otherwise (a learner's own session): it shows a box with the claim, what the course measured, what this run
   measured and why they can differ, and the lesson goes on.
+
+A claim is only asserted at the sizes where it was measured: in a profile that is not verified (``gpu``, see
+:data:`ftcourse.env.VERIFIED_PROFILES`) a failed claim is shown as a box even where claims are strict.
 """
 
 from __future__ import annotations
@@ -73,8 +76,10 @@ class Verdict:
 
 
 def strict() -> bool:
-    """Whether a failed claim raises: ``$FTCOURSE_CLAIMS`` is ``strict`` (the test suite and the site build set it)."""
-    return os.environ.get(MODE_VARIABLE, "").strip().lower() == "strict"
+    """Whether a failed claim raises: ``$FTCOURSE_CLAIMS`` is ``strict`` (the test suite and the site build set it)
+    and the profile in force is one whose claims were verified."""
+    return (os.environ.get(MODE_VARIABLE, "").strip().lower() == "strict"
+            and course_env.active_profile() in course_env.VERIFIED_PROFILES)
 
 
 def claim(statement: str, difference: dict | None = None, *, beats: float | None = None,

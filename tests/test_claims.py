@@ -64,6 +64,15 @@ def test_a_failed_claim_fails_where_claims_are_strict(monkeypatch):
     assert issubclass(ClaimFailed, AssertionError)  # pytest and nbval report it as a failed check
 
 
+def test_at_unverified_sizes_a_failed_claim_is_shown_not_asserted(monkeypatch, capsys):
+    from ftcourse import env
+
+    monkeypatch.setenv("FTCOURSE_CLAIMS", "strict")
+    env.setup(profile="gpu", verbose=False)
+    assert not claim("A beats B", interval(-0.1, 0.2), beats=0.0)
+    assert "The course checked:" in capsys.readouterr().out
+
+
 def test_in_a_learners_session_a_failed_claim_explains_and_goes_on(monkeypatch, capsys):
     monkeypatch.delenv("FTCOURSE_CLAIMS", raising=False)
     verdict = claim("A beats B", interval(-0.1, 0.2), beats=0.0)
