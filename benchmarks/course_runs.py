@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 def run_lesson(notebook: Path, cache: Path, logs: Path, threads: int) -> dict:
     log = logs / f"{notebook.stem}.jsonl"
     env = {**os.environ, "FTCOURSE_PROFILE": "cpu", "FTCOURSE_CLAIMS": "learner",  # a failed claim is counted, and
-           "FTCOURSE_CACHE": str(cache), "FTCOURSE_RUN_LOG": str(log),  # the lesson goes on (its time is all of it)
+           "FTCOURSE_CACHE": str(cache), "FTCOURSE_RUNS": str(cache / "runs_dir"),  # the lesson goes on (its
+           "FTCOURSE_RUN_LOG": str(log),  # time is all of it); checkpoints of long runs start empty too
            "FTCOURSE_RUN_LOG_TRAINER": "1" if notebook.stem.startswith("09") else "",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join([str(HERE / "runlog"), str(notebook.parents[1])])}
