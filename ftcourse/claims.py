@@ -42,8 +42,9 @@ from . import env as course_env
 from .stats import describe_difference
 
 MODE_VARIABLE = "FTCOURSE_CLAIMS"
-WHERE_CHECKED = ("the cpu profile, with the lessons' seeds (0, 1, 2) and with a second set (3, 4, 5), on 2-core "
-                 "x86 CPUs with one and with two threads (benchmarks/README.md lists each claim's numbers)")
+WHERE_CHECKED = ("the cpu profile on a 2-core x86 CPU: the lessons' seeds (0, 1, 2) with one and with two threads, "
+                 "and a second set (3, 4, 5) with one thread (benchmarks/README.md says what was reworded to hold "
+                 "on both)")
 WHY_RUNS_DIFFER = ("A training run is a long chain of floating-point sums. Their order depends on the CPU's "
                    "instructions, the number of threads and, on a GPU, its kernels; one different last digit sends "
                    "a run down another path, and with three seeds an effect close to its margin can land on either "
