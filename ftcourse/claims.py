@@ -136,14 +136,16 @@ def this_run() -> str:
             f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
 
 
+def disagreement_rows(verdict: Verdict) -> list[tuple[str, str]]:
+    """What the box says, row by row: the claim, where the course checked it, this run, why runs differ."""
+    return [("The claim", f"{verdict.statement} ({verdict.rule})"), ("The course checked", WHERE_CHECKED),
+            ("This run measured", f"{verdict.measured} ({this_run()})"), ("Why they can differ", WHY_RUNS_DIFFER)]
+
+
 def disagreement_text(verdict: Verdict) -> str:
     """The box a learner sees when a claim fails on their run, as plain text."""
-    return (f"This run disagrees with one of the course's claims.\n"
-            f"  The claim:          {verdict.statement} ({verdict.rule})\n"
-            f"  The course checked: {WHERE_CHECKED}\n"
-            f"  This run measured:  {verdict.measured} ({this_run()})\n"
-            f"  Why they can differ: {WHY_RUNS_DIFFER}\n"
-            f"The lesson goes on.")
+    rows = "".join(f"  {name + ':':<20} {text}\n" for name, text in disagreement_rows(verdict))
+    return f"This run disagrees with one of the course's claims.\n{rows}The lesson goes on."
 
 
 def show_disagreement(verdict: Verdict) -> None:
@@ -153,10 +155,8 @@ def show_disagreement(verdict: Verdict) -> None:
         return
     from IPython.display import HTML, display
 
-    rows = [("The claim", f"{verdict.statement} ({verdict.rule})"), ("The course checked", WHERE_CHECKED),
-            ("This run measured", f"{verdict.measured} ({this_run()})"), ("Why they can differ", WHY_RUNS_DIFFER)]
     body = "".join(f"<tr><th style='text-align:left;vertical-align:top;padding-right:1em'>{html.escape(k)}</th>"
-                   f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
+                   f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in disagreement_rows(verdict))
     display(HTML(f"<div class='ftcourse-claim-disagrees' style='border:2px solid #d97706;border-radius:6px;"
                  f"padding:0.6em 1em;margin:0.5em 0;background:#fffbeb'>"
                  f"<b>This run disagrees with one of the course's claims.</b><table>{body}</table>"
