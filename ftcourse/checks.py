@@ -15,7 +15,7 @@ Every exercise is an :class:`Exercise` in three parts, so that grading can split
 - ``answer(fn, inputs)`` calls the learner's function and turns what it returns into plain data;
 - ``judge(answer, inputs)`` compares that answer with what it should be, and says what passed or raises.
 
-In a notebook all three run here, with the inputs of a fixed generator. ``ftcourse grade`` (:mod:`ftcourse.grade`)
+In a notebook all three run here, with the inputs of a fixed generator. ``ftcourse grade`` (:mod:`ftcourse.grading.grade`)
 runs only ``answer`` in the student's sandboxed process, on inputs drawn from a secret of its own, and ``judge`` in
 its own process: nothing the student's code does to this module changes a grade.
 """

@@ -117,7 +117,7 @@ def exercises(args) -> int:
 
 
 def grade(args) -> int:
-    from .grade import grade as run_grade
+    from .grading.grade import grade as run_grade
 
     try:
         run_grade(args.submissions, args.out, timeout=args.timeout, cell_timeout=args.cell_timeout,

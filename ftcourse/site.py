@@ -245,11 +245,12 @@ def readme_section(readme: str, heading: str) -> str:
 
 
 def library_modules(readme: str) -> list[str]:
-    """The public modules in the order of the README's layer table (bottom layer first)."""
+    """The public modules in the order of the README's layer table (bottom layer first), those of subpackages by
+    their dotted names (``grading.frames``)."""
     section = readme_section(readme, "The library")
     names = []
     for row in re.findall(r"^\|\s*[\d–-]+\s*\|(.+?)\|", section, re.M):
-        names += [name for name in re.findall(r"`(\w+)`", row) if not name.startswith("_")]
+        names += [name for name in re.findall(r"`([\w.]+)`", row) if not name.rpartition(".")[2].startswith("_")]
     return names
 
 

@@ -8,7 +8,12 @@ import pytest
 
 import ftcourse
 
-MODULES = [info.name for info in pkgutil.iter_modules(ftcourse.__path__, "ftcourse.")]
+# walk_packages goes into subpackages (ftcourse.grading), which iter_modules would not see
+MODULES = [info.name for info in pkgutil.walk_packages(ftcourse.__path__, "ftcourse.")]
+
+
+def test_the_docstring_tests_see_the_subpackages_too():
+    assert {"ftcourse.grading", "ftcourse.grading.frames", "ftcourse.grading.grade"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -13,7 +13,8 @@ import nbformat
 import pytest
 
 import ftcourse
-from ftcourse import cli, grade, sandbox
+from ftcourse import cli
+from ftcourse.grading import grade, sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(ftcourse.__file__).resolve().parent
@@ -43,11 +44,13 @@ def notebook(path: Path, *cells: str, assignment="02", code=NOTHING):
     return path
 
 
-def frame(payload: str, writer: str = "torch") -> str:
-    """Code that writes a frame holding ``payload`` (an expression) to the answers descriptor, as the worker's
-    frames are written (``torch.save``), or as a raw pickle."""
-    save = ("import io, torch\n_buffer = io.BytesIO()\ntorch.save(_payload, _buffer)\n_data = _buffer.getvalue()"
-            if writer == "torch" else "import pickle\n_data = pickle.dumps(_payload)")
+def frame(payload: str, writer: str = "frames") -> str:
+    """Code that writes a frame holding ``payload`` (an expression) to the answers descriptor: in the worker's own
+    format (``frames``), as a ``torch.save`` pickle, or as a raw pickle (neither of which the grader reads)."""
+    save = {"frames": "from ftcourse.grading import frames\n_data = frames.encode(_payload)[8:]",
+            "torch": "import io, torch\n_buffer = io.BytesIO()\ntorch.save(_payload, _buffer)\n"
+                     "_data = _buffer.getvalue()",
+            "pickle": "import pickle\n_data = pickle.dumps(_payload)"}[writer]
     return f"""import os, struct
 _payload = {payload}
 {save}
@@ -115,7 +118,7 @@ while True:
     notebook(folder / "olaf.ipynb", code=RIGHT, assignment=None)  # not an exercise notebook: no assignment id
     (folder / "notes.txt").write_text("not a notebook")
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
-    package_before = {p: p.read_bytes() for p in PACKAGE.glob("*.py")}
+    package_before = {p: p.read_bytes() for p in PACKAGE.rglob("*.py")}
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "ftcourse.cli", "grade", str(folder), "--out", str(out),
                              "--timeout", "25", "--cell-timeout", "5"], capture_output=True, text=True, timeout=900)
@@ -264,11 +267,11 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
 
 
 def _workers_running() -> bool:
-    """Whether a grading worker (``python -I -m ftcourse.worker``) runs on this machine: the worker itself, not the
-    ``unshare`` that starts it (whose command line holds the worker's as text)."""
+    """Whether a grading worker (``python -I -m ftcourse.grading.worker``) runs on this machine: the worker itself,
+    not the ``unshare`` that starts it (whose command line holds the worker's as text)."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"\x00-m\x00ftcourse.worker\x00" in cmdline.read_bytes():
+            if b"\x00-m\x00ftcourse.grading.worker\x00" in cmdline.read_bytes():
                 return True
         except OSError:  # the process ended meanwhile
             pass

@@ -102,7 +102,7 @@ def test_assignment_notebooks_carry_their_id_and_say_that_run_all_stops_at_a_stu
 
 @pytest.mark.slow  # grades the worked solutions in a sandbox
 def test_the_worked_solutions_get_full_marks_from_the_grader(tmp_path):
-    from ftcourse import grade
+    from ftcourse.grading import grade
 
     folder = tmp_path / "submissions" / "teacher"
     folder.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""The sandbox itself (ftcourse.sandbox), probed by small programs that try to get out of it.
+"""The sandbox itself (ftcourse.grading.sandbox), probed by small programs that try to get out of it.
 
 The namespace tests run where this machine offers user namespaces (Linux; CI does); the limits apply everywhere.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import ftcourse
-from ftcourse import sandbox
+from ftcourse.grading import sandbox
 
 namespaces = pytest.mark.skipif(sandbox.isolation() != "namespaces",
                                 reason="this machine offers no user namespaces; the sandbox runs in processes mode")
@@ -173,16 +173,16 @@ def test_a_container_runs_without_network_capabilities_or_a_writable_image(monke
 def test_in_a_container_the_worker_answers_on_stdout_and_the_notebook_prints_on_stderr(tmp_path):
     import json
 
-    from ftcourse import worker
+    from ftcourse.grading import frames
 
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["print('hello')"]}]}))
     env = {**os.environ, "FTCOURSE_ANSWERS_FD": "stdout"}
-    result = subprocess.run([sys.executable, "-m", "ftcourse.worker", str(path), "5"], env=env, capture_output=True,
-                            stdin=subprocess.DEVNULL, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "ftcourse.grading.worker", str(path), "5"], env=env,
+                            capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
     assert "hello" in result.stderr.decode() and b"hello" not in result.stdout
-    length = worker.HEADER.unpack(result.stdout[:worker.HEADER.size])[0]
-    assert worker.decode(result.stdout[worker.HEADER.size:worker.HEADER.size + length])["kind"] == "ready"
+    length = frames.HEADER.unpack(result.stdout[:frames.HEADER.size])[0]
+    assert frames.decode(result.stdout[frames.HEADER.size:frames.HEADER.size + length])["kind"] == "ready"
 
 
 def test_the_memory_of_the_whole_sandbox_is_capped_where_a_memory_cgroup_can_be_made():

@@ -5,7 +5,7 @@ The modules are read with ``ast``, not imported, so every import counts: those a
 inside functions (a lazy import is still a dependency). The layers, bottom to top; a module may import from its own
 layer or any layer below it (this table is the one the test checks):
 
-    0  __init__ files downloads versions plots stats sandbox _sandbox_setup   leaves: the standard library and third-party packages only
+    0  __init__ files downloads versions plots stats grading grading.frames grading.sandbox grading._sandbox_setup   leaves: the standard library and third-party packages only
     1  models                                    networks and checkpoint files; know nothing of training
     2  env lr                                    device and profile; learning-rate schedules
     3  data                                      images as device tensors, augmentation, real datasets
@@ -15,10 +15,14 @@ layer or any layer below it (this table is the one the test checks):
     7  experiments sweep capstone text           whole experiments and grids of them; the capstone's target; BERT
     8  tour widgets claims                       what the lessons show; claims checked on each run
     9  checks exercises                          exercise feedback, exercises generated from solutions
-    10 grade worker site                         the autograder, and its sandboxed side; the website
+    10 grading.grade grading.worker site         the autograder, and its sandboxed side; the website
     11 cli                                       the ftcourse command
 
-A module not in the table fails the test until it is placed: where a new module sits is a design decision.
+A module not in the table fails the test until it is placed: where a new module sits is a design decision. A module
+of a subpackage goes by its dotted name (``grading.frames``; the subpackage's ``__init__`` is ``grading``), and its
+relative imports are read from where it sits (``from .. import checks`` in ``grading/grade.py`` is ``checks``).
+
+The autograder (``grading``) is a security boundary: only ``cli`` imports it from outside, and no notebook does.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 def layers_from_docstring(doc: str) -> list[list[str]]:
     """The table in this file's docstring: the lines that start with a layer number, bottom layer first."""
-    rows = re.findall(r"^\s+(\d+)\s+((?:\w+ )*\w+)\s{2,}", doc, re.M)
+    rows = re.findall(r"^\s+(\d+)\s+((?:[\w.]+ )*[\w.]+)\s{2,}", doc, re.M)
     assert [int(number) for number, _ in rows] == list(range(len(rows))), "layers must be numbered 0, 1, 2, ..."
     return [names.split() for _, names in rows]
 
@@ -54,13 +58,14 @@ def is_private(name: str) -> bool:
 class Imports:
     """The intra-package imports of one module's source, and its uses of other modules' private names.
 
-    ``modules`` is the set of the package's module names (``"train"``, ``"lr"``...); the package itself is
-    ``"__init__"``. ``edges`` holds ``(imported module, line)``; ``private`` holds ``(line, what)`` for every
-    private name of another module that this one imports or reads.
+    ``modules`` is the set of the package's module names (``"train"``, ``"grading.frames"``...); the package itself
+    is ``"__init__"``. ``package`` is where the module sits, for its relative imports: ``""`` at the top, ``"grading"``
+    for ``grading/grade.py`` and for ``grading/__init__.py``. ``edges`` holds ``(imported module, line)``;
+    ``private`` holds ``(line, what)`` for every private name of another module that this one imports or reads.
     """
 
-    def __init__(self, name: str, source: str, modules: set[str]):
-        self.name, self.modules = name, modules
+    def __init__(self, name: str, source: str, modules: set[str], package: str = ""):
+        self.name, self.modules, self.package = name, modules, package
         self.edges: list[tuple[str, int]] = []
         self.private: list[tuple[int, str]] = []
         self.aliases: dict[str, str] = {}  # local name -> the module of the package it is bound to
@@ -80,30 +85,43 @@ class Imports:
         if module != self.name:
             self.edges.append((module, line))
 
+    def _module(self, parts: list[str]) -> str:
+        """The package's module that the dotted path ``parts`` (below ``ftcourse``) names or sits in."""
+        for end in range(len(parts), 0, -1):
+            if ".".join(parts[:end]) in self.modules:
+                return ".".join(parts[:end])
+        return "__init__"
+
+    def _target(self, node: ast.ImportFrom) -> list[str] | None:
+        """What ``from X import ...`` imports from, as a path below ``ftcourse``; None for another package."""
+        module = node.module.split(".") if node.module else []
+        if node.level == 0:
+            return module[1:] if module and module[0] == PACKAGE else None
+        base = self.package.split(".") if self.package else []
+        if node.level - 1 > len(base):
+            return None  # above the package: not ours
+        return base[:len(base) - (node.level - 1)] + module
+
     def _read_import(self, node: ast.Import) -> None:  # import ftcourse / import ftcourse.train [as t]
         for alias in node.names:
             parts = alias.name.split(".")
             if parts[0] != PACKAGE:
                 continue
-            module = parts[1] if len(parts) > 1 else "__init__"
+            module = self._module(parts[1:])
             self._depend(module, node.lineno)
             self.aliases[alias.asname or PACKAGE] = module if alias.asname else "__init__"
 
     def _read_import_from(self, node: ast.ImportFrom) -> None:
-        if (node.level, node.module) in ((1, None), (0, PACKAGE)):
-            source = None  # from . import train, lab  /  from ftcourse import train
-        elif node.level == 1:
-            source = node.module.split(".")[0]  # from .train import fit
-        elif node.level == 0 and (node.module or "").startswith(PACKAGE + "."):
-            source = node.module.split(".")[1]  # from ftcourse.train import fit
-        else:
+        target = self._target(node)
+        if target is None:
             return  # another package
         for alias in node.names:
-            if source is None and alias.name in self.modules:  # a module of the package
-                self._depend(alias.name, node.lineno)
-                self.aliases[alias.asname or alias.name] = alias.name
+            as_module = ".".join(target + [alias.name])
+            if as_module in self.modules:  # from . import train  /  from .grading import frames
+                self._depend(as_module, node.lineno)
+                self.aliases[alias.asname or alias.name] = as_module
                 continue
-            module = source or "__init__"  # a name that module defines (the package's, for `from . import x`)
+            module = self._module(target)  # a name that module defines (a package's, for `from . import x`)
             self._depend(module, node.lineno)
             if is_private(alias.name) and module != self.name:
                 self.private.append((node.lineno, f"imports {alias.name} from {module}"))
@@ -119,10 +137,26 @@ class Imports:
             self.private.append((node.lineno, f"uses {module}.{node.attr}"))
 
 
+def module_name(path: Path, root: Path = ROOT) -> str:
+    """A module's name in the table: ``train``, ``grading.frames``; ``grading`` for a subpackage's ``__init__``;
+    ``__init__`` for the package's own."""
+    parts = path.relative_to(root).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 def package_imports(root: Path = ROOT) -> dict[str, Imports]:
-    """Every module of the package (``__init__`` included) with its imports."""
-    files = {path.stem: path for path in sorted(root.glob("*.py"))}
-    return {name: Imports(name, path.read_text(encoding="utf-8"), set(files) - {"__init__"})
+    """Every module of the package and its subpackages (``__init__`` files included) with its imports."""
+    files = {module_name(path, root): path for path in sorted(root.rglob("*.py")) if "__pycache__" not in path.parts}
+    modules = set(files) - {"__init__"}
+
+    def package_of(name: str, path: Path) -> str:
+        if name == "__init__":
+            return ""
+        return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+    return {name: Imports(name, path.read_text(encoding="utf-8"), modules, package_of(name, path))
             for name, path in files.items()}
 
 
@@ -198,6 +232,26 @@ def test_the_checker_finds_lazy_imports_private_names_and_private_attributes():
         "imports _as_data from train", "uses lab._render", "uses models._cache", "uses train._autocast"]
 
 
+def test_the_checker_reads_a_subpackages_relative_imports_from_where_it_sits():
+    source = ("from .. import checks\n"
+              "from . import frames\n"
+              "from .sandbox import start\n"
+              "from ..train import fit\n"
+              "from ftcourse.grading import worker\n"
+              "import ftcourse.grading.worker as w\n"
+              "frames._rebuild(w._private)\n")
+    modules = {"checks", "train", "grading", "grading.frames", "grading.sandbox", "grading.worker", "grading.grade"}
+    found = Imports("grading.grade", source, modules, package="grading")
+    assert sorted({module for module, _ in found.edges}) == [
+        "checks", "grading.frames", "grading.sandbox", "grading.worker", "train"]
+    assert sorted(what for _, what in found.private) == ["uses grading.frames._rebuild", "uses grading.worker._private"]
+    top = Imports("cli", "from .grading.grade import grade\nfrom . import grading\n", modules)
+    assert sorted({module for module, _ in top.edges}) == ["grading", "grading.grade"]
+    assert module_name(ROOT / "grading" / "__init__.py") == "grading"
+    assert module_name(ROOT / "grading" / "frames.py") == "grading.frames"
+    assert module_name(ROOT / "__init__.py") == "__init__"
+
+
 def test_a_cycle_is_reported_as_a_round_trip():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
     assert find_cycles(graph) == [["a", "b", "c", "a"], ["e", "e"]]
@@ -216,9 +270,9 @@ def test_the_readmes_table_of_the_library_is_this_table():
     section = readme.split("## The library", 1)[1].split("\n## ", 1)[0]
     listed = {}
     for first, last, names in re.findall(r"^\| (\d+)(?:–(\d+))? \| ([^|]+) \|", section, re.M):
-        for name in re.findall(r"`(\w+)`", names):
+        for name in re.findall(r"`([\w.]+)`", names):
             listed[name] = range(int(first), int(last or first) + 1)
-    public = {name for name in LAYER if not name.startswith("_")}
+    public = {name for name in LAYER if not name.rpartition(".")[2].startswith("_")}
     assert set(listed) == public, (f"README's table lacks {sorted(public - set(listed))} and names "
                                    f"{sorted(set(listed) - public)} that are not modules")
     wrong = {name: LAYER[name] for name, layers in listed.items() if LAYER[name] not in layers}
@@ -264,3 +318,18 @@ def test_imports_point_down_the_layers(imports):
     table = "\n".join(f"  {level:>2}  {' '.join(names)}" for level, names in enumerate(LAYERS))
     assert not upward, ("Imports that point up the layers (a design question: move the code, or the layer):\n"
                         + "\n".join(upward) + "\nThe layers, bottom to top:\n" + table)
+
+
+def test_only_the_command_line_imports_the_autograder(imports):
+    """The grader (``grading``) is a security boundary that no lesson or learner needs: inside the package only
+    ``cli`` (``ftcourse grade``) imports it, and no notebook of the course does."""
+    inside = [f"  {name}.py:{line}: imports {module}" for name, found in sorted(imports.items())
+              if name != "cli" and not (name + ".").startswith("grading.")
+              for module, line in found.edges if (module + ".").startswith("grading.")]
+    assert not inside, "Modules outside ftcourse/grading import the autograder:\n" + "\n".join(inside)
+    notebooks = [path for folder in ("notebooks", "solutions", "exercises")
+                 for path in sorted((ROOT.parent / folder).glob("*.ipynb"))]
+    assert notebooks
+    grading = [path.name for path in notebooks if re.search(r"ftcourse\.grading|from ftcourse import[^\n]*\bgrading\b",
+                                                             path.read_text(encoding="utf-8"))]
+    assert not grading, f"notebooks that import the autograder: {grading}"

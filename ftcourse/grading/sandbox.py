@@ -31,7 +31,7 @@ of the whole sandbox together too, plus a wall-clock limit that the grader enfor
 outside. Only the variables of :func:`clean_environment` are passed in.
 
 The caller talks to the sandbox over pipes only: stdin, the merged stdout/stderr, and one more descriptor for
-answers (see :mod:`ftcourse.grade`). Everything that comes out of it is untrusted data.
+answers (see :mod:`ftcourse.grading.grade`). Everything that comes out of it is untrusted data.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ Design: what is trusted, and why
 A submission is code written by someone who may want a better mark, or a worse one for a classmate. So:
 
 - **The verdict is computed here, never in the student's process.** Each notebook runs in a sandboxed worker
-  (:mod:`ftcourse.worker` inside :mod:`ftcourse.sandbox`). When it has run, this process sends it inputs drawn from
-  a secret of this grading run, and the worker sends back what the student's functions return on them, as plain
-  data (read with ``torch.load(weights_only=True)``, size-limited). :mod:`ftcourse.checks` judges those answers
+  (:mod:`~ftcourse.grading.worker` inside :mod:`~ftcourse.grading.sandbox`). When it has run, this process sends
+  it inputs drawn from a secret of this grading run, and the worker sends back what the student's functions return
+  on them, as plain data (frames of :mod:`~ftcourse.grading.frames`: JSON and safetensors, read with bounds on size,
+  depth and count, so that decoding costs what the frame's size says). :mod:`ftcourse.checks` judges those answers
   here. The checks the notebook itself calls only give the learner feedback: they count for nothing. Patching
   them, printing ``PASSED`` or writing files changes nothing; forging an answer means computing it.
 - **The capstone's test set never exists in the student's process.** It comes from a secret drawn per run
@@ -20,7 +21,7 @@ A submission is code written by someone who may want a better mark, or a worse o
 - **Each submission runs alone**: a fresh copy of its notebook, its own HOME and TMPDIR, a clean environment,
   resource limits, a wall-clock limit per cell and per notebook, and every process it started killed at the end.
   On Linux with user namespaces it also cannot see or write anything outside its sandbox (see
-  :mod:`ftcourse.sandbox` for what each platform gets).
+  :mod:`ftcourse.grading.sandbox` for what each platform gets).
 - **Results are never lost**: each row is written as soon as it is known (atomically: a temporary file, then a
   rename), ``--resume`` skips the students already graded, ``--out`` is checked before anything runs, and whatever
   a worker does -- crash, garbage, silence, flooding its output -- gives that student a row with zeros and the
@@ -44,10 +45,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import capstone, checks, sandbox, worker
+from .. import capstone, checks
+from . import frames, sandbox
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
-MAX_MESSAGE_BYTES = 64 * 2**20  # the capstone's weights are about 1 MB
 MAX_OUTPUT_BYTES = 20 * 2**20  # a notebook that prints more is stopped
 ANSWER_SECONDS = 300  # for the answers to the exercises other than the capstone
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -249,7 +250,7 @@ def _receive(box: sandbox.Sandboxed, output: _Output, deadline: float, waiting_f
     ``check`` (if given) is called at least once a second while it waits: :meth:`CtrlC.check`.
     """
     buffer = b""
-    needed = worker.HEADER.size
+    needed = frames.HEADER.size
     length = None
     while True:
         if check is not None:
@@ -269,17 +270,17 @@ def _receive(box: sandbox.Sandboxed, output: _Output, deadline: float, waiting_f
         if len(buffer) < needed:
             continue
         if length is None:
-            length = worker.HEADER.unpack(buffer)[0]
-            if length > MAX_MESSAGE_BYTES:
+            length = frames.HEADER.unpack(buffer)[0]
+            if length > frames.MAX_FRAME_BYTES:
                 raise Problem(f"its answer is {length / 2**20:.0f} MB, over the limit of "
-                              f"{MAX_MESSAGE_BYTES // 2**20} MB")
+                              f"{frames.MAX_FRAME_BYTES // 2**20} MB")
             buffer, needed = b"", length
             if length:
                 continue
         try:
-            message = worker.decode(buffer)
-        except Exception as error:  # garbage, or a pickle that would run code: refused by weights_only
-            raise Problem(f"sent something that is not an answer ({type(error).__name__})") from None
+            message = frames.decode(buffer)
+        except frames.BadFrame as error:  # garbage, or data past the bounds of a frame
+            raise Problem(f"sent something that is not an answer: {error}") from None
         if not isinstance(message, dict):
             raise Problem("sent something that is not an answer")
         return message
@@ -300,7 +301,7 @@ def _ended(box: sandbox.Sandboxed, output: _Output, waiting_for: str) -> str:
 
 def _send(box: sandbox.Sandboxed, request: dict, seconds: float = 30, check=None) -> None:
     """Write a request to the worker within ``seconds``: a worker that stops reading cannot block the grader."""
-    data = memoryview(worker.encode(request))
+    data = memoryview(frames.encode(request))
     try:
         fd = box.process.stdin.fileno()
         os.set_blocking(fd, False)
@@ -348,7 +349,7 @@ def grade_notebook(path: Path, notebook, assignment: str, settings: Settings) ->
     """Run one notebook in a sandbox and judge its answers here: ({exercise: (passed, message)}, status)."""
     ids = exercises_of(assignment)
     results = {e: (False, "no answer") for e in ids}
-    box = sandbox.start(["python", "-I", "-m", "ftcourse.worker", "notebook.ipynb", str(settings.cell_timeout)],
+    box = sandbox.start(["python", "-I", "-m", "ftcourse.grading.worker", "notebook.ipynb", str(settings.cell_timeout)],
                         {"notebook.ipynb": path.read_bytes()}, limits=settings.limits, mode=settings.mode,
                         hide=settings.hide, env={"FTCOURSE_PROFILE": "quick"})
     output = _Output(box)

@@ -1,4 +1,5 @@
-"""Inside fresh namespaces (see ftcourse.sandbox): build the sandbox's root, give up every privilege, run the program.
+"""Inside fresh namespaces (see ftcourse.grading.sandbox): build the sandbox's root, give up every privilege, run
+the program.
 
 Run as ``python -I -S _sandbox_setup.py SPEC_JSON`` by ``unshare --user --map-root-user --pid --fork --mount ...``,
 so it starts as the root of a new user namespace, as process 1 of a new PID namespace, with a private copy of the

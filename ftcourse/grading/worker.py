@@ -1,42 +1,25 @@
-"""The student's side of grading: runs inside the sandbox (:mod:`ftcourse.sandbox`), and nothing here is trusted.
+"""The student's side of grading: runs inside the sandbox (:mod:`~ftcourse.grading.sandbox`), and nothing here is
+trusted.
 
-``python -m ftcourse.worker NOTEBOOK CELL_SECONDS`` runs the notebook's code cells one by one in an IPython shell
-(magics work; a cell that raises or runs out of time does not stop the rest), then answers the grader's questions:
+``python -m ftcourse.grading.worker NOTEBOOK CELL_SECONDS`` runs the notebook's code cells one by one in an IPython
+shell (magics work; a cell that raises or runs out of time does not stop the rest), then answers the grader's questions:
 
 1. it sends ``{"kind": "ready", ...}`` on the answers descriptor (``FTCOURSE_ANSWERS_FD``);
 2. it reads a request from stdin: ``{"exercises": {id: inputs}}`` or ``{"capstone": inputs}``;
 3. for each exercise it finds the student's function by its name and sends back what
    :attr:`ftcourse.checks.Exercise.answer` makes of it, as plain data; errors become ``{"error": ...}``.
 
-Messages both ways are frames: 8 bytes of length, then a ``torch.save`` of plain data. The grader reads them with
-``weights_only=True`` and a size limit, and judges in its own process; whatever this process sends is only an
-answer, never a verdict.
+Messages both ways are frames (:mod:`ftcourse.grading.frames`): plain data and dense tensors, read with bounds. The
+grader judges in its own process; whatever this process sends is only an answer, never a verdict.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import struct
 import sys
 
-HEADER = struct.Struct(">Q")
-
-
-def encode(message) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(message, buffer)
-    return HEADER.pack(len(buffer.getvalue())) + buffer.getvalue()
-
-
-def decode(payload: bytes):
-    """A frame's contents: plain data only (``weights_only=True`` refuses anything that would run code)."""
-    import torch
-
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+from .frames import HEADER, MAX_FRAME_BYTES, decode, encode
 
 
 def _read_exactly(stream, n: int) -> bytes | None:
@@ -85,7 +68,7 @@ def run_notebook(path: str, cell_seconds: int) -> tuple[dict, list]:
 
 def answer(request: dict, namespace: dict) -> dict:
     """The student's answers to the grader's request, as plain data."""
-    from . import capstone, checks
+    from .. import capstone, checks
 
     def one(exercise, inputs, seconds):
         fn = namespace.get(exercise.function)
@@ -102,9 +85,21 @@ def answer(request: dict, namespace: dict) -> dict:
             signal.alarm(0)
 
     if "capstone" in request:
-        return {"capstone": one(checks.GRADED[capstone.EXERCISE], request["capstone"], 0)}
-    return {"exercises": {id: one(checks.GRADED[id], inputs, 120)
+        return {"capstone": sendable(one(checks.GRADED[capstone.EXERCISE], request["capstone"], 0))}
+    return {"exercises": {id: sendable(one(checks.GRADED[id], inputs, 120))
                           for id, inputs in request["exercises"].items() if id in checks.GRADED}}
+
+
+def sendable(reply: dict) -> dict:
+    """``reply``, or an error that says why it cannot travel as a frame (nested too deep, a sparse tensor, too
+    big), so that one answer that cannot be sent does not lose the others."""
+    try:
+        size = len(encode(reply))
+    except (TypeError, ValueError) as error:
+        return {"error": f"the answer cannot be sent to the grader: {str(error)[:200]}"}
+    if size > MAX_FRAME_BYTES:
+        return {"error": f"the answer is {size / 2**20:.0f} MB; at most {MAX_FRAME_BYTES // 2**20} MB can be sent"}
+    return reply
 
 
 def main(argv=None) -> int:
