@@ -18,7 +18,9 @@ Choosing the source again on each target's 25 images by a transferability score 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
 
 import torch
 
@@ -42,21 +44,34 @@ CALIBRATION = {  # test accuracy (mean, lowest, highest) over secrets 1, 2, 3 x 
 }
 
 
+def stream_seed(secret: int, stream: str) -> int:
+    """A seed for one random stream of the secret (``"definition"``, ``"train"``, ``"test"``): the first 8 bytes of
+    ``sha256(secret/stream)``. Every bit of the secret changes every stream, and no stream's seed tells anything
+    about another's: knowing the training images' seed (torch's CPU generator keeps 32 bits of it, so a search
+    could find it) does not bring the test images' any nearer."""
+    digest = hashlib.sha256(f"ftcourse capstone/{int(secret)}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def definition(secret: int) -> dict:
-    """What the secret decides: for each class its shape (one of the lab's new shapes) and its hue."""
-    g = torch.Generator().manual_seed(int(secret) % 2**62)
-    shapes = torch.randperm(len(lab.NEW_SHAPES), generator=g)[:CLASSES]
-    offset = torch.rand(1, generator=g).item() / CLASSES  # the class colours turn round the wheel together
-    hues = (torch.randperm(CLASSES, generator=g).float() / CLASSES + offset) % 1.0
-    return {"shapes": [len(lab.SOURCE_SHAPES) + int(s) for s in shapes], "hues": [round(h, 4) for h in hues.tolist()]}
+    """What the secret decides: for each class its shape (one of the lab's new shapes) and its hue. Drawn with
+    Python's ``random.Random`` seeded by the whole 64-bit stream seed (torch's CPU generator would keep 32 bits)."""
+    rng = random.Random(stream_seed(secret, "definition"))
+    shapes = rng.sample(range(len(lab.NEW_SHAPES)), CLASSES)
+    offset = rng.random() / CLASSES  # the class colours turn round the wheel together
+    hues = [(k / CLASSES + offset) % 1.0 for k in rng.sample(range(CLASSES), CLASSES)]
+    return {"shapes": [len(lab.SOURCE_SHAPES) + s for s in shapes], "hues": [round(h, 4) for h in hues]}
 
 
 def images(secret: int, n_per_class: int, split: str) -> ImageData:
-    """``n_per_class`` images per class of the secret's target, from the split's own random stream."""
+    """``n_per_class`` images per class of the secret's target, from the split's own random stream.
+
+    The classes are named ``class 0`` ... ``class 4``: a name that said the shape and hue would hand the secret
+    definition to the recipe, which could then draw as many correctly labelled images as it liked."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rule = definition(secret)
-    g = torch.Generator().manual_seed((int(secret) * 1_000_003 + (1 if split == "train" else 2)) % 2**62)
+    g = torch.Generator().manual_seed(stream_seed(secret, split))
     n = n_per_class * CLASSES
     labels = torch.arange(n) % CLASSES
     f = lab.sample_factors(n, g)
@@ -67,8 +82,19 @@ def images(secret: int, n_per_class: int, split: str) -> ImageData:
     f["hue"] = torch.where(by_shape, f["hue"], hue)
     f["saturation"] = torch.where(by_shape, f["saturation"], 0.75 + 0.25 * torch.rand(n, generator=g))
     parts = [lab.render({k: t[i:i + lab.BLOCK] for k, t in f.items()}) for i in range(0, n, lab.BLOCK)]
-    names = [f"{lab.SHAPES[s]}/hue {h:.2f}" for s, h in zip(rule["shapes"], rule["hues"])]
-    return ImageData(torch.cat(parts), labels, names)
+    return ImageData(torch.cat(parts), labels, [f"class {k}" for k in range(CLASSES)])
+
+
+NETWORK = {"num_classes": CLASSES, "width": 16, "blocks": (1, 1, 1, 1), "stem_stride": 2}  # every lab checkpoint's
+
+
+def network():
+    """The network a recipe must return, untrained: the lab checkpoints' architecture (:func:`models.resnet` with
+    :data:`NETWORK`) with a head of :data:`CLASSES` outputs. The grader builds this one network and loads a recipe's
+    weights into it; it never builds a network that a returned checkpoint describes (which could ask for any size)."""
+    from . import models
+
+    return models.resnet(**NETWORK)
 
 
 def target(secret: int) -> tuple[ImageData, ImageData]:

@@ -15,6 +15,10 @@ Every exercise is an :class:`Exercise` in three parts, so that grading can split
 - ``answer(fn, inputs)`` calls the learner's function and turns what it returns into plain data;
 - ``judge(answer, inputs)`` compares that answer with what it should be, and says what passed or raises.
 
+An exercise whose answers come from a small set (a rate of seven, a table of three verdicts) asks ``rounds``
+independent questions, all of which must pass, so that a guess passes with probability below 1%
+(``tests/test_checks.py`` measures each exercise's).
+
 In a notebook all three run here, with the inputs of a fixed generator. ``ftcourse grade`` (:mod:`ftcourse.grading.grade`)
 runs only ``answer`` in the student's sandboxed process, on inputs drawn from a secret of its own, and ``judge`` in
 its own process: nothing the student's code does to this module changes a grade.
@@ -34,7 +38,12 @@ from . import capstone, dense, models
 
 
 class ExerciseFailed(AssertionError):
-    """Your answer is not right yet; the message says why and how to fix it."""
+    """Your answer is not right yet; the message says why and how to fix it. ``hint`` is the how, alone: what the
+    grader shows, because the why may hold the expected answer to its own questions."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
 
     def _render_traceback_(self):  # IPython shows these lines instead of a traceback through the check's code
         return [f"\x1b[31m{line}\x1b[0m" if i == 0 else line for i, line in enumerate(str(self).splitlines())]
@@ -49,28 +58,35 @@ class ExerciseNotDone(NotImplementedError):
 
 @dataclass(frozen=True)
 class Exercise:
-    """One exercise: the learner writes ``function``; ``ask``, ``answer`` and ``judge`` check it (see the module)."""
+    """One exercise: the learner writes ``function``; ``ask``, ``answer`` and ``judge`` check it (see the module).
+    ``rounds``: how many independent questions it asks; the answer passes when it passes all of them."""
     id: str
     function: str
     title: str
     ask: Callable
     answer: Callable
     judge: Callable
+    rounds: int = 1
+
+
+def questions(exercise: Exercise, rng: random.Random) -> list:
+    """The exercise's ``rounds`` independent questions (its inputs), drawn from ``rng`` one after the other."""
+    return [exercise.ask(rng) for _ in range(exercise.rounds)]
 
 
 GRADED: dict[str, Exercise] = {}  # by id; sorted into the order of the course once all are registered
 
 
-def _exercise(id: str, function: str, title: str, ask: Callable, answer: Callable):
+def _exercise(id: str, function: str, title: str, ask: Callable, answer: Callable, rounds: int = 1):
     """Register an exercise; used as a decorator on its judge."""
     def register(judge):
-        GRADED[id] = Exercise(id, function, title, ask, answer, judge)
+        GRADED[id] = Exercise(id, function, title, ask, answer, judge, rounds)
         return judge
     return register
 
 
 def _fail(exercise: str, problem: str, hint: str):
-    raise ExerciseFailed(f"Exercise {exercise} is not right yet: {problem}\nHint: {hint}")
+    raise ExerciseFailed(f"Exercise {exercise} is not right yet: {problem}\nHint: {hint}", hint=hint)
 
 
 def plain(value, depth: int = 0):
@@ -114,17 +130,24 @@ def check(exercise_id: str, fn) -> None:
     It returns nothing, so that a notebook cell ending in a check shows the PASSED line and no stray ``True``.
     """
     exercise = GRADED[exercise_id]
-    inputs = exercise.ask(random.Random(f"notebook/{exercise_id}"))
-    what = exercise.judge(_run(exercise, fn, inputs), inputs)
-    print(f"PASSED exercise {exercise_id}: {what}")
+    for inputs in questions(exercise, random.Random(f"notebook/{exercise_id}")):
+        what = exercise.judge(_run(exercise, fn, inputs), inputs)
+    rounds = f" ({exercise.rounds} questions)" if exercise.rounds > 1 else ""
+    print(f"PASSED exercise {exercise_id}{rounds}: {what}")
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Helpers the exercises share.
 
-def _tiny_model(num_classes: int = 8, seed: int = 0) -> models.StagedNet:
+def _tiny_model(num_classes: int = 8, seed: int = 0, blocks=(1, 1, 1)) -> models.StagedNet:
     torch.manual_seed(seed)
-    return models.resnet(num_classes, width=4, blocks=(1, 1, 1))
+    return models.resnet(num_classes, width=4, blocks=tuple(blocks))
+
+
+def _ask_blocks(rng: random.Random) -> list[int]:
+    """A small architecture: 2 to 4 stages of 1 or 2 blocks (28 of them), so that which parameters a stage holds
+    differs from question to question and no answer fits every question."""
+    return [rng.randint(1, 2) for _ in range(rng.randint(2, 4))]
 
 
 def _describe(model) -> dict:
@@ -240,16 +263,16 @@ def judge_advantage(answer, inputs) -> str:
 
 def _answer_freeze_first(fn, inputs):
     out = []
-    for k in range(len(_tiny_model().stage_names) + 1):
-        model = fn(_tiny_model(8, inputs["seed"]), k)
+    for k in range(len(_tiny_model(blocks=inputs["blocks"]).stage_names) + 1):
+        model = fn(_tiny_model(8, inputs["seed"], inputs["blocks"]), k)
         out.append(None if model is None else _describe(model).get("trainable"))
     return out
 
 
-@_exercise("02.1", "freeze_first", "freeze the first k stages", lambda rng: {"seed": rng.randrange(1_000_000)},
-           _answer_freeze_first)
+@_exercise("02.1", "freeze_first", "freeze the first k stages",
+           lambda rng: {"seed": rng.randrange(1_000_000), "blocks": _ask_blocks(rng)}, _answer_freeze_first, rounds=3)
 def judge_freeze_first(answer, inputs) -> str:
-    reference = _tiny_model(8, inputs["seed"])
+    reference = _tiny_model(8, inputs["seed"], inputs["blocks"])
     stages = _stage_parameters(reference)
     if not isinstance(answer, list) or len(answer) != len(reference.stage_names) + 1:
         _fail("02.1", "the answers do not cover every k.", "return the model for every k.")
@@ -258,6 +281,9 @@ def judge_freeze_first(answer, inputs) -> str:
             _fail("02.1", "your function returned None.", "return the model at the end.")
         if not isinstance(trainable, dict):
             _fail("02.1", "your function did not return a course model (StagedNet).", "return the model you froze.")
+        if set(trainable) != {name for name, _ in reference.named_parameters()}:
+            _fail("02.1", "the model returned is not the one it was given: its parameters differ.",
+                  "freeze the model you were given, in place, and return it.")
         got = [s for s, names in stages.items() if any(trainable.get(n, False) for n in names)]
         expected = list(reference.stage_names[k:])
         if got != expected:
@@ -267,19 +293,21 @@ def judge_freeze_first(answer, inputs) -> str:
 
 
 def _ask_count(rng):
-    names = _tiny_model().stage_names
-    return {"seed": rng.randrange(1_000_000), "frozen": sorted(rng.sample(names, rng.randint(1, len(names) - 1)))}
+    blocks = _ask_blocks(rng)
+    names = _tiny_model(blocks=blocks).stage_names
+    return {"seed": rng.randrange(1_000_000), "blocks": blocks,
+            "frozen": sorted(rng.sample(names, rng.randint(1, len(names) - 1)))}
 
 
 def _frozen_model(inputs) -> models.StagedNet:
-    model = _tiny_model(8, inputs["seed"])
+    model = _tiny_model(8, inputs["seed"], inputs["blocks"])
     for name in inputs["frozen"]:
         model.stage(name).requires_grad_(False)
     return model
 
 
 @_exercise("02.2", "count_trainable", "number of trainable parameters", _ask_count,
-           lambda fn, inputs: fn(_frozen_model(inputs)))
+           lambda fn, inputs: fn(_frozen_model(inputs)), rounds=2)
 def judge_count(answer, inputs) -> str:
     model = _frozen_model(inputs)
     expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -303,7 +331,7 @@ def _ask_rates(rng):
 
 
 @_exercise("03.1", "discriminative_rates", "ULMFiT's layer-wise learning rates", _ask_rates,
-           lambda fn, inputs: fn(inputs["names"], inputs["lr"], inputs["decay"]))
+           lambda fn, inputs: fn(inputs["names"], inputs["lr"], inputs["decay"]), rounds=3)
 def judge_rates(answer, inputs) -> str:
     names, lr, decay = inputs["names"], inputs["lr"], inputs["decay"]
     expected = {name: lr / decay**i for i, name in enumerate(reversed(names))}
@@ -338,7 +366,7 @@ def _ask_best_rate(rng):
 
 
 @_exercise("03.2", "best_rate", "the learning rate with the best mean validation accuracy, diverged runs excluded",
-           _ask_best_rate, lambda fn, inputs: fn(inputs["rows"], inputs["method"]))
+           _ask_best_rate, lambda fn, inputs: fn(inputs["rows"], inputs["method"]), rounds=4)
 def judge_best_rate(answer, inputs) -> str:
     roles = inputs["roles"]
     if answer == roles["diverged"]:
@@ -457,7 +485,7 @@ def _kendall(x, y) -> float:
 
 
 @_exercise("05.2", "kendall_tau", "rank agreement between a score and fine-tuned accuracy", _ask_tau,
-           lambda fn, inputs: [fn(list(x), list(y)) for x, y in inputs["cases"]])
+           lambda fn, inputs: [fn(list(x), list(y)) for x, y in inputs["cases"]], rounds=3)
 def judge_tau(answer, inputs) -> str:
     if not isinstance(answer, list) or len(answer) != len(inputs["cases"]):
         _fail("05.2", "expected one answer per pair of rankings.", "return a float.")
@@ -593,7 +621,7 @@ def _same_choices(exercise_id: str, answer, expected: dict, what: str, shape_hin
 
 
 @_exercise("07.2", "cheapest_method", "the cheapest method within a margin of full fine-tuning, per target",
-           _ask_cheapest, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]))
+           _ask_cheapest, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]), rounds=3)
 def judge_cheapest(answer, inputs) -> str:
     expected = cheapest_within(inputs["rows"], inputs["margin"])
     _same_choices("07.2", answer, expected, "method per target", "return {target: method}, one entry per value of "
@@ -730,7 +758,7 @@ def _mean_iou_mistakes(pred, target, num_classes) -> dict[str, float]:
 
 
 @_exercise("08.1", "mean_iou", "mean IoU of predicted and true class maps", _ask_masks,
-           lambda fn, inputs: fn(inputs["pred"], inputs["target"], inputs["num_classes"]))
+           lambda fn, inputs: fn(inputs["pred"], inputs["target"], inputs["num_classes"]), rounds=2)
 def judge_mean_iou(answer, inputs) -> str:
     value = _number("08.1", answer, "the mean IoU")
     expected = dense.mean_iou(inputs["pred"], inputs["target"], inputs["num_classes"])
@@ -754,13 +782,17 @@ LESSON08_MIOU = {  # per seed 0, 1, 2
 
 
 def _ask_verdicts(rng):
+    """Lesson 08's scratch scores per seed, and fine-tuning at a distance from them drawn per setting (clearly
+    above, a little above, level, a little below, clearly below), with noise per seed: every verdict can come out
+    either way, so no one table answers most questions."""
     rows = []
     for (target, labels), by_method in LESSON08_MIOU.items():
-        shift = rng.uniform(-0.03, 0.03)
-        for method, values in by_method.items():
-            for seed, value in enumerate(values):
+        shift, effect = rng.uniform(-0.03, 0.03), rng.choice([-0.2, -0.06, 0.0, 0.06, 0.2])
+        for seed, value in enumerate(by_method["scratch"]):
+            scratch = value + shift + rng.uniform(-0.01, 0.01)
+            for method, score in (("scratch", scratch), ("finetune", scratch + effect + rng.uniform(-0.04, 0.04))):
                 rows.append({"target": target, "labels": labels, "method": method, "seed": seed,
-                             "score": round(value + shift + rng.uniform(-0.01, 0.01), 4)})
+                             "score": round(score, 4)})
     rng.shuffle(rows)
     return {"rows": rows, "margin": rng.choice([0.0, 0.02, 0.05])}
 
@@ -785,7 +817,7 @@ def pretraining_verdicts(rows, margin: float) -> dict[str, str]:
 
 
 @_exercise("08.2", "pretraining_verdicts", "fine-tune or train from scratch, by the course's rule, per setting",
-           _ask_verdicts, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]))
+           _ask_verdicts, lambda fn, inputs: fn(inputs["rows"], inputs["margin"]), rounds=2)
 def judge_verdicts(answer, inputs) -> str:
     expected = pretraining_verdicts(inputs["rows"], inputs["margin"])
     _same_choices("08.2", answer, expected, "verdict per setting", "key each verdict by f\"{target}/{labels}\", "
@@ -847,26 +879,42 @@ def capstone_inputs(train) -> dict:
 
 
 def judge_capstone(answer, test) -> tuple[float, str]:
-    """The test accuracy of the model the recipe returned (built here, from its weights) and what it means."""
+    """The test accuracy of the model the recipe returned and what it means. The network is the course's
+    (:func:`capstone.network`), built here; the answer only supplies its weights, each checked first: the same names,
+    shapes and dtypes, dense, finite. A checkpoint that names another architecture scores zero with the reason."""
     from .train import evaluate
 
     if not isinstance(answer, dict) or answer.get("type") != "StagedNet":
         kind = answer.get("type") if isinstance(answer, dict) else type(answer).__name__
-        _fail(capstone.EXERCISE, f"the recipe returned {kind}, not a StagedNet.",
+        _fail(capstone.EXERCISE, f"the recipe returned {str(kind)[:60]}, not a StagedNet.",
               "return the trained model (a course network from ftcourse.models).")
+    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in capstone.NETWORK.items()}
+    config = answer.get("config")
+    config = {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in config.items()} \
+        if isinstance(config, dict) else config
+    if config != expected:
+        _fail(capstone.EXERCISE, f"the model is not the lab's network with {capstone.CLASSES} outputs "
+                                 f"({capstone.NETWORK}); it says {str(config)[:160]}.",
+              "fine-tune one of the lab's checkpoints (models.pretrained) with models.replace_head(model, "
+              "len(train.classes)); the grader builds that network and loads your weights into it.")
+    model = capstone.network()
+    reference = model.state_dict()
     weights = answer.get("state_dict")
-    if isinstance(weights, dict):  # plain() sent 0-dim tensors (BatchNorm's counters) as numbers
-        answer = {**answer, "state_dict": {k: torch.tensor(v) if isinstance(v, (int, float)) else v
-                                           for k, v in weights.items()}}
-    try:
-        model = models.model_from_checkpoint(answer, "the recipe's model")
-    except ValueError as error:
-        _fail(capstone.EXERCISE, str(error), "return the model itself, a course network from ftcourse.models.")
-    if model.num_classes != len(test.classes):
-        _fail(capstone.EXERCISE,
-              f"the model has {model.num_classes} outputs but the target has {len(test.classes)} classes.",
-              "models.replace_head(model, len(train.classes)).")
-    accuracy = evaluate(model, test)["accuracy"]
+    if not isinstance(weights, dict) or set(weights) != set(reference):
+        _fail(capstone.EXERCISE, "the weights returned do not fit the lab's network (other parameter names).",
+              "return the model itself; do not rename or drop its parameters.")
+    loaded = {}
+    for name, like in reference.items():
+        value = weights[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and like.dim() == 0:
+            value = torch.tensor(value, dtype=like.dtype)  # plain() sent 0-dim tensors (BatchNorm's counters) as numbers
+        if not (isinstance(value, torch.Tensor) and value.layout == torch.strided and value.shape == like.shape
+                and value.dtype == like.dtype) or (value.is_floating_point() and not torch.isfinite(value).all()):
+            _fail(capstone.EXERCISE, f"its weight {name[:80]} is not a finite {like.dtype} tensor of shape "
+                                     f"{tuple(like.shape)}.", "return the model itself, trained, without changes.")
+        loaded[name] = value
+    model.load_state_dict(loaded)
+    accuracy = evaluate(model.eval(), test)["accuracy"]
     if accuracy < capstone.PASS_MARK:
         _fail(capstone.EXERCISE, f"test accuracy {accuracy:.3f}; it needs {capstone.PASS_MARK:.3f}.",
               "which source learned what this target needs? Compare sources and rates on a split of the "

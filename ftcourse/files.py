@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path`` in one step."""
+def atomic_write(path, write, mode: int | None = None) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path`` in one step. The file gets
+    ``mode`` (e.g. ``0o600`` for what only its owner should read), or by default the usual permissions (the umask's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -26,9 +27,11 @@ def atomic_write(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp makes the file private; give it the usual permissions
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

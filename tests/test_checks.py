@@ -1,8 +1,13 @@
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 
 from ftcourse import capstone, checks, models, transfer
 from ftcourse.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def right_finetune_start(pretrained, num_classes):
@@ -155,17 +160,76 @@ def test_grading_asks_other_inputs_than_the_notebook_so_hard_coded_answers_fail(
 @pytest.mark.parametrize("exercise_id, answer", [
     ("01.1", right_finetune_start), ("02.1", right_freeze_first), ("04.2", None), ("05.1", None)])
 def test_answers_cross_to_the_grader_as_plain_data_and_are_judged_there(exercise_id, answer):
-    """What the student's process sends survives torch.save / torch.load(weights_only=True), and is judged."""
-    import io
+    """What the student's process sends survives the grader's frames (JSON and safetensors), and is judged."""
     import random
+
+    from ftcourse.grading import frames
 
     answer = answer or {"04.2": lambda p, n, k: right_keep_lower(p, n, k), "05.1": right_leep}[exercise_id]
     exercise = checks.GRADED[exercise_id]
     inputs = exercise.ask(random.Random(f"99/{exercise_id}"))
-    buffer = io.BytesIO()
-    torch.save(checks.plain(exercise.answer(answer, inputs)), buffer)
-    received = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    received = frames.decode(frames.encode(checks.plain(exercise.answer(answer, inputs)))[frames.HEADER.size:])
     assert isinstance(exercise.judge(received, inputs), str)
+
+
+# The chance that the best single answer -- one table, one number, learnt from feedback or guessed -- passes one
+# question of each exercise, as measured below on 300 questions (an upper figure: the measurement stays below it).
+# With ``rounds`` independent questions all of which must pass, a guess passes with probability GUESS ** rounds.
+GUESS = {"01.1": 0.004, "01.2": 0.004, "02.1": 0.12, "02.2": 0.07, "03.1": 0.08, "03.2": 0.2, "04.1": 0.004,
+         "04.2": 0.004, "05.1": 0.004, "05.2": 0.16, "07.1": 0.004, "07.2": 0.09, "08.1": 0.05, "08.2": 0.05,
+         "09.1": 0.004}
+
+
+def solution_functions() -> dict:
+    """The functions the solution notebooks define (the single source of the assignments), run here: their import
+    lines, then every cell that defines a function or a class."""
+    import json
+    import re
+
+    namespace = {}
+    for path in sorted((ROOT / "solutions").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            exec("\n".join(line for line in source.splitlines() if re.match(r"(import|from) \S+", line)), namespace)
+            if re.search(r"^(def|class) \w+", source, re.M):
+                exec(source, namespace)
+    return namespace
+
+
+@pytest.mark.slow  # about a minute: 300 questions of each exercise, answered and judged
+def test_a_guessed_answer_passes_an_exercise_with_probability_below_one_percent():
+    """For each exercise: the solution answers 300 questions; each of its five most frequent answers is then
+    judged, as a constant, on all 300; the best passes a share at most GUESS. All ``rounds`` questions must pass,
+    so GUESS ** rounds must be below 1%. (An answer that depends on a random seed or on random data is its own:
+    the best constant then passes its own question only, 1 in 300.)"""
+    import collections
+    import random
+
+    assert set(GUESS) == set(checks.GRADED) - {capstone.EXERCISE}
+    functions = solution_functions()
+    measured = {}
+    for id, exercise in checks.GRADED.items():
+        if id == capstone.EXERCISE:
+            continue
+        questions = [exercise.ask(random.Random(f"guess/{id}/{i}")) for i in range(300)]
+        answers = [checks.plain(exercise.answer(functions[exercise.function], copy.deepcopy(q))) for q in questions]
+        counts = collections.Counter(repr(a) for a in answers)
+        by_repr = {repr(a): a for a in answers}
+        best = 0.0
+        for shown, _ in counts.most_common(5):
+            passes = 0
+            for question in questions:
+                try:
+                    exercise.judge(copy.deepcopy(by_repr[shown]), question)
+                    passes += 1
+                except checks.ExerciseFailed:
+                    pass
+            best = max(best, passes / len(questions))
+        measured[id] = best
+    over = {id: (measured[id], GUESS[id]) for id in measured if measured[id] > GUESS[id]}
+    assert not over, f"a constant answer passes more often than stated (measured, stated): {over}"
+    likely = {id: GUESS[id] ** checks.GRADED[id].rounds for id in GUESS}
+    assert max(likely.values()) < 0.01, likely
 
 
 def test_plain_data_keeps_values_and_never_objects():

@@ -2,6 +2,7 @@
 files unchanged, write nothing outside its sandbox, and never stop the run."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -107,9 +108,40 @@ while True:
         "stubborn": ["while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n"
                      "        pass"],
         "=HYPERLINK(\"x\";\"click\")": [],
+        # The second round: what comes out of a sandbox is decoded with bounds, and read by the grader's own code.
+        "nester": [frame("{'kind': 'ready', 'errors': []}"),  # an error that is a list nested 25 deep
+                   frame("{'kind': 'answers', 'exercises': {'02.1': [{'error': _deep}] * 3, '02.2': [{'value': 1}] * 2}}"
+                         ).replace("_payload = ", "_deep = []\nfor _ in range(25):\n    _deep = [_deep]\n_payload = ")],
+        "parser": [frame("{'kind': 'ready', 'errors': []}"),  # JSON nested 100,000 deep
+                   "import os, struct\nfrom safetensors.torch import save\n"
+                   "_data = save({}, metadata={'message': '[' * 100_000 + ']' * 100_000})\n"
+                   "os.write(int(os.environ['FTCOURSE_ANSWERS_FD']), struct.pack('>Q', len(_data)) + _data)"],
+        "bomber": [  # a pickle whose dict key is a tuple graph 64 levels deep: hashing it would never end
+            "import pickle\n_node = ()\nfor _ in range(64):\n    _node = (_node, _node)\n"
+            "_bomb = b'\\x80\\x02}' + pickle.dumps(_node, protocol=2)[2:-1] + b'K\\x01s.'\n"
+            + frame("0").replace("_data = _buffer.getvalue()", "_data = _bomb").replace(
+                "from ftcourse.grading import frames\n_data = frames.encode(_payload)[8:]", "_data = _bomb")],
+        "inflater": [  # a tensor header that claims 2**34 floats and sends 16 bytes
+            "import json, os, struct, torch\nfrom safetensors.torch import save\n"
+            "_good = save({'t0': torch.zeros(4)}, metadata={'message': json.dumps({'$tensor': 't0'})})\n"
+            "_n = int.from_bytes(_good[:8], 'little')\n_header = json.loads(_good[8:8 + _n])\n"
+            "_header['t0']['shape'] = [2**34]\n_text = json.dumps(_header).encode()\n_text += b' ' * (-len(_text) % 8)\n"
+            "_data = len(_text).to_bytes(8, 'little') + _text + _good[8 + _n:]\n"
+            "os.write(int(os.environ['FTCOURSE_ANSWERS_FD']), struct.pack('>Q', len(_data)) + _data)"],
+        "painter": ["import os, sys\nprint('\\x1b[2K\\ralice: 2/2 (1 s) ok \\x1b[31m')\nsys.stdout.flush()\n"
+                    "os.kill(os.getpid(), 9)"],
     }
     for name, cells in probes.items():
         notebook(folder / f"{name}.ipynb", *cells)
+    for copy in ("a", "b", "c"):  # one student, three tries at one assignment: none is graded
+        notebook(folder / "sly" / f"try_{copy}.ipynb", code=RIGHT)
+    notebook(folder / "\x1b[31mred.ipynb", code=RIGHT)  # a file name that would colour the teacher's terminal
+    tagged = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(RIGHT),
+                                             *[nbformat.v4.new_code_cell(c) for c in CHECKS]])
+    tagged.metadata.update({"ftcourse": {"assignment": "02"}, "kernelspec": [1, 2]})
+    tagged.cells.append(nbformat.v4.new_markdown_cell("my justification"))
+    tagged.cells[-1].metadata["tags"] = 5  # not a list: nbformat reads it with a warning
+    (folder / "tara.ipynb").write_text(json.dumps(tagged))
     (folder / "eve.ipynb").symlink_to(secret_file)
     (folder / "ghost.ipynb").symlink_to(tmp / "nowhere.ipynb")
     notebook(folder / "nina.ipynb", code=RIGHT)
@@ -120,7 +152,9 @@ while True:
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
     package_before = {p: p.read_bytes() for p in PACKAGE.rglob("*.py")}
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "ftcourse.cli", "grade", str(folder), "--out", str(out),
+    measured = ("import resource, sys\nfrom ftcourse import cli\ncode = cli.main(sys.argv[1:])\n"
+                "print(f'grader peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} KiB')\nsys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", measured, "grade", str(folder), "--out", str(out),
                              "--timeout", "25", "--cell-timeout", "5"], capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - start
     time.sleep(1)  # give a surviving daemon the chance to show itself
@@ -136,13 +170,16 @@ def test_honest_students_are_graded_right_whatever_their_classmates_did(graded):
     assert result.returncode == 0, result.stderr[-2000:]
     assert rows["alice"]["02.1"] == rows["alice"]["02.2"] == "1" and rows["alice"]["total"] == "2", rows["alice"]
     assert (rows["bob"]["02.1"], rows["bob"]["02.2"]) == ("0", "1")
-    assert "with k=0 the trainable stages" in rows["bob"]["messages"]
+    assert "loop over model.stage_names[:k]" in rows["bob"]["messages"]  # the hint, in kind
+    assert "expected" not in rows["bob"]["messages"] and "trainable stages are" not in rows["bob"]["messages"]
+    assert rows["tara"]["total"] == "2", rows["tara"]  # odd metadata types cost an honest student nothing
 
 
 @namespaces
 @pytest.mark.slow
 @pytest.mark.parametrize("probe", ["forger", "frames", "patcher", "vandal", "escaper", "daemon", "killer", "forker",
-                                   "glutton", "shouter", "looper", "stubborn"])
+                                   "glutton", "shouter", "looper", "stubborn", "nester", "parser", "bomber",
+                                   "inflater", "painter", "sly"])
 def test_every_hostile_submission_scores_zero(graded, probe):
     row = graded["rows"][probe]
     assert row["total"] == "0", row
@@ -157,6 +194,10 @@ def test_the_reasons_are_in_the_table(graded):
     assert "refused eve.ipynb: a symbolic link" in rows["eve"]["status"]
     assert "refused ghost.ipynb: a symbolic link" in rows["ghost"]["status"]
     assert "no ftcourse assignment id" in rows["olaf"]["status"]
+    assert "3 notebooks for assignment 02" in rows["sly"]["status"] and "none of them graded" in rows["sly"]["status"]
+    for probe in ("parser", "bomber", "inflater"):
+        assert "sent something that is not an answer" in rows[probe]["status"], rows[probe]
+    assert "02.1" in rows["nester"]["messages"] and rows["nester"]["total"] == "0", rows["nester"]
     assert rows["nina (nina.ipynb)"]["total"] == "2" and rows["nina (nina/)"]["total"] == "1"
     assert "name clash" in rows["nina (nina.ipynb)"]["status"]
     assert "exam" not in graded["out"].read_text()  # the symlinked secret was never read into the table
@@ -244,14 +285,22 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     return model"""
     scratch = """def recipe(train, budget):  # from scratch, and hide the compute from the image counter
     import torch
-    from ftcourse import models, train as engine
+    from ftcourse import capstone, train as engine
     torch.nn.modules.module._global_forward_hooks.clear()
-    model = models.resnet(len(train.classes))
+    model = capstone.network()  # the course's network, untrained
     engine.fit(model, train, steps=budget // 32, lr=0.05, batch_size=32, augment=True, progress=False)
     return model"""
     slow = "def recipe(train, budget):\n    import time\n    time.sleep(100_000)"
     deaf = frame("{'kind': 'ready', 'errors': []}") + "\nimport time\ntime.sleep(100_000)"  # never reads the request
-    for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow), ("jack", deaf)):
+    architect = """def recipe(train, budget):  # a small network that names a huge one: the grader must not build it
+    from ftcourse import capstone
+    model = capstone.network()
+    model.config = {"num_classes": 5, "width": 4096, "blocks": (16, 16, 16, 16), "stem_stride": 1}
+    return model"""
+    reader = """def recipe(train, budget):  # the class names would spell out the secret definition
+    raise ValueError("classes: " + ", ".join(train.classes))"""
+    for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow), ("jack", deaf), ("kate", architect),
+                       ("liam", reader)):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         nb.metadata["ftcourse"] = {"assignment": "10"}
         nbformat.write(nb, folder / f"{name}.ipynb")
@@ -264,6 +313,8 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     assert rows["hank"]["10.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
     assert rows["ivan"]["10.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]
     assert rows["jack"]["10.1"] == 0, rows["jack"]  # it stopped reading, and the grader went on
+    assert rows["kate"]["10.1"] == 0 and "not the lab's network" in rows["kate"]["messages"], rows["kate"]
+    assert "classes: class 0, class 1, class 2, class 3, class 4" in rows["liam"]["messages"], rows["liam"]
 
 
 def _workers_running() -> bool:
@@ -359,3 +410,74 @@ def test_ctrl_c_keeps_every_finished_row_and_a_resume_finishes_the_rest(tmp_path
     notebook(folder / "bob.ipynb", code=WRONG)
     rows = grade.grade(folder, out, resume=True, verbose=False)
     assert [(r["student"], str(r["total"])) for r in rows] == [("alice", "2"), ("bob", "1")]
+
+
+@namespaces
+@pytest.mark.slow
+def test_no_control_character_reaches_the_terminal_or_the_table_and_memory_stays_under_a_gigabyte(graded):
+    """The painter's last line (an erase-line and a carriage return that would print "alice: 2/2 ok" over its
+    own line) and a file name holding an escape reach the table and the terminal as text; and the grader itself,
+    having decoded every hostile frame above, peaked under 1 GB."""
+    rows, stdout, text = graded["rows"], graded["result"].stdout, graded["out"].read_text()
+    assert "\x1b" not in stdout and "\x1b" not in text and "\r" not in stdout.replace("\r\n", "\n")
+    assert "\\x1b[2K\\x0dalice: 2/2" in rows["painter"]["status"], rows["painter"]["status"]
+    assert rows["\\x1b[31mred"]["total"] == "2"
+    peak = int(stdout.split("grader peak memory ")[1].split()[0])
+    print(f"grader peak memory: {peak / 2**20:.2f} GiB over {len(rows)} rows")
+    assert peak < 2**20, f"the grader peaked at {peak / 2**20:.2f} GiB"
+
+
+def test_a_bug_in_the_grader_gives_one_internal_error_row_and_resume_tries_it_once_more(tmp_path, monkeypatch):
+    folder, out = tmp_path / "submissions", tmp_path / "grades.csv"
+    notebook(folder / "alice.ipynb", code=RIGHT)
+    notebook(folder / "bob.ipynb", code=RIGHT)
+    calls = []
+
+    def grade_notebook(path, nb, assignment, settings, student="", digest=""):
+        calls.append(student)
+        if student == "bob":
+            raise RuntimeError("a bug the grader hit")
+        return {e: (True, f"PASSED {e}") for e in grade.exercises_of(assignment)}, "ok"
+
+    monkeypatch.setattr(grade, "grade_notebook", grade_notebook)
+    monkeypatch.setattr(grade, "check_sandbox", lambda settings: None)
+    rows = {r["student"]: r for r in grade.grade(folder, out, verbose=False)}
+    assert rows["alice"]["total"] == 2 and rows["bob"]["total"] == 0
+    assert rows["bob"]["status"].startswith("internal error (try 1 of 2): RuntimeError: a bug the grader hit")
+    rows = {r["student"]: r for r in grade.grade(folder, out, resume=True, verbose=False)}
+    assert calls == ["alice", "bob", "bob"]  # alice kept; bob tried once more
+    assert rows["bob"]["status"].startswith("internal error (try 2 of 2)") and "report it" in rows["bob"]["status"]
+    grade.grade(folder, out, resume=True, verbose=False)
+    assert calls == ["alice", "bob", "bob"]  # the second failure is kept
+    assert oct(out.stat().st_mode & 0o777) == oct(grade.TABLE_MODE)
+
+
+def test_odd_metadata_is_read_without_an_exception():
+    weird = {"metadata": [1, 2], "cells": [{"cell_type": "markdown", "metadata": {"tags": 5}, "source": "x"},
+                                         {"cell_type": "markdown", "metadata": [], "source": 3},
+                                         {"cell_type": "markdown", "metadata": {"tags": ["justification"]},
+                                          "source": ["because ", "reasons"]}, "not a cell"]}
+    assert grade.assignment_of(weird) is None and grade.assignment_of([]) is None
+    assert grade.justification_of(weird) == "because reasons"
+
+
+def test_each_student_and_each_version_of_a_submission_gets_its_own_questions():
+    settings = grade.Settings(secret=7)
+    amy, ben, amy_again = (settings.inputs("03.2", s, d) for s, d in (("amy", "d1"), ("ben", "d1"), ("amy", "d2")))
+    assert len(amy) == 4 and repr(amy) != repr(ben) and repr(amy) != repr(amy_again)
+    assert repr(amy) == repr(settings.inputs("03.2", "amy", "d1"))  # the same submission: the same questions
+
+
+def test_control_characters_are_shown_as_escapes_and_spreadsheet_formulas_as_text():
+    assert grade.printable("ok\x1b[2K\r\n\u202eevil\u0007 é") == "ok\\x1b[2K\\x0d\\x0a\\u202eevil\\x07 é"
+    for start in (" =1+1", "\n=1", "\uff1d1+1", "\uff0bx", "\t=1"):
+        assert grade.escape(start) == "'" + start
+    assert grade.escape("plain") == "plain" and grade.escape(3) == 3
+
+
+def test_the_sandbox_must_import_the_ftcourse_that_grades(tmp_path):
+    settings = grade.Settings(secret=1)
+    grade.check_sandbox(settings)  # this machine's grader: the same package, nothing raised
+    with pytest.raises(RuntimeError, match="does not run the ftcourse this grader runs.*Every student would score zero"):
+        grade.check_sandbox(settings, expected=(str(tmp_path / "elsewhere" / "ftcourse" / "__init__.py"),
+                                                ftcourse.__version__))

@@ -206,3 +206,34 @@ print("killed", sum(os.waitpid(pid, 0)[1] != 0 for pid in kids))
 """
     _, out, _ = run(code, limits=sandbox.Limits(memory_mb=512, work_mb=64))  # 640 MB for all of it together
     assert "killed" in out and int(out.split("killed")[1].split()[0]) >= 1, out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_a_killed_grader_leaves_nothing_running_and_the_next_one_removes_its_folders(tmp_path):
+    code = ("import sys, time\nfrom ftcourse.grading import sandbox\n"
+            "box = sandbox.start(['python', '-c', 'import time; time.sleep(600)'], {'notebook.ipynb': b'my work'})\n"
+            "print(box.folder, box.process.pid, flush=True)\ntime.sleep(600)")
+    grader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    folder, pid = grader.stdout.readline().split()
+    folder, pid = Path(folder), int(pid)
+    assert (folder / "inbox" / "notebook.ipynb").read_bytes() == b"my work"
+    mine = sandbox.start(["python", "-c", "import time; time.sleep(600)"], {})  # a live grader's: left alone
+    try:
+        grader.kill()
+        grader.wait()
+        deadline = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(pid), "the sandbox outlived the grader that started it"
+        removed = sandbox.remove_stale()
+        assert folder in removed and not folder.exists()
+        assert mine.folder.exists() and mine.folder not in removed
+    finally:
+        mine.kill()

@@ -36,22 +36,28 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
+import re
 import select
 import signal
+import subprocess
 import tempfile
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import capstone, checks
+from .. import capstone, checks, files
 from . import frames, sandbox
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 MAX_OUTPUT_BYTES = 20 * 2**20  # a notebook that prints more is stopped
 ANSWER_SECONDS = 300  # for the answers to the exercises other than the capstone
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", " ", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # ＝＋－＠ too
+TABLE_MODE = 0o600  # the grade table holds students' marks: readable by the teacher's user only
+TRIES = 2  # a student whose grading hit a bug in the grader is tried again once by --resume, then the row is kept
 
 
 class Problem(Exception):
@@ -187,16 +193,38 @@ def read_notebook(path: Path):
 
 
 def assignment_of(notebook) -> str | None:
-    """The assignment id an exercise notebook carries in ``metadata.ftcourse.assignment`` (e.g. "02"), or None."""
-    meta = notebook.get("metadata", {}).get("ftcourse", {})
+    """The assignment id an exercise notebook carries in ``metadata.ftcourse.assignment`` (e.g. "02"), or None.
+    Metadata of any other shape (a list, a number) counts as none: nbformat accepts such notebooks with a warning."""
+    metadata = notebook.get("metadata") if isinstance(notebook, dict) else None
+    meta = metadata.get("ftcourse") if isinstance(metadata, dict) else None
     value = meta.get("assignment") if isinstance(meta, dict) else None
     return value if isinstance(value, str) and any(e.startswith(value + ".") for e in checks.GRADED) else None
 
 
 def justification_of(notebook) -> str:
-    """The text of the cells tagged "justification" (the capstone asks for one), for the teacher to read."""
-    texts = [c.source for c in notebook.cells if "justification" in c.get("metadata", {}).get("tags", [])]
+    """The text of the cells tagged "justification" (the capstone asks for one), for the teacher to read. Cells
+    whose tags or source are not what nbformat writes (a number, a dict) are passed over."""
+    texts = []
+    for cell in notebook.get("cells", []) if isinstance(notebook, dict) else []:
+        metadata = cell.get("metadata") if isinstance(cell, dict) else None
+        tags = metadata.get("tags") if isinstance(metadata, dict) else None
+        if isinstance(tags, list) and "justification" in tags:
+            source = cell.get("source", "")
+            texts.append("".join(source) if isinstance(source, list) and all(isinstance(x, str) for x in source)
+                         else source if isinstance(source, str) else "")
     return " ".join(" ".join(texts).split())[:1000]
+
+
+def plan_of(path: Path) -> tuple:
+    """``(path, notebook or Problem, assignment)`` for one submitted notebook. Never raises: a notebook that cannot
+    be read, or that breaks this code, is that student's problem, in words."""
+    try:
+        notebook = read_notebook(path)
+        return path, notebook, assignment_of(notebook)
+    except Problem as problem:
+        return path, problem, None
+    except Exception as error:  # a bug here, found by some odd notebook: that student's row says so
+        return path, Problem(f"internal error reading {path.name}: {type(error).__name__}: {str(error)[:160]}"), None
 
 
 def exercises_of(assignment: str) -> list[str]:
@@ -295,7 +323,7 @@ def _ended(box: sandbox.Sandboxed, output: _Output, waiting_for: str) -> str:
         return f"stopped: it wrote more than {MAX_OUTPUT_BYTES // 2**20} MB of output"
     why = {-9: "killed (out of memory, or a limit)", -24: "over its CPU-time limit",
            -25: "over its file-size limit", 70: "the sandbox could not be set up"}.get(code, f"exit code {code}")
-    last = output.tail.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    last = output.tail.decode("utf-8", "replace").strip().split("\n")[-1:] or [""]  # a CR stays in the line, shown
     return f"its process ended {waiting_for} ({why}){': ' + last[0][:160] if last[0] else ''}"
 
 
@@ -339,15 +367,21 @@ class Settings:
             self._capstone = capstone.target(self.secret)
         return self._capstone
 
-    def inputs(self, exercise_id: str):
+    def inputs(self, exercise_id: str, student: str = "", digest: str = "") -> list:
+        """The questions of ``exercise_id`` for one student's submission (its sha256): drawn from the run's secret,
+        the student and the submission, so that classmates get other questions, and a changed notebook (a
+        ``--resume`` after feedback) gets new ones. One entry per round (:attr:`checks.Exercise.rounds`)."""
         import random
 
-        return checks.GRADED[exercise_id].ask(random.Random(f"{self.secret}/{exercise_id}"))
+        return checks.questions(checks.GRADED[exercise_id],
+                                random.Random(f"{self.secret}/{student}/{digest}/{exercise_id}"))
 
 
-def grade_notebook(path: Path, notebook, assignment: str, settings: Settings) -> tuple[dict, str]:
+def grade_notebook(path: Path, notebook, assignment: str, settings: Settings, student: str = "",
+                   digest: str = "") -> tuple[dict, str]:
     """Run one notebook in a sandbox and judge its answers here: ({exercise: (passed, message)}, status)."""
     ids = exercises_of(assignment)
+    questions = {e: settings.inputs(e, student, digest) for e in ids if e != capstone.EXERCISE}
     results = {e: (False, "no answer") for e in ids}
     box = sandbox.start(["python", "-I", "-m", "ftcourse.grading.worker", "notebook.ipynb", str(settings.cell_timeout)],
                         {"notebook.ipynb": path.read_bytes()}, limits=settings.limits, mode=settings.mode,
@@ -363,7 +397,7 @@ def grade_notebook(path: Path, notebook, assignment: str, settings: Settings) ->
         answers = {}
         plain = [e for e in ids if e != capstone.EXERCISE]
         if plain:
-            _send(box, {"exercises": {e: settings.inputs(e) for e in plain}}, check=check)
+            _send(box, {"exercises": {e: questions[e] for e in plain}}, check=check)
             reply = _receive(box, output, time.monotonic() + ANSWER_SECONDS, "while answering", check)
             answers.update(reply.get("exercises", {}) if isinstance(reply.get("exercises"), dict) else {})
         if capstone.EXERCISE in ids:
@@ -380,24 +414,45 @@ def grade_notebook(path: Path, notebook, assignment: str, settings: Settings) ->
         output.finish()  # then its reader, before the pipes are closed
         box.kill()
     for e in ids:
-        results[e] = _judge(e, answers.get(e), settings)
+        if e == capstone.EXERCISE:
+            results[e] = _judge(e, answers.get(e), settings.capstone_target()[1])
+        else:
+            results[e] = _judge_rounds(e, answers.get(e), questions[e])
     return results, status
 
 
-def _judge(exercise_id: str, reply, settings: Settings) -> tuple[bool, str]:
-    """Judge one answer here, in the grader's process."""
+def _judge_rounds(exercise_id: str, replies, questions: list) -> tuple[bool, str]:
+    """Judge every round of an exercise: it passes when all of them do (see :attr:`checks.Exercise.rounds`)."""
+    if not isinstance(replies, list) or len(replies) != len(questions):
+        return False, f"{exercise_id}: no answer"
+    what = ""
+    for number, (reply, inputs) in enumerate(zip(replies, questions), 1):
+        passed, what = _judge(exercise_id, reply, inputs)
+        if not passed:
+            rounds = f" (question {number} of {len(questions)})" if len(questions) > 1 else ""
+            return False, what + rounds
+    return True, what
+
+
+def _judge(exercise_id: str, reply, inputs) -> tuple[bool, str]:
+    """Judge one answer here, in the grader's process, on the ``inputs`` it was asked (the capstone: its test set).
+
+    A failed answer's message says what was wrong in kind -- the hint -- and never the value the grader expected on
+    its own inputs: a student who could read that could copy it into the next submission."""
     if not isinstance(reply, dict) or ("value" not in reply and "error" not in reply):
         return False, f"{exercise_id}: no answer"
     if "error" in reply:
         return False, f"{exercise_id}: {str(reply['error'])[:300]}"
     try:
         if exercise_id == capstone.EXERCISE:
-            _, what = checks.judge_capstone(reply["value"], settings.capstone_target()[1])
+            _, what = checks.judge_capstone(reply["value"], inputs)
         else:
-            what = checks.GRADED[exercise_id].judge(reply["value"], settings.inputs(exercise_id))
+            what = checks.GRADED[exercise_id].judge(reply["value"], inputs)
         return True, f"PASSED {exercise_id}: {what}"
     except checks.ExerciseFailed as failed:
-        return False, " ".join(str(failed).split())
+        if exercise_id == capstone.EXERCISE:  # the capstone's message is its score and the pass mark: no answer key
+            return False, " ".join(str(failed).split())
+        return False, f"{exercise_id}: not right on the grader's questions. Hint: {' '.join(failed.hint.split())}"
     except Exception as error:  # an answer of an unexpected form
         return False, f"{exercise_id}: the answer has an unexpected form ({type(error).__name__})"
 
@@ -405,29 +460,34 @@ def _judge(exercise_id: str, reply, settings: Settings) -> tuple[bool, str]:
 # ------------------------------------------------------------------------------------------------------------------
 # The table.
 
+def printable(text) -> str:
+    """``text`` with every control or format character (ESC, CR, backspace, bidirectional overrides...) written
+    as an escape such as ``\\x1b``: nothing a student supplied -- a file name, a printed line, an error message, a
+    justification -- can then move the teacher's cursor, rewrite a line of the terminal or reorder text."""
+    def safe(ch):
+        if ch == " " or unicodedata.category(ch)[0] != "C":
+            return ch
+        return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
+
+    return "".join(safe(ch) for ch in str(text))
+
+
 def escape(value):
-    """A CSV cell that a spreadsheet shows as text: cells starting with = + - @ (formulas) get a leading quote."""
+    """A CSV cell that a spreadsheet shows as text: a cell starting with = + - @, their full-width forms, a space,
+    a tab or a line break (where spreadsheets look for a formula) gets a leading quote."""
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
 
 
 def write_table(rows: list[dict], columns: list[str], out: Path) -> None:
-    """Write the table atomically: a reader (or a crash) sees the old table or the new one, never half of one."""
+    """Write the table atomically (:func:`ftcourse.files.atomic_write`: a reader, or a crash, sees the old table or
+    the new one, never half of one), with mode :data:`TABLE_MODE`: marks are the students' personal data."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows({k: escape(v) for k, v in row.items()} for row in rows)
-    fd, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    files.atomic_write(out, lambda f: f.write(buffer.getvalue().encode()), mode=TABLE_MODE)
 
 
 def check_out(out: Path, submissions: Path) -> None:
@@ -472,30 +532,29 @@ def _previous_rows(out: Path) -> dict[str, dict]:
 def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: int = 300, resume: bool = False,
           secret: int | None = None, limits: sandbox.Limits | None = None, mode: str | None = None,
           verbose: bool = True) -> list[dict]:
-    """Grade every submission under ``submissions``; write the table to ``out`` (CSV) row by row; return its rows."""
+    """Grade every submission under ``submissions``; write the table to ``out`` (CSV) row by row; return its rows.
+
+    Everything done for one student -- reading the notebooks, the sandbox, the answers, the judging, the row -- is
+    inside that student's handling: a bug anywhere in it gives that student an "internal error" row with the
+    exception, and the run goes on. ``--resume`` tries such a student once more (:data:`TRIES`), then keeps the row.
+    """
     submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():
         raise FileNotFoundError(f"{submissions} is not a folder. Put one notebook (or one folder of notebooks) per "
                                 f"student in it.")
     check_out(out, submissions)
+    sandbox.remove_stale()  # what a killed grader left: sandbox folders holding students' notebooks, cgroups
     found, skipped = discover(submissions)
     if not found:
         raise FileNotFoundError(f"No submissions in {submissions}: expected NAME.ipynb or NAME/*.ipynb per student.")
     previous = _previous_rows(out) if resume else {}
     settings = Settings(_run_secret(out, secret, resume), timeout=timeout, cell_timeout=cell_timeout,
                         limits=limits or sandbox.Limits(), mode=mode, hide=(submissions, out.parent))
-    plans = {}  # student -> [(path, notebook or Problem, assignment)]
-    for s in found:
-        plans[s.student] = []
-        for path in s.notebooks:
-            try:
-                notebook = read_notebook(path)
-                plans[s.student].append((path, notebook, assignment_of(notebook)))
-            except Problem as problem:
-                plans[s.student].append((path, problem, None))
+    plans = {s.student: [plan_of(path) for path in s.notebooks] for s in found}
     assignments = {a for plan in plans.values() for _, _, a in plan if a}
     columns = [e for e in checks.GRADED if e.split(".")[0] in assignments]
     header = ["student", *columns, "total", "status", "messages", "justification", "sha256"]
+    check_sandbox(settings)  # before the first student: the sandbox imports the ftcourse that judges
     if capstone.ASSIGNMENT in assignments and settings.capstone_seconds is None:
         settings.capstone_seconds = capstone.time_limit(capstone.reference_seconds())
     if verbose:
@@ -506,31 +565,79 @@ def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: in
         with settings.ctrl_c:  # Ctrl-C stops at the next check: before a student, or while a sandbox runs
             for s in found:
                 settings.ctrl_c.check()
-                digest = s.digest() if s.notebooks else ""
-                kept = previous.get(s.student)
-                if kept and kept.get("sha256") == digest and all(c in kept for c in columns):
-                    rows.append({k: kept.get(k, "") for k in header})
-                    if verbose:
-                        print(f"{s.student}: kept from the previous run")
-                    continue
                 start = time.perf_counter()
-                rows.append(_grade_student(s, plans[s.student], columns, settings, digest))
-                write_table(rows, header, out)
+                kept = previous.get(printable(s.student))  # the table holds names as printable() made them
+                row = _kept_row(kept, s, columns, header)
+                graded_now = row is None
+                if graded_now:
+                    row = _grade_safely(s, plans[s.student], columns, settings, tries=_tries(kept, s) + 1)
+                    write_table(rows + [row], header, out)
+                rows.append(row)
                 if verbose:
-                    print(f"{s.student}: {rows[-1]['total']}/{len(columns)} ({time.perf_counter() - start:.0f} s) "
-                          f"{rows[-1]['status']}")
+                    print(f"{printable(s.student)}: " + (f"{row['total']}/{len(columns)} ({time.perf_counter() - start:.0f} "
+                                                         f"s) {row['status']}" if graded_now else
+                                                         "kept from the previous run"))
     finally:
         write_table(rows, header, out)  # every finished row, also after Ctrl-C
     if verbose:
         print(f"wrote {out} ({len(rows)} rows)")
         if skipped:
-            print("skipped, because:\n  " + "\n  ".join(skipped))
+            print("skipped, because:\n  " + "\n  ".join(printable(line) for line in skipped))
     return rows
+
+
+def _digest(s: Submission) -> str:
+    try:
+        return s.digest() if s.notebooks else ""
+    except OSError:  # a notebook removed or made unreadable since it was found: graded as it can be
+        return ""
+
+
+def _tries(kept: dict | None, s: Submission) -> int:
+    """How many times the previous run hit an internal error on this same submission (0 if it did not)."""
+    if not kept or kept.get("sha256") != _digest(s):
+        return 0
+    match = re.match(r"internal error \(try (\d+) of \d+\)", kept.get("status", ""))
+    return int(match.group(1)) if match else 0
+
+
+def _kept_row(kept: dict | None, s: Submission, columns: list[str], header: list[str]) -> dict | None:
+    """The previous run's row, when ``--resume`` may keep it: the same submission and exercises, and not an
+    internal error that has tries left."""
+    if not kept or kept.get("sha256") != _digest(s) or not all(c in kept for c in columns):
+        return None
+    tries = _tries(kept, s)
+    if 0 < tries < TRIES:
+        return None
+    return {k: kept.get(k, "") for k in header}
+
+
+def _grade_safely(s: Submission, plan: list, columns: list[str], settings: Settings, tries: int) -> dict:
+    """:func:`_grade_student`, with any bug in the grader turned into this student's "internal error" row."""
+    digest = _digest(s)
+    try:
+        return _grade_student(s, plan, columns, settings, digest)
+    except Exception as error:  # never Interrupted (Ctrl-C): that stops the run, as it should
+        row = {"student": printable(s.student), **{e: 0 for e in columns}, "total": 0}
+        row.update(status=printable(f"internal error (try {min(tries, TRIES)} of {TRIES}): {type(error).__name__}: "
+                                    f"{str(error)[:200]}" + ("; run with --resume to try again" if tries < TRIES
+                                                             else "; please report it")),
+                   messages="", justification="", sha256=digest)
+        return row
 
 
 def _grade_student(s: Submission, plan: list, columns: list[str], settings: Settings, digest: str) -> dict:
     passed, messages, statuses = set(), [], list(s.notes)
     justification = ""
+    by_assignment: dict[str, list[Path]] = {}
+    for path, notebook, assignment in plan:
+        if not isinstance(notebook, Problem) and assignment is not None:
+            by_assignment.setdefault(assignment, []).append(path)
+    for assignment, paths in by_assignment.items():
+        if len(paths) > 1:  # several tries at one assignment would let a student hand in several guesses
+            statuses.append(f"{len(paths)} notebooks for assignment {assignment} "
+                            f"({', '.join(p.name for p in paths)}): none of them graded; hand in one notebook per "
+                            f"assignment")
     for path, notebook, assignment in plan:
         if isinstance(notebook, Problem):
             statuses.append(str(notebook))
@@ -539,15 +646,56 @@ def _grade_student(s: Submission, plan: list, columns: list[str], settings: Sett
             statuses.append(f"{path.name}: no ftcourse assignment id in its metadata (is it an exercise notebook "
                             f"from `ftcourse exercises`?); not graded")
             continue
-        results, status = grade_notebook(path, notebook, assignment, settings)
+        if len(by_assignment[assignment]) > 1:
+            continue
+        results, status = grade_notebook(path, notebook, assignment, settings, s.student, digest)
         statuses.append(f"{path.name}: {status}")
         for e, (ok, message) in results.items():
             if ok:
                 passed.add(e)
             messages.append(message)
         justification = justification or justification_of(notebook)
-    row = {"student": s.student, **{e: int(e in passed) for e in columns}}
+    row = {"student": printable(s.student), **{e: int(e in passed) for e in columns}}
     row["total"] = sum(row[e] for e in columns)
-    row.update(status="; ".join(statuses), messages=" | ".join(messages), justification=justification,
-               sha256=digest)
+    row.update(status=printable("; ".join(statuses)), messages=printable(" | ".join(messages)),
+               justification=printable(justification), sha256=digest)
     return row
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Before the first student, and after a killed run.
+
+SANDBOX_CHECK = "import json, ftcourse; print(json.dumps([ftcourse.__file__, ftcourse.__version__]))"
+
+
+def check_sandbox(settings: Settings, expected: tuple[str, str] | None = None, seconds: float = 120) -> None:
+    """Start one sandbox and check that it imports the ``ftcourse`` this grader runs (``expected``: its file and
+    version). If it cannot -- say, a virtual environment whose editable install points outside the folders the
+    sandbox may read -- every student would score zero for it; a RuntimeError says so before anyone is graded."""
+    import ftcourse
+
+    expected = expected or (str(Path(ftcourse.__file__).resolve()), ftcourse.__version__)
+    box = sandbox.start(["python", "-I", "-c", SANDBOX_CHECK], {}, limits=settings.limits, mode=settings.mode,
+                        hide=settings.hide)
+    try:
+        output, _ = box.process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        output = b"(no answer within %d s)" % seconds
+    finally:
+        box.kill()
+    lines = output.decode("utf-8", "replace").strip().splitlines()
+    try:
+        found = tuple(json.loads(lines[-1]))
+    except (IndexError, ValueError, TypeError):
+        found = None
+    same = found is not None and found[1] == expected[1] and (
+        (settings.mode or sandbox.isolation()) in sandbox.CONTAINER_ENGINES or
+        str(Path(found[0]).resolve()) == expected[0])
+    if not same:
+        seen = f"it imported {found[0]} (version {found[1]})" if found else \
+            f"it could not import ftcourse: {printable(lines[-1][:300]) if lines else 'no output'}"
+        raise RuntimeError(
+            f"The grading sandbox does not run the ftcourse this grader runs ({expected[0]}, version {expected[1]}): "
+            f"{seen}. Every student would score zero. Install ftcourse into this Python so that its files are where "
+            f"the sandbox can read them (pip install . in the course's folder, or an editable install whose "
+            f"folder is the one this grader imports), then grade again.")

@@ -175,7 +175,8 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
     read it from ``Sandboxed.answers_fd``. The caller must call ``kill()`` when done.
     """
     mode = mode or isolation()
-    folder = Path(tempfile.mkdtemp(prefix="ftcourse-sandbox-"))
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    (folder / "owner").write_text(_owner_of_this_process())  # so that the next grader knows it when this one dies
     inbox = folder / "inbox"
     inbox.mkdir()
     for name, content in files.items():
@@ -247,8 +248,19 @@ def _encode(spec: dict) -> str:
 
 
 def _limit(limits: Limits, processes: int, cgroups: list[Path]) -> None:
-    """In the child, before exec: its resource limits (inherited by everything it starts)."""
+    """In the child, before exec: its resource limits (inherited by everything it starts), and on Linux a SIGKILL
+    when the grader dies, so that a killed grader leaves no sandbox running (``unshare --kill-child`` then takes the
+    rest of the namespace with it)."""
     import resource
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
 
     mib = 1024 * 1024
     for name, value in (("RLIMIT_DATA", limits.memory_mb * mib), ("RLIMIT_CPU", limits.cpu_seconds),
@@ -295,7 +307,7 @@ def _make_cgroups(limits: Limits) -> list[Path]:
         if base is None or not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
             continue
         try:
-            group = Path(tempfile.mkdtemp(prefix="ftcourse-", dir=base))
+            group = Path(tempfile.mkdtemp(prefix=f"ftcourse-{os.getpid()}-", dir=base))
         except OSError:
             continue
         written = False
@@ -387,3 +399,71 @@ def _kill_orphans(keep: set[int]) -> None:
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError, PermissionError):
             pass
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a killed grader leaves behind.
+
+FOLDER_PREFIX = "ftcourse-sandbox-"
+STALE_UNOWNED_SECONDS = 3600  # a sandbox folder without an owner file (an older grader's) counts as left after this
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat's 22nd field), or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_of_this_process() -> str:
+    return f"{os.getpid()} {_start_time(os.getpid()) or '?'}"
+
+
+def _alive(owner: str) -> bool:
+    """Whether the grader that wrote ``owner`` ("PID START") still runs: a reused PID has another start time."""
+    try:
+        pid, start = owner.split()
+        pid = int(pid)
+    except ValueError:
+        return False
+    if not Path("/proc").is_dir():  # no /proc (macOS): a signal 0 says whether the PID exists
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return _start_time(pid) == start
+
+
+def remove_stale(tmp: Path | None = None) -> list[Path]:
+    """Remove what graders that were killed (SIGKILL, a crash, a power cut) left: their sandbox folders, which hold
+    students' notebooks, and their cgroups (killing whatever still runs in them). A folder or cgroup of a grader
+    that still runs is left alone, so that two graders can share a machine. Returns what was removed."""
+    removed = []
+    for folder in Path(tmp or tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            owner_file = folder / "owner"
+            if owner_file.exists():
+                stale = not _alive(owner_file.read_text())
+            else:
+                stale = time.time() - folder.stat().st_mtime > STALE_UNOWNED_SECONDS
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    for controller in ("pids", "memory"):
+        base = _own_cgroup(controller)
+        if base is None or not base.is_dir():
+            continue
+        for group in base.glob("ftcourse-*-*"):
+            pid = group.name.split("-")[1]
+            if pid.isdigit() and _start_time(int(pid)) is None and group.is_dir():
+                _kill_cgroup(group)
+                removed.append(group)
+    return removed

@@ -5,8 +5,9 @@ trusted.
 shell (magics work; a cell that raises or runs out of time does not stop the rest), then answers the grader's questions:
 
 1. it sends ``{"kind": "ready", ...}`` on the answers descriptor (``FTCOURSE_ANSWERS_FD``);
-2. it reads a request from stdin: ``{"exercises": {id: inputs}}`` or ``{"capstone": inputs}``;
-3. for each exercise it finds the student's function by its name and sends back what
+2. it reads a request from stdin: ``{"exercises": {id: [inputs, ...]}}`` (one inputs per question of the exercise)
+   or ``{"capstone": inputs}``;
+3. for each question it finds the student's function by its name and sends back what
    :attr:`ftcourse.checks.Exercise.answer` makes of it, as plain data; errors become ``{"error": ...}``.
 
 Messages both ways are frames (:mod:`ftcourse.grading.frames`): plain data and dense tensors, read with bounds. The
@@ -86,8 +87,8 @@ def answer(request: dict, namespace: dict) -> dict:
 
     if "capstone" in request:
         return {"capstone": sendable(one(checks.GRADED[capstone.EXERCISE], request["capstone"], 0))}
-    return {"exercises": {id: sendable(one(checks.GRADED[id], inputs, 120))
-                          for id, inputs in request["exercises"].items() if id in checks.GRADED}}
+    return {"exercises": {id: [sendable(one(checks.GRADED[id], inputs, 120)) for inputs in rounds]
+                          for id, rounds in request["exercises"].items() if id in checks.GRADED}}
 
 
 def sendable(reply: dict) -> dict:
