@@ -84,6 +84,24 @@ def test_the_comparison_tunes_every_seed_and_reads_every_run_back_from_the_cache
     assert len(list(tmp_path.glob("*.json"))) == 8  # 2 methods x 2 seeds x 2 rates, each trained once
 
 
+def test_each_method_starts_its_tuning_from_its_own_grid_unless_one_is_given(monkeypatch):
+    started = {}
+
+    def record_the_grid(recipe, *, grid, **kwargs):
+        started[recipe.method] = tuple(grid)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(text.protocol, "tune", record_the_grid)
+    for method in text.METHODS:
+        with pytest.raises(RuntimeError, match="recorded"):
+            text.tuned("topic", 2, method, steps=2)
+    assert started == {m: tuple(text.START_GRIDS[m]) for m in text.METHODS}
+    assert started["lora"] != started["finetune"]  # the few-weight methods start ten times higher
+    with pytest.raises(RuntimeError, match="recorded"):
+        text.tuned("topic", 2, "lora", steps=2, grid=(1e-3,))
+    assert started["lora"] == (1e-3,)
+
+
 def test_the_probe_and_lora_train_only_what_they_say(small_checkpoint):
     probe = text.classifier("probe", 3, source=small_checkpoint)
     trainable = {name for name, p in probe.named_parameters() if p.requires_grad}
