@@ -129,10 +129,19 @@ while True:
             "_data = len(_text).to_bytes(8, 'little') + _text + _good[8 + _n:]\n"
             "os.write(int(os.environ['FTCOURSE_ANSWERS_FD']), struct.pack('>Q', len(_data)) + _data)"],
         "painter": ["import os, sys\nprint('\\x1b[2K\\ralice: 2/2 (1 s) ok \\x1b[31m')\nsys.stdout.flush()\n"
-                    "os.kill(os.getpid(), 9)"],
+                    "os._exit(3)"],
     }
     for name, cells in probes.items():
         notebook(folder / f"{name}.ipynb", *cells)
+    capstone_probes = {  # the capstone: a model that names a huge network; a recipe that reads the class names
+        "kate": "def recipe(train, budget):\n    from ftcourse import capstone\n    model = capstone.network()\n"
+                "    model.config = {'num_classes': 5, 'width': 4096, 'blocks': (16, 16, 16, 16), 'stem_stride': 1}\n"
+                "    return model",
+        "liam": "def recipe(train, budget):\n    raise ValueError('classes: ' + ', '.join(train.classes))"}
+    for name, code in capstone_probes.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nb.metadata["ftcourse"] = {"assignment": "10"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
     for copy in ("a", "b", "c"):  # one student, three tries at one assignment: none is graded
         notebook(folder / "sly" / f"try_{copy}.ipynb", code=RIGHT)
     notebook(folder / "\x1b[31mred.ipynb", code=RIGHT)  # a file name that would colour the teacher's terminal
@@ -179,7 +188,7 @@ def test_honest_students_are_graded_right_whatever_their_classmates_did(graded):
 @pytest.mark.slow
 @pytest.mark.parametrize("probe", ["forger", "frames", "patcher", "vandal", "escaper", "daemon", "killer", "forker",
                                    "glutton", "shouter", "looper", "stubborn", "nester", "parser", "bomber",
-                                   "inflater", "painter", "sly"])
+                                   "inflater", "painter", "sly", "kate", "liam"])
 def test_every_hostile_submission_scores_zero(graded, probe):
     row = graded["rows"][probe]
     assert row["total"] == "0", row
@@ -198,6 +207,8 @@ def test_the_reasons_are_in_the_table(graded):
     for probe in ("parser", "bomber", "inflater"):
         assert "sent something that is not an answer" in rows[probe]["status"], rows[probe]
     assert "02.1" in rows["nester"]["messages"] and rows["nester"]["total"] == "0", rows["nester"]
+    assert rows["kate"]["10.1"] == "0" and "not the lab's network" in rows["kate"]["messages"], rows["kate"]
+    assert "classes: class 0, class 1, class 2, class 3, class 4" in rows["liam"]["messages"], rows["liam"]
     assert rows["nina (nina.ipynb)"]["total"] == "2" and rows["nina (nina/)"]["total"] == "1"
     assert "name clash" in rows["nina (nina.ipynb)"]["status"]
     assert "exam" not in graded["out"].read_text()  # the symlinked secret was never read into the table
@@ -292,15 +303,7 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     return model"""
     slow = "def recipe(train, budget):\n    import time\n    time.sleep(100_000)"
     deaf = frame("{'kind': 'ready', 'errors': []}") + "\nimport time\ntime.sleep(100_000)"  # never reads the request
-    architect = """def recipe(train, budget):  # a small network that names a huge one: the grader must not build it
-    from ftcourse import capstone
-    model = capstone.network()
-    model.config = {"num_classes": 5, "width": 4096, "blocks": (16, 16, 16, 16), "stem_stride": 1}
-    return model"""
-    reader = """def recipe(train, budget):  # the class names would spell out the secret definition
-    raise ValueError("classes: " + ", ".join(train.classes))"""
-    for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow), ("jack", deaf), ("kate", architect),
-                       ("liam", reader)):
+    for name, code in (("gina", lookup), ("hank", scratch), ("ivan", slow), ("jack", deaf)):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         nb.metadata["ftcourse"] = {"assignment": "10"}
         nbformat.write(nb, folder / f"{name}.ipynb")
@@ -313,8 +316,6 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
     assert rows["hank"]["10.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
     assert rows["ivan"]["10.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]
     assert rows["jack"]["10.1"] == 0, rows["jack"]  # it stopped reading, and the grader went on
-    assert rows["kate"]["10.1"] == 0 and "not the lab's network" in rows["kate"]["messages"], rows["kate"]
-    assert "classes: class 0, class 1, class 2, class 3, class 4" in rows["liam"]["messages"], rows["liam"]
 
 
 def _workers_running() -> bool:
