@@ -160,9 +160,9 @@ def discover(folder: Path) -> tuple[list[Submission], list[str]]:
 
 def _folder_submission(folder: Path) -> Submission:
     submission = Submission(folder.name)
-    for root, dirs, files in os.walk(folder, followlinks=False):
+    for root, dirs, names in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .ipynb_checkpoints holds autosaves
-        for name in sorted(files):
+        for name in sorted(names):
             path = Path(root) / name
             if name.startswith(".") or not name.endswith(".ipynb"):
                 continue
@@ -467,7 +467,8 @@ def printable(text) -> str:
     def safe(ch):
         if ch == " " or unicodedata.category(ch)[0] != "C":
             return ch
-        return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
+        code = ord(ch)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
     return "".join(safe(ch) for ch in str(text))
 
@@ -574,9 +575,9 @@ def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: in
                     write_table(rows + [row], header, out)
                 rows.append(row)
                 if verbose:
-                    print(f"{printable(s.student)}: " + (f"{row['total']}/{len(columns)} ({time.perf_counter() - start:.0f} "
-                                                         f"s) {row['status']}" if graded_now else
-                                                         "kept from the previous run"))
+                    done = (f"{row['total']}/{len(columns)} ({time.perf_counter() - start:.0f} s) {row['status']}"
+                            if graded_now else "kept from the previous run")
+                    print(f"{printable(s.student)}: {done}")
     finally:
         write_table(rows, header, out)  # every finished row, also after Ctrl-C
     if verbose:
