@@ -362,7 +362,7 @@ def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: mod
                 return [{"target": target, "shots": n, "seed": seed,
                          **efficient_run(task, method, pretrained=pretrained, seed=seed, steps=steps,
                                          batch_size=batch_size, lr_grid=lr_grid, cache=cache, device=device,
-                                         keep_model=method in keep_models and seed == seeds[0])}
+                                         keep_model=protocol.keeps_model(method, seed, keep_models, seeds))}
                         for method in methods]
 
             rows += [row for seed_rows in protocol.replicates(one_seed, seeds) for row in seed_rows]
@@ -519,7 +519,7 @@ def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_ME
                 task = dense.dense_target(target, n, n_val=n_val, n_test=n_test, seed=seed, device=device)
                 results = [dense_run(task, kind, method, lr="tuned", pretrained=pretrained, seed=seed, steps=steps,
                                      batch_size=batch_size, device=device, lr_grid=lr_grid, cache=cache,
-                                     keep_model=method in keep_models and seed == seeds[0])
+                                     keep_model=protocol.keeps_model(method, seed, keep_models, seeds))
                            for method in methods]
                 return [{"target": target, "labels": n, "seed": seed,
                          **{k: v for k, v in result.items() if k != "model"}} for result in results]

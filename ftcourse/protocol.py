@@ -249,6 +249,17 @@ def replicates(tune_one_seed, seeds) -> list:
     return [tune_one_seed(seed) for seed in seeds]
 
 
+def keeps_model(method: str, seed, keep_models, seeds) -> bool:
+    """Whether a comparison keeps the chosen run's weights in the cache: for the methods in ``keep_models`` (those a
+    lesson looks at as models afterwards), on the first of ``seeds`` only, so that the cache holds one model per
+    method, not one per replicate.
+
+    >>> keeps_model("lora", 3, ["lora"], [3, 4]), keeps_model("lora", 4, ["lora"], [3, 4])
+    (True, False)
+    """
+    return method in keep_models and seed == list(seeds)[0]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Runs through fit, which can pause; and what names them.
 

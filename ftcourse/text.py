@@ -475,7 +475,8 @@ def comparison(targets, shots, methods=METHODS, *, seeds=(0,), cache=None, keep_
         for n in shots:
             for m in methods:
                 def one_seed(seed, t=t, n=n, m=m):
-                    result = tuned(t, n, m, seed=seed, cache=cache, keep_model=m in keep_models and seed == seeds[0],
+                    result = tuned(t, n, m, seed=seed, cache=cache,
+                                   keep_model=protocol.keeps_model(m, seed, keep_models, seeds),
                                    **kwargs)
                     return {k: v for k, v in result.items() if k != "model"}
 
