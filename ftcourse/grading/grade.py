@@ -568,10 +568,11 @@ def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: in
                 settings.ctrl_c.check()
                 start = time.perf_counter()
                 kept = previous.get(printable(s.student))  # the table holds names as printable() made them
-                row = _kept_row(kept, s, columns, header)
+                digest = _digest(s)  # read and hashed once per student
+                row = _kept_row(kept, digest, columns, header)
                 graded_now = row is None
                 if graded_now:
-                    row = _grade_safely(s, plans[s.student], columns, settings, tries=_tries(kept, s) + 1)
+                    row = _grade_safely(s, plans[s.student], columns, settings, digest, tries=_tries(kept, digest) + 1)
                     write_table(rows + [row], header, out)
                 rows.append(row)
                 if verbose:
@@ -594,28 +595,28 @@ def _digest(s: Submission) -> str:
         return ""
 
 
-def _tries(kept: dict | None, s: Submission) -> int:
+def _tries(kept: dict | None, digest: str) -> int:
     """How many times the previous run hit an internal error on this same submission (0 if it did not)."""
-    if not kept or kept.get("sha256") != _digest(s):
+    if not kept or kept.get("sha256") != digest:
         return 0
     match = re.match(r"internal error \(try (\d+) of \d+\)", kept.get("status", ""))
     return int(match.group(1)) if match else 0
 
 
-def _kept_row(kept: dict | None, s: Submission, columns: list[str], header: list[str]) -> dict | None:
+def _kept_row(kept: dict | None, digest: str, columns: list[str], header: list[str]) -> dict | None:
     """The previous run's row, when ``--resume`` may keep it: the same submission and exercises, and not an
     internal error that has tries left."""
-    if not kept or kept.get("sha256") != _digest(s) or not all(c in kept for c in columns):
+    if not kept or kept.get("sha256") != digest or not all(c in kept for c in columns):
         return None
-    tries = _tries(kept, s)
+    tries = _tries(kept, digest)
     if 0 < tries < TRIES:
         return None
     return {k: kept.get(k, "") for k in header}
 
 
-def _grade_safely(s: Submission, plan: list, columns: list[str], settings: Settings, tries: int) -> dict:
+def _grade_safely(s: Submission, plan: list, columns: list[str], settings: Settings, digest: str,
+                  tries: int) -> dict:
     """:func:`_grade_student`, with any bug in the grader turned into this student's "internal error" row."""
-    digest = _digest(s)
     try:
         return _grade_student(s, plan, columns, settings, digest)
     except Exception as error:  # never Interrupted (Ctrl-C): that stops the run, as it should
