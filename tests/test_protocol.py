@@ -164,11 +164,24 @@ def test_the_ladder_extends_the_grid_past_an_edge_until_the_best_has_a_worse_nei
     assert protocol.tune(ArithmeticRecipe(recipe.curve), grid=[0.01, 0.03, 0.1], steps=100).lr == 0.1  # no ladder
 
 
+def test_a_larger_rate_that_lags_at_the_pause_goes_on_and_can_overtake():
+    # a far target: the large rate first undoes the source (behind at step 30), then wins
+    def curve(lr, step):
+        return ({0.01: 0.8, 0.1: 0.6 if step <= 30 else 0.95}[lr], 1.0)
+
+    recipe = ArithmeticRecipe(curve)
+    tuned = protocol.tune(recipe, grid=[0.01, 0.1], steps=100)
+    assert (0.1, 30, 100) in recipe.log and tuned.lr == 0.1
+    assert tuned.trials["stopped_at"].isna().all()
+    nan_at_pause = ArithmeticRecipe(lambda lr, step: (0.8, 1.0) if lr == 0.01 else (math.nan, math.nan))
+    assert protocol.tune(nan_at_pause, grid=[0.01, 0.1], steps=100).trials.set_index("lr").loc[0.1, "stopped_at"] == 30
+
+
 def test_a_ladder_rate_is_stopped_early_against_the_best_at_the_same_step():
-    recipe = ArithmeticRecipe(flat({0.01: 0.5, 0.03: 0.6, 0.1: 0.9, 0.3: 0.2}.get))
-    tuned = protocol.tune(recipe, grid=[0.01, 0.03, 0.1], ladder=(0.3,), steps=100)
-    assert (0.3, 0, 30) in recipe.log and (0.3, 30, 100) not in recipe.log
-    assert tuned.lr == 0.1 and tuned.trials.set_index("lr").loc[0.3, "stopped_at"] == 30
+    recipe = ArithmeticRecipe(flat({0.001: 0.2, 0.01: 0.9, 0.03: 0.6, 0.1: 0.5}.get))
+    tuned = protocol.tune(recipe, grid=[0.01, 0.03, 0.1], ladder=(0.001,), steps=100)
+    assert (0.001, 0, 30) in recipe.log and (0.001, 30, 100) not in recipe.log
+    assert tuned.lr == 0.01 and tuned.trials.set_index("lr").loc[0.001, "stopped_at"] == 30
 
 
 def test_when_every_rate_diverges_the_tuning_says_so_and_tests_nothing():
