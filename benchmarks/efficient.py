@@ -18,7 +18,7 @@ from ftcourse import experiments, models
 from ftcourse.stats import mean_and_std
 
 TARGETS = ["related", "shifted", "conflict"]
-METHODS = ["full", "linear probe", "last stage", "bitfit", "batchnorm", "lora",
+METHODS = ["finetune", "probe", "last stage", "bitfit", "batchnorm", "lora",
            "surgical:stem", "surgical:layer1", "surgical:layer2", "surgical:layer3"]
 
 

@@ -579,15 +579,15 @@ def judge_lora(answer, inputs) -> str:
 
 
 def _ask_cheapest(rng):
-    methods = ["full", "linear probe", "bitfit", "lora", "surgical:stem", "surgical:layer4"]
+    methods = ["finetune", "probe", "bitfit", "lora", "surgical:stem", "surgical:layer4"]
     sizes = dict(zip(methods, [300_000, 1_000, 2_000, 8_000, 1_500, 230_000]))
-    for method in methods[1:]:  # other sizes than the notebook's, the order kept (full is the largest)
+    for method in methods[1:]:  # other sizes than the notebook's, the order kept (fine-tuning is the largest)
         sizes[method] = int(sizes[method] * rng.uniform(0.8, 1.2))
     rows = []
     for target in rng.sample(["related", "shifted", "conflict", "unrelated"], 3):
         full = rng.uniform(0.8, 0.97)
         for method in methods:
-            mean = full if method == "full" else full - rng.choice([-0.02, -0.005, 0.005, 0.008, 0.015, 0.1, 0.4])
+            mean = full if method == "finetune" else full - rng.choice([-0.02, -0.005, 0.005, 0.008, 0.015, 0.1, 0.4])
             for seed in range(3):
                 rows.append({"target": target, "method": method, "seed": seed, "trainable": sizes[method],
                              "accuracy": round(mean + (seed - 1) * rng.uniform(0, 0.03), 4)})
@@ -604,7 +604,7 @@ def cheapest_within(rows, margin: float) -> dict:
     trainable = {row["method"]: row["trainable"] for row in rows}
     answer = {}
     for target in sorted({row["target"] for row in rows}):
-        full = sum(means[target, "full"]) / len(means[target, "full"])
+        full = sum(means[target, "finetune"]) / len(means[target, "finetune"])
         good = [m for (t, m), values in means.items() if t == target and sum(values) / len(values) >= full - margin]
         answer[target] = min(good, key=lambda m: trainable[m])
     return answer
@@ -786,32 +786,32 @@ def _ask_verdicts(rng):
     above, a little above, level, a little below, clearly below), with noise per seed: every verdict can come out
     either way, so no one table answers most questions."""
     rows = []
-    for (target, labels), by_method in LESSON08_MIOU.items():
+    for (target, shots), by_method in LESSON08_MIOU.items():
         shift, effect = rng.uniform(-0.03, 0.03), rng.choice([-0.2, -0.06, 0.0, 0.06, 0.2])
         for seed, value in enumerate(by_method["scratch"]):
             scratch = value + shift + rng.uniform(-0.01, 0.01)
             for method, score in (("scratch", scratch), ("finetune", scratch + effect + rng.uniform(-0.04, 0.04))):
-                rows.append({"target": target, "labels": labels, "method": method, "seed": seed,
+                rows.append({"target": target, "shots": shots, "method": method, "seed": seed,
                              "score": round(score, 4)})
     rng.shuffle(rows)
     return {"rows": rows, "margin": rng.choice([0.0, 0.02, 0.05])}
 
 
 def pretraining_verdicts(rows, margin: float) -> dict[str, str]:
-    """The reference for 08.2: per ``"target/labels"``, ``"finetune"`` when fine-tuning beats scratch by more than
+    """The reference for 08.2: per ``"target/shots"``, ``"finetune"`` when fine-tuning beats scratch by more than
     ``margin`` (the low end of the paired 90% interval of finetune - scratch is above it), ``"scratch"`` when scratch
     beats fine-tuning so, else ``"either"``."""
     from .stats import paired_difference
 
     scores: dict = {}
     for row in rows:
-        scores.setdefault((row["target"], row["labels"], row["method"]), {})[row["seed"]] = row["score"]
+        scores.setdefault((row["target"], row["shots"], row["method"]), {})[row["seed"]] = row["score"]
     verdicts = {}
-    for target, labels in sorted({(t, n) for t, n, _ in scores}):
-        tuned, scratch = scores[target, labels, "finetune"], scores[target, labels, "scratch"]
+    for target, shots in sorted({(t, n) for t, n, _ in scores}):
+        tuned, scratch = scores[target, shots, "finetune"], scores[target, shots, "scratch"]
         seeds = sorted(tuned)
         d = paired_difference([tuned[s] for s in seeds], [scratch[s] for s in seeds])
-        verdicts[f"{target}/{labels}"] = ("finetune" if d["low"] > margin else "scratch" if d["high"] < -margin
+        verdicts[f"{target}/{shots}"] = ("finetune" if d["low"] > margin else "scratch" if d["high"] < -margin
                                           else "either")
     return verdicts
 

@@ -215,15 +215,15 @@ def make_scenes(name: str, n: int, *, seed: int = 0, split: str = "train", devic
     return DenseData(images, masks, boxes, list(TARGETS[name][0])).to(device or "cpu")
 
 
-def dense_target(name: str, n_train: int = 64, *, n_val: int = 128, n_test: int = 256, seed: int = 0,
+def dense_target(name: str, shots: int = 64, *, n_val: int = 128, n_test: int = 256, seed: int = 0,
                  device=None) -> DenseTask:
-    """A dense lab task with ``n_train`` labelled training images (scenes); val and test do not depend on ``seed``.
+    """A dense lab task with ``shots`` labelled training images (scenes); val and test do not depend on ``seed``.
 
     >>> task = dense_target("related", 8, n_val=4, n_test=4)
     >>> task.train.images.shape, task.train.masks.shape, task.train.boxes.shape
     (torch.Size([8, 3, 32, 32]), torch.Size([8, 32, 32]), torch.Size([8, 4, 5]))
     """
-    return DenseTask(name, make_scenes(name, n_train, seed=seed, split="train", device=device),
+    return DenseTask(name, make_scenes(name, shots, seed=seed, split="train", device=device),
                      make_scenes(name, n_val, seed=10_000, split="val", device=device),
                      make_scenes(name, n_test, seed=10_000, split="test", device=device), TARGETS[name][1])
 

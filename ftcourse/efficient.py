@@ -3,8 +3,8 @@
 Full fine-tuning changes every weight, so each target costs a whole copy of the network. The methods here change a
 chosen few, and what a target needs on disk is only what changed (its *delta*):
 
-- ``"full"``: every parameter (the baseline).
-- ``"linear probe"``: the new head only (features frozen).
+- ``"finetune"``: every parameter (the baseline).
+- ``"probe"``: the new head only (features frozen).
 - ``"last stage"``: the last feature stage and the head.
 - ``"bitfit"``: the biases only, and the new head. BitFit (Ben Zaken, Ravfogel & Goldberg, ACL 2022) trains the bias
   terms of a Transformer. In the course's ResNet the convolutions have no bias (BatchNorm follows each one), so the
@@ -40,7 +40,7 @@ from torch import nn
 from .models import StagedNet, copy_model, count_parameters, replace_head
 from .train import fit
 
-METHODS = ("full", "linear probe", "last stage", "bitfit", "batchnorm", "lora")  # and "surgical:STAGE"
+METHODS = ("finetune", "probe", "last stage", "bitfit", "batchnorm", "lora")  # and "surgical:STAGE"
 LORA_RANK = 2  # an adapter under 3% of the lab network (rank 4: 6%)
 LORA_ALPHA = 2  # alpha / r = 1
 
@@ -52,9 +52,9 @@ def _batchnorms(model: nn.Module):
 def select(model: StagedNet, method: str) -> StagedNet:
     """Set ``requires_grad`` for ``method`` (not "lora": see :func:`lora`), in place; returns the model."""
     model.requires_grad_(False)
-    if method == "full":
+    if method == "finetune":
         model.requires_grad_(True)
-    elif method == "linear probe":
+    elif method == "probe":
         pass
     elif method == "last stage":
         model.stage(model.stage_names[-2]).requires_grad_(True)

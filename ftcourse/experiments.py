@@ -243,7 +243,7 @@ def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained:
 # Each remedy: (the rate it fine-tunes with, what it is). "conventional" is DEFAULT_LR["finetune"], or the rate
 # remedy_run is given; the others are part of the remedy itself.
 REMEDIES = {
-    "fine-tune": ("conventional", "plain fine-tuning from the lab checkpoint: what the remedies are measured against"),
+    "finetune": ("conventional", "plain fine-tuning from the lab checkpoint: what the remedies are measured against"),
     "lower rate": (0.001, "fine-tuning with a 10x smaller rate (lr 0.001): stay closer to θ_pre"),
     "higher rate": (0.1, "fine-tuning with a 10x larger rate (lr 0.1): move further from θ_pre"),
     "tuned rate": ("tuned", "fine-tuning at the rate of the grid with the best validation accuracy"),
@@ -372,7 +372,7 @@ def efficient_comparison(targets, methods, *, shots, seeds=(0,), pretrained: mod
 # ----------------------------------------------------------------------------------------------------------------
 # Beyond classification: the same protocol on the lab's dense tasks (lesson 08).
 
-DENSE_METHODS = ("scratch", "frozen backbone", "finetune", "early stages frozen")
+DENSE_METHODS = ("scratch", "probe", "finetune", "early stages frozen")
 EARLY_STAGES = ("stem", "layer1")  # what "early stages frozen" keeps fixed
 DENSE_METRIC = {"segmentation": "mIoU", "detection": "AP50"}
 
@@ -382,7 +382,8 @@ def dense_model(kind: str, method: str, num_classes: int, *, pretrained: models.
     """A :class:`~ftcourse.dense.SegmentationNet` or :class:`~ftcourse.dense.DetectionNet` ready for ``method``:
 
     - ``"scratch"``: the backbone's architecture with random weights;
-    - ``"frozen backbone"``: the pretrained stages, frozen; only the new head trains (the dense linear probe);
+    - ``"probe"``: the pretrained stages, frozen; only the new head trains (a dense task's probe: its head is a
+      small decoder, not one linear layer);
     - ``"finetune"``: the pretrained stages and the new head, all trained;
     - ``"early stages frozen"``: as ``"finetune"``, with the stem and layer1 frozen (as torchvision's detection
       models do by default with ``trainable_backbone_layers=3``: the first stages of a ResNet stay fixed).
@@ -397,7 +398,7 @@ def dense_model(kind: str, method: str, num_classes: int, *, pretrained: models.
     backbone = (models.resnet(**reference.config) if method == "scratch" else models.copy_model(reference))
     torch.manual_seed(seed)
     net = (dense.SegmentationNet if kind == "segmentation" else dense.DetectionNet)(backbone, num_classes)
-    if method == "frozen backbone":
+    if method == "probe":
         transfer.freeze(net.backbone)
     elif method == "early stages frozen":
         transfer.freeze(net.backbone, list(EARLY_STAGES))
@@ -496,11 +497,11 @@ class DenseRecipe:
         return {"score": dense_score(model, self.kind, self.task.test)}
 
 
-def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_METHODS,
+def dense_comparison(kind: str, targets, *, shots, seeds=(0,), methods=DENSE_METHODS,
                      pretrained: models.StagedNet | None = None, steps: int = 100, batch_size: int = 32,
                      n_val: int = 64, n_test: int = 256, lr_grid=LR_GRID, cache=None, device=None,
                      keep_models=()) -> pd.DataFrame:
-    """Every method on every dense target and training size (``labels``: labelled images): one row per target,
+    """Every method on every dense target and training size (``shots``: labelled training scenes): one row per target,
     size, seed and method, with the rate, the validation and test score (mIoU or AP50) and how far each stage moved.
 
     The protocol of every comparison of the course (:mod:`ftcourse.protocol`): each method's rate is chosen on the
@@ -514,14 +515,14 @@ def dense_comparison(kind: str, targets, *, labels, seeds=(0,), methods=DENSE_ME
     pretrained = source_model(pretrained)
     rows = []
     for target in targets:
-        for n in labels:
+        for n in shots:
             def one_seed(seed):
                 task = dense.dense_target(target, n, n_val=n_val, n_test=n_test, seed=seed, device=device)
                 results = [dense_run(task, kind, method, lr="tuned", pretrained=pretrained, seed=seed, steps=steps,
                                      batch_size=batch_size, device=device, lr_grid=lr_grid, cache=cache,
                                      keep_model=protocol.keeps_model(method, seed, keep_models, seeds))
                            for method in methods]
-                return [{"target": target, "labels": n, "seed": seed,
+                return [{"target": target, "shots": n, "seed": seed,
                          **{k: v for k, v in result.items() if k != "model"}} for result in results]
 
             rows += [row for seed_rows in protocol.replicates(one_seed, seeds) for row in seed_rows]

@@ -324,19 +324,19 @@ def make_images(task: str, n_per_class: int, *, seed: int = 0, split: str = "tra
     return ImageData(images, labels, list(classes))
 
 
-def source(n_per_class: int = 600, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
+def source(shots: int = 600, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
            device=None) -> Task:
     """The pretraining task: 8 shapes, colour random (so it carries no information), plain backgrounds."""
-    return target("source", n_per_class, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
+    return target("source", shots, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
                   device=device)
 
 
 FIXED_SPLIT_SEED = 10_000  # the seed of the validation and test images every training seed shares
 
 
-def target(name: str, n_per_class: int = 20, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
+def target(name: str, shots: int = 20, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
            relatedness: float = 1.0, val_seed: int = FIXED_SPLIT_SEED, device=None) -> Task:
-    """A target task of the lab (see the module docstring) with ``n_per_class`` training labels per class.
+    """A target task of the lab (see the module docstring) with ``shots`` training labels per class.
 
     The training images depend on ``seed``; the test set does not (it is the same for every seed, so results of
     different seeds are compared on the same images). Training sets of one seed are nested: the 5-per-class set is
@@ -345,10 +345,10 @@ def target(name: str, n_per_class: int = 20, *, val_per_class: int = 50, test_pe
     The validation set stands for the labelled images one holds out to choose a rate or a method. By default it is
     generous (``val_per_class=50``, ten times the fewest training labels) and the same for every seed. A few-shot
     user has no such set: their validation labels are as scarce as their training labels, and drawn with them.
-    ``val_per_class=n_per_class, val_seed=seed`` says exactly that (Perez, Kiela & Cho, "True Few-Shot Learning
+    ``val_per_class=shots, val_seed=seed`` says exactly that (Perez, Kiela & Cho, "True Few-Shot Learning
     with Language Models", NeurIPS 2021, show how much a generous validation set flatters few-shot results).
     """
-    train = make_images(name, n_per_class, seed=seed, split="train", relatedness=relatedness, device=device)
+    train = make_images(name, shots, seed=seed, split="train", relatedness=relatedness, device=device)
     val = make_images(name, val_per_class, seed=val_seed, split="val", relatedness=relatedness, device=device)
     test = make_images(name, test_per_class, seed=FIXED_SPLIT_SEED, split="test", relatedness=relatedness,
                        device=device)

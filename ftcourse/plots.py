@@ -85,24 +85,22 @@ class LiveLossPlot:
 
 
 # One colour per way of training, in every figure of every lesson that compares them: scratch always grey, the
-# linear probe olive, full fine-tuning blue (its variants with another rate in other blues), and so on. A method
-# that has two names in the course (the lessons' "finetune", lesson 04's "fine-tune", lesson 07's "full") has one
-# colour under both.
+# linear probe olive, full fine-tuning blue (its variants with another rate in other blues), and so on. The methods
+# have one name in every lesson ("scratch", "probe", "finetune", then each lesson's own); lesson 02's "fine-tuned"
+# and "frozen" stages take the colours of fine-tuning and of the probe.
 METHOD_COLOURS = {
     "scratch": "#7f7f7f",
-    "probe": "#bcbd22", "linear probe": "#bcbd22",
-    "finetune": "#1f77b4", "fine-tune": "#1f77b4", "full": "#1f77b4", "fine-tuned": "#1f77b4",
+    "probe": "#bcbd22",  # the new head alone (a dense task's too: lesson 08)
+    "finetune": "#1f77b4", "fine-tuned": "#1f77b4",
     "frozen": "#bcbd22",  # lesson 02: copied stages kept frozen, as a linear probe keeps all of them
     "lower rate": "#9ecae1", "higher rate": "#08306b", "tuned rate": "#6baed6",
     "LP-FT": "#2ca02c", "L2-SP": "#ff9896", "re-init top": "#8c564b", "another source": "#e377c2",
     "last stage": "#17becf", "bitfit": "#d62728", "batchnorm": "#ff7f0e", "lora": "#9467bd",
     "surgical:stem": "#98df8a", "surgical:layer1": "#c49c94", "surgical:layer2": "#f7b6d2",
     "surgical:layer3": "#c5b0d5",
-    "frozen backbone": "#bcbd22",  # lesson 08: a dense task's linear probe, in the probe's colour
     "early stages frozen": "#637939",  # lesson 08: fine-tuning above layer1
 }
-METHOD_MARKERS = {"full": "s", "finetune": "s", "fine-tune": "s", "scratch": "x", "linear probe": "v", "probe": "v", "lora": "D", "bitfit": "o",
-                  "batchnorm": "o"}
+METHOD_MARKERS = {"finetune": "s", "scratch": "x", "probe": "v", "lora": "D", "bitfit": "o", "batchnorm": "o"}
 
 
 def method_colour(method: str) -> str:

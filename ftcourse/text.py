@@ -521,7 +521,7 @@ def online_enabled() -> bool:
     return os.environ.get("FTCOURSE_ONLINE") == "1" or "google.colab" in sys.modules
 
 
-def hub_or_lab(n_per_class: int, *, test_per_class: int = 200, seed: int = 0, model: str = ONLINE_MODEL,
+def hub_or_lab(shots: int, *, test_per_class: int = 200, seed: int = 0, model: str = ONLINE_MODEL,
                load_dataset=None, lab_target: str = "sentiment"):
     """The task, source and tokenizer for :func:`finetune`: SST-2 (Socher et al., EMNLP 2013: movie-review sentences,
     positive or negative) and ``model`` from the hub, or, when either cannot be had, the text lab's ``lab_target``
@@ -550,7 +550,7 @@ def hub_or_lab(n_per_class: int, *, test_per_class: int = 200, seed: int = 0, mo
         per_class = {0: [], 1: []}
         for sentence, label in train:
             per_class[int(label)].append(sentence)
-        parts = [per_class[c][:n_per_class] for c in (0, 1)], [per_class[c][n_per_class:2 * n_per_class + 10]
+        parts = [per_class[c][:shots] for c in (0, 1)], [per_class[c][shots:2 * shots + 10]
                                                                  for c in (0, 1)]
         splits = [textlab.TextSplit([t for c in (0, 1) for t in part[c]],
                                     [c for c in (0, 1) for _ in part[c]]) for part in parts]
@@ -563,7 +563,7 @@ def hub_or_lab(n_per_class: int, *, test_per_class: int = 200, seed: int = 0, mo
         reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
         print(f"offline: the hub could not be used ({reason}); running the text lab's {lab_target!r} target with "
               f"the shipped checkpoint instead")
-        task = textlab.target(lab_target, n_per_class, test_per_class=test_per_class, seed=seed)
+        task = textlab.target(lab_target, shots, test_per_class=test_per_class, seed=seed)
         source = verified()
         from transformers import PreTrainedTokenizerFast
 

@@ -139,9 +139,9 @@ class TextTask:
             print(f"{self.classes[label]:>12}  {text}")
 
 
-def target(name: str, n_per_class: int, *, val_per_class: int | None = None, test_per_class: int = 100,
+def target(name: str, shots: int, *, val_per_class: int | None = None, test_per_class: int = 100,
            seed: int = 0) -> TextTask:
-    """The target task ``name`` (one of :data:`TARGETS`) with ``n_per_class`` training sentences per class, and
+    """The target task ``name`` (one of :data:`TARGETS`) with ``shots`` training sentences per class, and
     ``val_per_class`` (default: as many as training, at least 10) and ``test_per_class`` per class held out. Each
     split comes from its own random stream, so a bigger training set keeps the same validation and test sets. The
     language has about 9,000 distinct sentences (twice as many in ``order``, whose sentences with the place first are new),
@@ -149,13 +149,13 @@ def target(name: str, n_per_class: int, *, val_per_class: int | None = None, tes
     most of them, without labels."""
     if name not in TARGETS:
         raise ValueError(f"Unknown text-lab target {name!r}; choose one of {list(TARGETS)}.")
-    _check_count(n_per_class, "n_per_class")
+    _check_count(shots, "shots")
     _check_count(test_per_class, "test_per_class")
-    val_per_class = max(10, n_per_class) if val_per_class is None else val_per_class
+    val_per_class = max(10, shots) if val_per_class is None else val_per_class
     _check_count(val_per_class, "val_per_class")
     classes, about = TARGETS[name]
     splits = [_split(name, len(classes), count, f"text-lab {name} {part} {seed}")
-              for part, count in (("train", n_per_class), ("val", val_per_class), ("test", test_per_class))]
+              for part, count in (("train", shots), ("val", val_per_class), ("test", test_per_class))]
     return TextTask(name, classes, about, *splits)
 
 

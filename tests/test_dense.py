@@ -171,7 +171,7 @@ def test_a_short_fit_lowers_each_heads_loss(kind):
 
 def test_a_frozen_backbone_does_not_move_not_even_its_batchnorm_statistics():
     data = dense.make_scenes("related", 32, seed=0)
-    model = experiments.dense_model("segmentation", "frozen backbone", 5, seed=0)
+    model = experiments.dense_model("segmentation", "probe", 5, seed=0)
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     train.fit(model, data.for_training("segmentation"), steps=5, lr=0.1, batch_size=16,
               loss=dense.segmentation_loss, progress=False)

@@ -22,8 +22,8 @@ def test_each_method_trains_exactly_its_parameters():
     model = small()
     names = {name for name, _ in model.named_parameters()}
     head = {"head.weight", "head.bias"}
-    assert trainable(efficient.select(small(), "full")) == names
-    assert trainable(efficient.select(small(), "linear probe")) == head
+    assert trainable(efficient.select(small(), "finetune")) == names
+    assert trainable(efficient.select(small(), "probe")) == head
     assert trainable(efficient.select(small(), "last stage")) == {n for n in names if n.startswith("layer3.")} | head
     assert trainable(efficient.select(small(), "bitfit")) == {n for n in names if n.endswith(".bias")} | head
     batchnorm = {f"{m}.{p}" for m, module in model.named_modules()
@@ -116,7 +116,7 @@ def test_every_method_runs_through_the_course_experiment_and_trains_only_its_par
 
 def test_a_footprint_counts_what_a_method_trains_and_stores():
     pretrained = small(8)
-    full, bitfit = (efficient.footprint(pretrained, 5, m) for m in ("full", "bitfit"))
+    full, bitfit = (efficient.footprint(pretrained, 5, m) for m in ("finetune", "bitfit"))
     assert full["share"] == pytest.approx(models.count_parameters(small(5)) / models.count_parameters(pretrained))
     assert bitfit["share"] < 0.05 and bitfit["trainable"] < full["trainable"]
     assert bitfit["delta_bytes"] < full["delta_bytes"] / 10 and bitfit["optimizer_bytes"] == 4 * bitfit["trainable"]
@@ -125,11 +125,11 @@ def test_a_footprint_counts_what_a_method_trains_and_stores():
 def test_memory_saved_for_backward_grows_with_how_low_the_lowest_trainable_parameter_sits():
     pretrained, images = small(8), torch.rand(4, 3, 32, 32)
     saved = {m: efficient.saved_for_backward_bytes(efficient.method_model(pretrained, 5, m), images)
-             for m in ("linear probe", "surgical:layer3", "surgical:stem", "full")}
+             for m in ("probe", "surgical:layer3", "surgical:stem", "finetune")}
     # the probe keeps only the head's input: 4 images x 32 features x 4 bytes
-    assert saved["linear probe"] == 4 * 32 * 4
-    assert saved["linear probe"] < saved["surgical:layer3"] < saved["surgical:stem"] <= saved["full"]
-    assert saved["surgical:stem"] > 0.8 * saved["full"]  # a trainable stem makes every layer above keep its inputs
+    assert saved["probe"] == 4 * 32 * 4
+    assert saved["probe"] < saved["surgical:layer3"] < saved["surgical:stem"] <= saved["finetune"]
+    assert saved["surgical:stem"] > 0.8 * saved["finetune"]  # a trainable stem makes every layer above keep its inputs
 
 
 def test_a_step_is_timed_on_a_copy_and_peak_memory_is_reported_only_where_cuda_measures_it():
@@ -145,12 +145,12 @@ def test_the_comparison_tunes_every_method_on_every_seed_and_reads_it_back_from_
     pretrained = small(8)
     kwargs = dict(shots=[2], seeds=(0, 1), pretrained=pretrained, steps=3, batch_size=8, test_per_class=4,
                   lr_grid=(0.01, 0.1), cache=tmp_path)
-    rows = experiments.efficient_comparison(["related"], ["linear probe", "bitfit"], **kwargs)
-    assert len(rows) == 4 and set(rows["method"]) == {"linear probe", "bitfit"}
+    rows = experiments.efficient_comparison(["related"], ["probe", "bitfit"], **kwargs)
+    assert len(rows) == 4 and set(rows["method"]) == {"probe", "bitfit"}
     assert (rows["tuning_runs"] >= 2).all()  # every seed tried the grid itself: a whole replicate
     for method, runs in rows.groupby("method"):
         assert (runs["trainable"] == efficient.footprint(pretrained, 5, method)["trainable"]).all()
-    again = experiments.efficient_comparison(["related"], ["linear probe", "bitfit"], **kwargs)
+    again = experiments.efficient_comparison(["related"], ["probe", "bitfit"], **kwargs)
     assert again[["lr", "accuracy"]].equals(rows[["lr", "accuracy"]])  # read back from the cache
 
 
@@ -179,4 +179,4 @@ def test_one_shared_backbone_serves_each_target_as_its_own_network_would():
     with pytest.raises(ValueError, match="No target 'c'"):
         shared.use("c")
     with pytest.raises(ValueError, match="no LoRA adapters"):
-        shared.add("full", efficient.method_model(pretrained, 5, "full"))
+        shared.add("finetune", efficient.method_model(pretrained, 5, "finetune"))

@@ -81,7 +81,7 @@ def test_the_cheapest_method_check_passes_the_right_answer_and_fails_others():
     assert "cheapest method within" in verdict("07.2", mean_then_cheapest)
     failed = 0
     for seed in range(5):  # over several draws, each wrong recipe is caught at least once
-        for wrong in (best_single_seed, most_accurate, lambda rows, margin: {"related": "full"}):
+        for wrong in (best_single_seed, most_accurate, lambda rows, margin: {"related": "finetune"}):
             try:
                 verdict("07.2", wrong, seed)
             except checks.ExerciseFailed:
@@ -91,9 +91,9 @@ def test_the_cheapest_method_check_passes_the_right_answer_and_fails_others():
 
 def test_the_cheapest_method_reference_on_a_hand_made_table():
     rows = [{"target": "t", "method": m, "seed": s, "trainable": n, "accuracy": a}
-            for m, n, accs in (("full", 100, (0.90, 0.92)), ("bitfit", 2, (0.88, 0.89)), ("lora", 5, (0.90, 0.91)),
+            for m, n, accs in (("finetune", 100, (0.90, 0.92)), ("bitfit", 2, (0.88, 0.89)), ("lora", 5, (0.90, 0.91)),
                                ("probe", 1, (0.50, 0.52)))
             for s, a in enumerate(accs)]
     assert checks.cheapest_within(rows, 0.01) == {"t": "lora"}  # bitfit is 2.5 points below full's 0.91
     assert checks.cheapest_within(rows, 0.03) == {"t": "bitfit"}
-    assert checks.cheapest_within(rows, 0.0) == {"t": "full"}
+    assert checks.cheapest_within(rows, 0.0) == {"t": "finetune"}

@@ -73,7 +73,7 @@ def by_the_paired_rule(rows, margin):
 def by_the_means(rows, margin):  # ignores the noise: never says "either"
     means = {}
     for r in rows:
-        means.setdefault((f"{r['target']}/{r['labels']}", r["method"]), []).append(r["score"])
+        means.setdefault((f"{r['target']}/{r['shots']}", r["method"]), []).append(r["score"])
     return {key: "finetune" if sum(means[key, "finetune"]) > sum(means[key, "scratch"]) else "scratch"
             for key, _ in means}
 
@@ -93,7 +93,7 @@ def test_the_verdict_check_passes_the_right_answer_and_fails_the_means():
 
 
 def test_the_verdict_reference_on_a_hand_made_table():
-    rows = [{"target": "t", "labels": 8, "method": m, "seed": s, "score": v}
+    rows = [{"target": "t", "shots": 8, "method": m, "seed": s, "score": v}
             for m, values in (("finetune", (0.5, 0.6, 0.55)), ("scratch", (0.3, 0.31, 0.32))) for s, v in enumerate(values)]
     assert checks.pretraining_verdicts(rows, 0.0) == {"t/8": "finetune"}  # d = 0.2, 0.29, 0.23
     assert checks.pretraining_verdicts(rows, 0.3) == {"t/8": "either"}

@@ -169,7 +169,7 @@ def test_pretraining_on_classification_helps_segmentation_of_new_shapes(pretrain
     the same network trained from scratch by more than 0.05 mIoU, seed by seed, each at its rate chosen on validation
     (the lesson's protocol and budget: 80 steps of 16). Six seeds: on seed 6 every method collapses to predicting
     the background within 80 steps (its shapes cover 6% of the pixels), too wide a spread for three."""
-    rows = experiments.dense_comparison("segmentation", ["related"], labels=[16], seeds=MORE_SEEDS,
+    rows = experiments.dense_comparison("segmentation", ["related"], shots=[16], seeds=MORE_SEEDS,
                                         methods=["scratch", "finetune"], pretrained=pretrained, steps=80,
                                         batch_size=16, n_val=64, n_test=256, lr_grid=(0.03, 0.1, 0.3),
                                         cache=tuning_cache)

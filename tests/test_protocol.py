@@ -222,7 +222,7 @@ def test_every_seed_of_a_comparison_tunes_its_rate_on_the_whole_grid(monkeypatch
     monkeypatch.setattr(protocol, "tune", spy)
     experiments.efficient_comparison(["related"], ["bitfit"], shots=[2], seeds=[0, 1], steps=2, batch_size=8,
                                      test_per_class=4, lr_grid=[0.01, 0.1])
-    experiments.dense_comparison("segmentation", ["related"], labels=[4], seeds=[0, 1], methods=["finetune"],
+    experiments.dense_comparison("segmentation", ["related"], shots=[4], seeds=[0, 1], methods=["finetune"],
                                  steps=2, batch_size=4, n_val=4, n_test=4, lr_grid=[0.01, 0.1])
     assert grids == [[0.01, 0.1]] * 4  # no seed trains at a rate another seed chose
 

@@ -58,7 +58,7 @@ def test_splits_are_disjoint_and_a_bigger_train_set_keeps_val_and_test():
 def test_bad_arguments_say_what_to_do():
     with pytest.raises(ValueError, match="Unknown text-lab target 'colour'; choose one of"):
         textlab.target("colour", 5)
-    with pytest.raises(ValueError, match="n_per_class must be a whole number of sentences"):
+    with pytest.raises(ValueError, match="shots must be a whole number of sentences"):
         textlab.target("topic", 0)
 
 

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 from ftcourse import plots, widgets  # noqa: E402
 
-RUNS = pd.DataFrame({"shots": [5, 5, 20, 20], "method": ["scratch", "full", "scratch", "full"],
+RUNS = pd.DataFrame({"shots": [5, 5, 20, 20], "method": ["scratch", "finetune", "scratch", "finetune"],
                      "accuracy": [0.3, 0.6, 0.5, 0.9]})
 
 
@@ -53,7 +53,7 @@ def test_each_method_has_its_course_colour_in_the_explorer():
     names = [label.get_text() for label in ax.get_xticklabels()]
     colours = [matplotlib.colors.to_hex(bar.get_facecolor()) for bar in ax.patches]
     assert colours == [plots.method_colour(name) for name in names]
-    assert plots.method_colour("scratch") != plots.method_colour("full")
+    assert plots.method_colour("scratch") != plots.method_colour("finetune")
 
 
 def test_what_the_table_holds_fixed_is_named_in_the_static_figure_and_the_slider_figure(notebook):
