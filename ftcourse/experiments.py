@@ -407,7 +407,12 @@ def dense_model(kind: str, method: str, num_classes: int, *, pretrained: models.
 
 def dense_score(model: torch.nn.Module, kind: str, data) -> float:
     """mIoU (segmentation, background included) or AP at IoU 0.5 (detection) of ``model`` on ``data``."""
-    outputs = predict(model, data.images)
+    return score_outputs(predict(model, data.images), kind, data)
+
+
+def score_outputs(outputs: torch.Tensor, kind: str, data) -> float:
+    """:func:`dense_score` of outputs already predicted for ``data.images`` (validation needs them for its loss
+    too: one forward pass, not two)."""
     if kind == "segmentation":
         return dense.mean_iou(outputs.argmax(1), data.masks, data.num_classes + 1)
     return dense.average_precision(dense.decode(outputs), data.boxes, data.num_classes)
@@ -491,7 +496,7 @@ class DenseRecipe:
     def _validate(self, model) -> dict:
         outputs = predict(model, self.task.val.images)
         loss = float(self.loss(outputs, self.task.val.for_training(self.kind)[1]))
-        return {"val": dense_score(model, self.kind, self.task.val), "val_loss": loss}
+        return {"val": score_outputs(outputs, self.kind, self.task.val), "val_loss": loss}
 
     def _test(self, model) -> dict:
         return {"score": dense_score(model, self.kind, self.task.test)}
