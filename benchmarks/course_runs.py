@@ -5,7 +5,8 @@ as ``ftcourse site`` does (two kernels side by side, one thread each), with ever
 recorded by ``benchmarks/runlog/sitecustomize.py``. Prints, per lesson: its wall time, how many training runs it
 made and the optimiser steps they took, and how many of those runs the course had already made (the same starting
 weights, data and settings: trained twice). All lessons share one fresh cache folder, as they do on a learner's
-machine, so a run that an earlier lesson made and cached is not counted again.
+machine, so a run that an earlier lesson made and cached is not counted again. Lessons of one number (04 and 04b)
+run one after the other, as a learner runs them: the second reuses the first's runs.
 
     python benchmarks/course_runs.py                       # this checkout
     python benchmarks/course_runs.py --repo /tmp/before    # another checkout, e.g. `git worktree add /tmp/before REV`
@@ -66,8 +67,12 @@ def main():
         cache, logs = Path(folder) / "cache", Path(folder) / "logs"
         logs.mkdir()
         started = time.perf_counter()
+        groups = collections.defaultdict(list)  # 04 and 04b: the second reuses the first's runs, so it runs after
+        for notebook in notebooks:
+            groups[notebook.stem[:2]].append(notebook)
         with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(lambda n: run_lesson(n, cache, logs, threads), notebooks))
+            done = pool.map(lambda group: [run_lesson(n, cache, logs, threads) for n in group], groups.values())
+            results = [result for group in done for result in group]
         wall = time.perf_counter() - started
         cache_bytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
         if args.keep:

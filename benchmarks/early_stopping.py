@@ -1,13 +1,14 @@
 """Does stopping clearly worse rates early change what the protocol chooses? Real tunings, side by side.
 
-``ftcourse.protocol.tune`` trains every rate of the grid to 30% of the budget and stops those more than 0.05 below
-the best there (``DECIDE_AT``, ``MARGIN``). This script runs real tunings of the course's kinds -- images (scratch,
+``ftcourse.protocol.tune`` trains every rate of the grid to 30% of the budget and stops there the rates smaller than
+the leader's that are more than 0.05 below it, and any that diverged (``DECIDE_AT``, ``MARGIN``,
+``protocol.clearly_worse``). This script runs real tunings of the course's kinds -- images (scratch,
 fine-tuning, efficient methods) and dense segmentation, at the cpu profile's sizes -- once with early stopping and
 once with every rate trained to the end, and prints, for each tuning, the two chosen rates, their test accuracy
 (or mIoU) and the optimiser steps each spent. Both share one run cache: the full tuning reuses the runs the early
 one finished, so each run is trained once (a run paused and finished reaches exactly an unpaused run's weights).
 
-    python benchmarks/early_stopping.py            # 22 tunings, about 10 minutes on 2 cores
+    python benchmarks/early_stopping.py            # 22 tunings, about 3 minutes on 2 cores
     python benchmarks/early_stopping.py --decide-at 0.5
 """
 

@@ -34,6 +34,9 @@ BY_SHAPE = 0.8  # the fraction of each class's images that show it by its shape;
 BUDGET = 3200  # training images a recipe may use: 100 steps of 32
 PRACTICE_SECRET = 2026
 PASS_MARK = 0.5
+JUSTIFICATION_TEMPLATE = (  # the capstone notebook's justification cell as handed out (tests/test_capstone.py)
+    "## Your justification\n\n*Replace this text with a few sentences: which source and method your recipe uses, and "
+    "what in your exploration\nmade you choose them. The grade table shows this cell to your teacher.*")
 ASSIGNMENT = "10"  # the capstone comes after the lessons; its one exercise is 10.1
 EXERCISE = ASSIGNMENT + ".1"
 CALIBRATION = {  # test accuracy (mean, lowest, highest) over secrets 1, 2, 3 x seeds 0, 1, 2: benchmarks/capstone.py

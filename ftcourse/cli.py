@@ -5,7 +5,10 @@
 - ``ftcourse pretrain``: make a shipped lab checkpoint again from its recipe, into your cache folder
   (or the file ``--out`` names); ``--source text`` makes the text lab's BERT (a folder).
 - ``ftcourse exercises [--check]``: generate exercises/ from solutions/ (or check that they agree).
-- ``ftcourse grade SUBMISSIONS --out grades.csv``: run students' notebooks and write a grade table.
+- ``ftcourse secret new course.secret``: the course secret, made once (it fixes the capstone's test set).
+- ``ftcourse grade SUBMISSIONS --out grades.csv --secret-file course.secret``: run students' notebooks (``--jobs``
+  at a time) and write a grade table; ``--feedback DIR`` writes a file per student.
+- ``ftcourse canvas grades.csv --roster export.csv``: the table as a Canvas gradebook import.
 - ``ftcourse site [--profile cpu] [--out build/site]``: the course as a website, every lesson with its outputs.
 """
 
@@ -121,14 +124,48 @@ def grade(args) -> int:
 
     try:
         run_grade(args.submissions, args.out, timeout=args.timeout, cell_timeout=args.cell_timeout,
-                  resume=args.resume, secret=args.secret, mode=args.container or args.sandbox)
-    except (FileNotFoundError, ValueError) as error:
+                  resume=args.resume, only=args.only, secret=args.secret, secret_file=args.secret_file,
+                  weights=args.weight, jobs=args.jobs, feedback=args.feedback,
+                  mode=args.container or args.sandbox)
+    except (FileNotFoundError, ValueError, PermissionError) as error:
         print(f"ftcourse grade: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: every finished row is in {args.out}; run again with --resume to go on.",
               file=sys.stderr)
         return 130
+    return 0
+
+
+def secret(args) -> int:
+    from .grading import course_secret
+
+    try:
+        value = course_secret.create(args.path, replace=args.replace)
+    except (FileExistsError, OSError) as error:
+        print(f"ftcourse secret: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote the course secret to {args.path} (mode 0600, fingerprint {course_secret.fingerprint(value)}). "
+          f"Keep it, and grade with --secret-file {args.path}.")
+    return 0
+
+
+def canvas(args) -> int:
+    from .grading.table import canvas_export, read_table
+
+    try:
+        rows = read_table(args.grades)
+        if not rows:
+            raise ValueError(f"{args.grades} holds no grades (run ftcourse grade first).")
+        result = canvas_export(rows, args.roster, args.out, match=args.match)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"ftcourse canvas: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: import it in Canvas (Grades > Import).")
+    if result["unmatched"]:
+        print(f"not in the roster (by {args.match}), so not exported: {', '.join(result['unmatched'])}")
+    if result["missing"]:
+        print(f"in the roster with no graded submission (left empty): {', '.join(result['missing'])}")
     return 0
 
 
@@ -183,13 +220,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", type=int, default=300, help="seconds a single cell may run")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows of an earlier run in --out whose notebooks have not changed")
+    p.add_argument("--secret-file", default=None,
+                   help="the course secret (made once with `ftcourse secret new FILE`): the same capstone every run")
     p.add_argument("--secret", type=int, default=None,
-                   help="the capstone's secret (default: a new one per run, kept beside --out for --resume)")
+                   help="a secret given as a number (default: the --secret-file's, else a new one per table)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="submissions graded at once (default: the cores, as far as memory holds their sandboxes)")
+    p.add_argument("--only", nargs="+", default=None, metavar="STUDENT",
+                   help="grade these students again, keeping everyone else's rows in --out")
+    p.add_argument("--weight", action="append", default=None, metavar="EXERCISE=POINTS",
+                   help="points for an exercise (default 1), e.g. --weight 10.1=5; repeat for others")
+    p.add_argument("--feedback", default=None, metavar="DIR",
+                   help="write one Markdown file per student in DIR: each exercise's outcome and hint")
     p.add_argument("--sandbox", choices=["namespaces", "processes"], default=None,
                    help="the isolation (default: the strongest this machine offers; see the README)")
     p.add_argument("--container", choices=["docker", "podman"], default=None,
                    help="run each submission in a container of $FTCOURSE_CONTAINER_IMAGE (default ftcourse-grader)")
     p.set_defaults(run=grade)
+    p = sub.add_parser("secret", help="make the course secret, once per course (it fixes the capstone's test)")
+    p.add_argument("action", choices=["new"], help="new: make a secret file")
+    p.add_argument("path", help="where to keep it, e.g. course.secret (created with mode 0600)")
+    p.add_argument("--replace", action="store_true", help="replace an existing secret (a new capstone test)")
+    p.set_defaults(run=secret)
+    p = sub.add_parser("canvas", help="turn a grade table into a Canvas gradebook import")
+    p.add_argument("grades", help="the grade table written by ftcourse grade")
+    p.add_argument("--roster", required=True, help="the gradebook exported from Canvas (Grades > Export)")
+    p.add_argument("--out", default="canvas-import.csv", help="the CSV to import in Canvas")
+    p.add_argument("--match", default="SIS Login ID",
+                   help="the roster's column that holds the names of the submissions (default: SIS Login ID)")
+    p.set_defaults(run=canvas)
     p = sub.add_parser("site", help="build the course's website: every lesson executed, with its outputs")
     p.add_argument("--profile", choices=["quick", "cpu", "gpu"], default="cpu",
                    help="the size the lessons run at (default cpu: what a learner on a laptop sees)")

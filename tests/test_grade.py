@@ -15,7 +15,7 @@ import pytest
 
 import ftcourse
 from ftcourse import cli
-from ftcourse.grading import grade, sandbox
+from ftcourse.grading import grade, sandbox, table
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(ftcourse.__file__).resolve().parent
@@ -181,7 +181,7 @@ while True:
     package_before = {p: p.read_bytes() for p in PACKAGE.rglob("*.py")}
     start = time.monotonic()
     measured = MEASURED_GRADER
-    result = subprocess.run([sys.executable, "-c", measured, "grade", str(folder), "--out", str(out),
+    result = subprocess.run([sys.executable, "-c", measured, "grade", str(folder), "--out", str(out), "--jobs", "2",
                              "--timeout", "25", "--cell-timeout", "5"], capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - start
     time.sleep(1)  # give a surviving daemon the chance to show itself
@@ -195,11 +195,12 @@ while True:
 def test_honest_students_are_graded_right_whatever_their_classmates_did(graded):
     rows, result = graded["rows"], graded["result"]
     assert result.returncode == 0, result.stderr[-2000:]
-    assert rows["alice"]["02.1"] == rows["alice"]["02.2"] == "1" and rows["alice"]["total"] == "2", rows["alice"]
-    assert (rows["bob"]["02.1"], rows["bob"]["02.2"]) == ("0", "1")
+    assert rows["alice"]["02.1"] == rows["alice"]["02.2"] == "passed", rows["alice"]
+    assert (rows["alice"]["points"], rows["alice"]["possible"], rows["alice"]["assignment"]) == ("2", "2", "02")
+    assert (rows["bob"]["02.1"], rows["bob"]["02.2"], rows["bob"]["points"]) == ("wrong", "passed", "1")
     assert "loop over model.stage_names[:k]" in rows["bob"]["messages"]  # the hint, in kind
     assert "expected" not in rows["bob"]["messages"] and "trainable stages are" not in rows["bob"]["messages"]
-    assert rows["tara"]["total"] == "2", rows["tara"]  # odd metadata types cost an honest student nothing
+    assert rows["tara"]["points"] == "2", rows["tara"]  # odd metadata types cost an honest student nothing
 
 
 @namespaces
@@ -209,7 +210,7 @@ def test_honest_students_are_graded_right_whatever_their_classmates_did(graded):
                                    "inflater", "painter", "sly", "kate", "liam"])
 def test_every_hostile_submission_scores_zero(graded, probe):
     row = graded["rows"][probe]
-    assert row["total"] == "0", row
+    assert row["points"] == "0", row
 
 
 @namespaces
@@ -224,10 +225,13 @@ def test_the_reasons_are_in_the_table(graded):
     assert "3 notebooks for assignment 02" in rows["sly"]["status"] and "none of them graded" in rows["sly"]["status"]
     for probe in ("parser", "bomber", "inflater"):
         assert "sent something that is not an answer" in rows[probe]["status"], rows[probe]
-    assert "02.1" in rows["nester"]["messages"] and rows["nester"]["total"] == "0", rows["nester"]
-    assert rows["kate"]["10.1"] == "0" and "not the lab's network" in rows["kate"]["messages"], rows["kate"]
+    assert "02.1" in rows["nester"]["messages"] and rows["nester"]["points"] == "0", rows["nester"]
+    assert rows["kate"]["10.1"] == "wrong" and "not the lab's network" in rows["kate"]["messages"], rows["kate"]
+    assert rows["kate"]["justification untouched"] == "yes"  # no justification cell at all
+    assert rows["sly"]["02.1"] == "not graded" and rows["olaf"]["assignment"] == ""
+    assert rows["stubborn"]["02.1"] == "crashed" and rows["bob"]["02.1"] == "wrong"
     assert "classes: class 0, class 1, class 2, class 3, class 4" in rows["liam"]["messages"], rows["liam"]
-    assert rows["nina (nina.ipynb)"]["total"] == "2" and rows["nina (nina/)"]["total"] == "1"
+    assert rows["nina (nina.ipynb)"]["points"] == "2" and rows["nina (nina/)"]["points"] == "1"
     assert "name clash" in rows["nina (nina.ipynb)"]["status"]
     assert "exam" not in graded["out"].read_text()  # the symlinked secret was never read into the table
     assert not any("checkpoint" in s for s in rows)
@@ -245,7 +249,7 @@ def test_nothing_outside_the_sandboxes_changed_and_nothing_survived(graded):
     alive = subprocess.run(["pgrep", "-f", graded["token"]], capture_output=True, text=True).stdout.split()
     assert not alive, f"a daemon outlived its sandbox: {alive}"
     rows = graded["rows"]
-    assert rows["bob"]["total"] == "1" and "vandal" in rows  # the table is the grader's, not the daemon's
+    assert rows["bob"]["points"] == "1" and "vandal" in rows  # the table is the grader's, not the daemon's
 
 
 @namespaces
@@ -280,10 +284,10 @@ def test_discovery_reads_assignments_from_metadata_not_file_names(tmp_path):
 
 def test_csv_cells_that_look_like_formulas_are_escaped(tmp_path):
     out = tmp_path / "t.csv"
-    grade.write_table([{"student": "=1+1", "total": 2, "messages": "@SUM(A1)", "status": "-2+3"}],
-                      ["student", "total", "messages", "status"], out)
+    grade.write_table([{"student": "=1+1", "points": 2, "messages": "@SUM(A1)", "status": "-2+3"}],
+                      ["student", "points", "messages", "status"], out)
     row = next(csv.DictReader(out.open()))
-    assert row == {"student": "'=1+1", "total": "2", "messages": "'@SUM(A1)", "status": "'-2+3"}
+    assert row == {"student": "'=1+1", "points": "2", "messages": "'@SUM(A1)", "status": "'-2+3"}
 
 
 @pytest.mark.slow  # grades three students, then again with --resume
@@ -294,9 +298,9 @@ def test_a_rerun_with_resume_keeps_finished_rows_and_regrades_changed_notebooks(
     assert cli.main(["grade", str(folder), "--out", str(out), "--timeout", "60"]) == 0
     notebook(folder / "bob.ipynb", code=RIGHT)  # bob fixed his notebook
     rows = grade.grade(folder, out, timeout=60, resume=True, verbose=False)
-    assert {r["student"]: str(r["total"]) for r in rows} == {"alice": "2", "bob": "2"}
+    assert {r["student"]: str(r["points"]) for r in rows} == {"alice": "2", "bob": "2"}
     with out.open() as f:
-        assert {r["student"]: r["total"] for r in csv.DictReader(f)} == {"alice": "2", "bob": "2"}
+        assert {r["student"]: r["points"] for r in csv.DictReader(f)} == {"alice": "2", "bob": "2"}
 
 
 @pytest.mark.slow  # trains the capstone's recipes in sandboxes
@@ -326,14 +330,16 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
         nb.metadata["ftcourse"] = {"assignment": "10"}
         nbformat.write(nb, folder / f"{name}.ipynb")
     rows = {r["student"]: r for r in grade.grade(folder, out, timeout=300, secret=12345, verbose=False)}
-    assert rows["erin"]["10.1"] == 1 and "PASSED 10.1: test accuracy" in rows["erin"]["messages"], rows["erin"]
+    assert rows["erin"]["10.1"] == "passed" and "PASSED 10.1: test accuracy" in rows["erin"]["messages"], rows["erin"]
     assert rows["erin"]["status"] == "erin.ipynb: ok", rows["erin"]  # every cell of the worked solution ran cleanly
-    assert "Your justification" in rows["erin"]["justification"]
-    assert rows["frank"]["10.1"] == 0 and "not done yet" in rows["frank"]["messages"]
-    assert rows["gina"]["10.1"] == 0 and "test accuracy" in rows["gina"]["messages"], rows["gina"]
-    assert rows["hank"]["10.1"] == 0 and "test accuracy" in rows["hank"]["messages"], rows["hank"]
-    assert rows["ivan"]["10.1"] == 0 and "time limit" in rows["ivan"]["status"], rows["ivan"]
-    assert rows["jack"]["10.1"] == 0, rows["jack"]  # it stopped reading, and the grader went on
+    assert "Your justification" in rows["erin"]["justification"] and rows["erin"]["justification untouched"] == ""
+    assert rows["frank"]["10.1"] == "not attempted" and "not done yet" in rows["frank"]["messages"]
+    assert rows["frank"]["status"] == "frank.ipynb: not attempted", rows["frank"]  # the untouched exercise notebook
+    assert rows["frank"]["justification untouched"] == "yes"  # still the template's text
+    assert rows["gina"]["10.1"] == "wrong" and "test accuracy" in rows["gina"]["messages"], rows["gina"]
+    assert rows["hank"]["10.1"] == "wrong" and "test accuracy" in rows["hank"]["messages"], rows["hank"]
+    assert rows["ivan"]["10.1"] == "crashed" and "time limit" in rows["ivan"]["status"], rows["ivan"]
+    assert rows["jack"]["10.1"] == "crashed", rows["jack"]  # it stopped reading, and the grader went on
 
 
 def _workers_running() -> bool:
@@ -406,7 +412,7 @@ def test_ctrl_c_keeps_every_finished_row_and_a_resume_finishes_the_rest(tmp_path
     notebook(folder / "alice.ipynb", code=RIGHT)
     notebook(folder / "bob.ipynb", "import time\ntime.sleep(600)", code=WRONG)
     process = subprocess.Popen([sys.executable, "-m", "ftcourse.cli", "grade", str(folder), "--out", str(out),
-                                "--cell-timeout", "900"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                "--cell-timeout", "900", "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a stack dump if it hangs (below)
                                preexec_fn=_default_ctrl_c)
     deadline = time.monotonic() + 300
@@ -428,7 +434,7 @@ def test_ctrl_c_keeps_every_finished_row_and_a_resume_finishes_the_rest(tmp_path
         assert [r["student"] for r in csv.DictReader(f)] == ["alice"]
     notebook(folder / "bob.ipynb", code=WRONG)
     rows = grade.grade(folder, out, resume=True, verbose=False)
-    assert [(r["student"], str(r["total"])) for r in rows] == [("alice", "2"), ("bob", "1")]
+    assert [(r["student"], str(r["points"])) for r in rows] == [("alice", "2"), ("bob", "1")]
 
 
 @namespaces
@@ -440,7 +446,7 @@ def test_no_control_character_reaches_the_terminal_or_the_table_and_memory_stays
     rows, stdout, text = graded["rows"], graded["result"].stdout, graded["out"].read_text()
     assert "\x1b" not in stdout and "\x1b" not in text and "\r" not in stdout.replace("\r\n", "\n")
     assert "\\x1b[2K\\x0dalice: 2/2" in rows["painter"]["status"], rows["painter"]["status"]
-    assert rows["\\x1b[31mred"]["total"] == "2"
+    assert rows["\\x1b[31mred"]["points"] == "2"
     anonymous, resident = (int(word) for word in stdout.split("grader peak memory ")[1].split()[:4:3])
     print(f"grader peak memory over {len(rows)} rows: {anonymous / 2**20:.2f} GiB anonymous, "
           f"{resident / 2**20:.2f} GiB resident with the shared libraries")
@@ -457,19 +463,19 @@ def test_a_bug_in_the_grader_gives_one_internal_error_row_and_resume_tries_it_on
         calls.append(student)
         if student == "bob":
             raise RuntimeError("a bug the grader hit")
-        return {e: (True, f"PASSED {e}") for e in grade.exercises_of(assignment)}, "ok"
+        return {e: ("passed", f"PASSED {e}") for e in grade.exercises_of(assignment)}, "ok"
 
     monkeypatch.setattr(grade, "grade_notebook", grade_notebook)
     monkeypatch.setattr(grade, "check_sandbox", lambda settings: None)
     rows = {r["student"]: r for r in grade.grade(folder, out, verbose=False)}
-    assert rows["alice"]["total"] == 2 and rows["bob"]["total"] == 0
+    assert rows["alice"]["points"] == 2 and rows["bob"]["points"] == 0
     assert rows["bob"]["status"].startswith("internal error (try 1 of 2): RuntimeError: a bug the grader hit")
     rows = {r["student"]: r for r in grade.grade(folder, out, resume=True, verbose=False)}
     assert calls == ["alice", "bob", "bob"]  # alice kept; bob tried once more
     assert rows["bob"]["status"].startswith("internal error (try 2 of 2)") and "report it" in rows["bob"]["status"]
     grade.grade(folder, out, resume=True, verbose=False)
     assert calls == ["alice", "bob", "bob"]  # the second failure is kept
-    assert oct(out.stat().st_mode & 0o777) == oct(grade.TABLE_MODE)
+    assert oct(out.stat().st_mode & 0o777) == oct(table.TABLE_MODE)
 
 
 def test_odd_metadata_is_read_without_an_exception():

@@ -15,7 +15,7 @@ layer or any layer below it (this table is the one the test checks):
     7  experiments sweep capstone text           whole experiments and grids of them; the capstone's target; BERT
     8  tour widgets claims                       what the lessons show; claims checked on each run
     9  checks exercises                          exercise feedback, exercises generated from solutions
-    10 grading.grade grading.worker site         the autograder, and its sandboxed side; the website
+    10 grading.grade grading.worker grading.table grading.course_secret site   the autograder, its sandboxed side, its tables and the course secret; the website
     11 cli                                       the ftcourse command
 
 A module not in the table fails the test until it is placed: where a new module sits is a design decision. A module

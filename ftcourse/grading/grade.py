@@ -15,9 +15,10 @@ A submission is code written by someone who may want a better mark, or a worse o
   depth and count, so that decoding costs what the frame's size says). :mod:`ftcourse.checks` judges those answers
   here. The checks the notebook itself calls only give the learner feedback: they count for nothing. Patching
   them, printing ``PASSED`` or writing files changes nothing; forging an answer means computing it.
-- **The capstone's test set never exists in the student's process.** It comes from a secret drawn per run
-  (``--secret`` to fix it); the worker gets only the training images, after the notebook has run, and a time
-  limit; it returns the model's weights, which are checked and loaded into a network built here and tested here.
+- **The capstone's test set never exists in the student's process.** It comes from the course secret
+  (:mod:`~ftcourse.grading.course_secret`: the same test in every run of the course), or a secret drawn for the
+  table; the worker gets only the training images, after the notebook has run, and a time limit; it returns the
+  model's weights, which are checked and loaded into a network built here and tested here.
 - **Each submission runs alone**: a fresh copy of its notebook, its own HOME and TMPDIR, a clean environment,
   resource limits, a wall-clock limit per cell and per notebook, and every process it started killed at the end.
   On Linux with user namespaces it also cannot see or write anything outside its sandbox (see
@@ -26,6 +27,8 @@ A submission is code written by someone who may want a better mark, or a worse o
   rename), ``--resume`` skips the students already graded, ``--out`` is checked before anything runs, and whatever
   a worker does -- crash, garbage, silence, flooding its output -- gives that student a row with zeros and the
   reason, while the run goes on.
+- **Side by side, still apart**: ``--jobs N`` grades N students at once, each in a sandbox of its own (a thread
+  here waits on each; the work is in the sandboxes), and the table is written under one lock, in the folder's order.
 - **Nothing is silently dropped**: every entry of the folder gives a row or a line in the printed "skipped"
   list; symbolic links are refused with a row that says so; name clashes are reported; cells of the table are
   escaped against spreadsheet formulas.
@@ -33,7 +36,6 @@ A submission is code written by someone who may want a better mark, or a worse o
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -49,14 +51,14 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import capstone, checks, files
-from . import frames, sandbox
+from .. import capstone, checks
+from . import course_secret, frames, sandbox
+from .table import (assignment_row, columns, escape, exercises_of, printable, read_table, student_row,  # noqa: F401
+                    untouched_justification, write_table)
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 MAX_OUTPUT_BYTES = 20 * 2**20  # a notebook that prints more is stopped
 ANSWER_SECONDS = 300  # for the answers to the exercises other than the capstone
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", " ", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # ＝＋－＠ too
-TABLE_MODE = 0o600  # the grade table holds students' marks: readable by the teacher's user only
 TRIES = 2  # a student whose grading hit a bug in the grader is tried again once by --resume, then the row is kept
 
 
@@ -227,10 +229,6 @@ def plan_of(path: Path) -> tuple:
         return path, Problem(f"internal error reading {path.name}: {type(error).__name__}: {str(error)[:160]}"), None
 
 
-def exercises_of(assignment: str) -> list[str]:
-    return [e for e in checks.GRADED if e.startswith(assignment + ".")]
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # Running one notebook in its sandbox and asking it for answers.
 
@@ -358,6 +356,8 @@ class Settings:
     limits: sandbox.Limits = sandbox.Limits()
     mode: str | None = None  # the sandbox's isolation; None: the best this machine has
     hide: tuple = ()
+    threads: int = 1  # torch's threads in each sandbox (the machine's cores shared among the jobs)
+    weights: dict = field(default_factory=dict)  # points per exercise (default 1)
     capstone_seconds: float | None = None  # the recipe's time limit, measured when first needed
     ctrl_c: CtrlC = field(default_factory=CtrlC)  # checked while waiting for a sandbox
     _capstone: tuple | None = None
@@ -379,13 +379,15 @@ class Settings:
 
 def grade_notebook(path: Path, notebook, assignment: str, settings: Settings, student: str = "",
                    digest: str = "") -> tuple[dict, str]:
-    """Run one notebook in a sandbox and judge its answers here: ({exercise: (passed, message)}, status)."""
+    """Run one notebook in a sandbox and judge its answers here: ({exercise: (outcome, message)}, status), with
+    the outcomes of :data:`ftcourse.grading.table.OUTCOMES`."""
     ids = exercises_of(assignment)
     questions = {e: settings.inputs(e, student, digest) for e in ids if e != capstone.EXERCISE}
-    results = {e: (False, "no answer") for e in ids}
+    threads = str(settings.threads)
     box = sandbox.start(["python", "-I", "-m", "ftcourse.grading.worker", "notebook.ipynb", str(settings.cell_timeout)],
                         {"notebook.ipynb": path.read_bytes()}, limits=settings.limits, mode=settings.mode,
-                        hide=settings.hide, env={"FTCOURSE_PROFILE": "quick"})
+                        hide=settings.hide, env={"FTCOURSE_PROFILE": "quick", "OMP_NUM_THREADS": threads,
+                                                 "MKL_NUM_THREADS": threads})
     output = _Output(box)
     output.start()
     try:
@@ -408,88 +410,64 @@ def grade_notebook(path: Path, notebook, assignment: str, settings: Settings, st
                              f"while the recipe trained (its time limit is {seconds:.0f} s on this machine)", check)
             answers[capstone.EXERCISE] = reply.get("capstone")
     except Problem as problem:
-        return results, str(problem)
+        return {e: ("crashed", f"{e}: no answer (the notebook stopped first: see the status)") for e in ids}, \
+            str(problem)
     finally:
         box.end()  # every process of the sandbox, so that its output pipe ends
         output.finish()  # then its reader, before the pipes are closed
         box.kill()
+    results = {}
     for e in ids:
         if e == capstone.EXERCISE:
             results[e] = _judge(e, answers.get(e), settings.capstone_target()[1])
         else:
             results[e] = _judge_rounds(e, answers.get(e), questions[e])
+    if all(outcome == "not attempted" for outcome, _ in results.values()):
+        status = "not attempted"  # an untouched exercise notebook: its check cells raise NotImplementedError
     return results, status
 
 
-def _judge_rounds(exercise_id: str, replies, questions: list) -> tuple[bool, str]:
+def _judge_rounds(exercise_id: str, replies, questions: list) -> tuple[str, str]:
     """Judge every round of an exercise: it passes when all of them do (see :attr:`checks.Exercise.rounds`)."""
     if not isinstance(replies, list) or len(replies) != len(questions):
-        return False, f"{exercise_id}: no answer"
+        return "crashed", f"{exercise_id}: no answer"
     what = ""
     for number, (reply, inputs) in enumerate(zip(replies, questions), 1):
-        passed, what = _judge(exercise_id, reply, inputs)
-        if not passed:
+        outcome, what = _judge(exercise_id, reply, inputs)
+        if outcome != "passed":
             rounds = f" (question {number} of {len(questions)})" if len(questions) > 1 else ""
-            return False, what + rounds
-    return True, what
+            return outcome, what + rounds
+    return "passed", what
 
 
-def _judge(exercise_id: str, reply, inputs) -> tuple[bool, str]:
-    """Judge one answer here, in the grader's process, on the ``inputs`` it was asked (the capstone: its test set).
+def _judge(exercise_id: str, reply, inputs) -> tuple[str, str]:
+    """Judge one answer here, in the grader's process, on the ``inputs`` it was asked (the capstone: its test set):
+    (outcome, message), the outcome one of :data:`ftcourse.grading.table.OUTCOMES`.
 
     A failed answer's message says what was wrong in kind -- the hint -- and never the value the grader expected on
-    its own inputs: a student who could read that could copy it into the next submission."""
+    its own inputs: a student who could read that could copy it into the next submission. (The worker's word that
+    a function is still the stub is taken as it is: claiming it falsely only costs the student the point.)"""
     if not isinstance(reply, dict) or ("value" not in reply and "error" not in reply):
-        return False, f"{exercise_id}: no answer"
+        return "crashed", f"{exercise_id}: no answer"
     if "error" in reply:
-        return False, f"{exercise_id}: {str(reply['error'])[:300]}"
+        outcome = "not attempted" if reply.get("not_done") is True else "crashed"
+        return outcome, f"{exercise_id}: {str(reply['error'])[:300]}"
     try:
         if exercise_id == capstone.EXERCISE:
             _, what = checks.judge_capstone(reply["value"], inputs)
         else:
             what = checks.GRADED[exercise_id].judge(reply["value"], inputs)
-        return True, f"PASSED {exercise_id}: {what}"
+        return "passed", f"PASSED {exercise_id}: {what}"
     except checks.ExerciseFailed as failed:
         if exercise_id == capstone.EXERCISE:  # the capstone's message is its score and the pass mark: no answer key
-            return False, " ".join(str(failed).split())
-        return False, f"{exercise_id}: not right on the grader's questions. Hint: {' '.join(failed.hint.split())}"
+            return "wrong", f"{exercise_id}: {' '.join(str(failed).split())}"
+        return "wrong", f"{exercise_id}: not right on the grader's questions. Hint: {' '.join(failed.hint.split())}"
     except Exception as error:  # an answer of an unexpected form
-        return False, f"{exercise_id}: the answer has an unexpected form ({type(error).__name__})"
+        return "wrong", f"{exercise_id}: the answer has an unexpected form ({type(error).__name__})"
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # The table.
-
-def printable(text) -> str:
-    """``text`` with every control or format character (ESC, CR, backspace, bidirectional overrides...) written
-    as an escape such as ``\\x1b``: nothing a student supplied -- a file name, a printed line, an error message, a
-    justification -- can then move the teacher's cursor, rewrite a line of the terminal or reorder text."""
-    def safe(ch):
-        if ch == " " or unicodedata.category(ch)[0] != "C":
-            return ch
-        code = ord(ch)
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-    return "".join(safe(ch) for ch in str(text))
-
-
-def escape(value):
-    """A CSV cell that a spreadsheet shows as text: a cell starting with = + - @, their full-width forms, a space,
-    a tab or a line break (where spreadsheets look for a formula) gets a leading quote."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def write_table(rows: list[dict], columns: list[str], out: Path) -> None:
-    """Write the table atomically (:func:`ftcourse.files.atomic_write`: a reader, or a crash, sees the old table or
-    the new one, never half of one), with mode :data:`TABLE_MODE`: marks are the students' personal data."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({k: escape(v) for k, v in row.items()} for row in rows)
-    files.atomic_write(out, lambda f: f.write(buffer.getvalue().encode()), mode=TABLE_MODE)
-
 
 def check_out(out: Path, submissions: Path) -> None:
     """Fail now, before anyone is graded, if the table cannot be written at ``out``."""
@@ -511,10 +489,15 @@ def _secret_file(out: Path) -> Path:
     return out.with_name(f".{out.name}.secret")
 
 
-def _run_secret(out: Path, secret: int | None, resume: bool) -> int:
-    """This run's secret: the one given, the one a resumed run used, or a new one; kept beside the table (0600)."""
+def _run_secret(out: Path, secret: int | None, secret_file, reuse: bool) -> int:
+    """This run's secret: the course secret's (``secret_file``), the one given, the one an earlier run on this
+    table used (``reuse``: ``--resume`` or ``--only``), or a new one, kept beside the table (0600)."""
+    if secret_file is not None:
+        if secret is not None:
+            raise ValueError("give --secret-file or --secret, not both.")
+        return course_secret.read(secret_file)
     keep = _secret_file(out)
-    if secret is None and resume and keep.exists():
+    if secret is None and reuse and keep.exists():
         return int(keep.read_text().strip())
     secret = capstone.new_secret() if secret is None else int(secret)
     fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -523,64 +506,168 @@ def _run_secret(out: Path, secret: int | None, resume: bool) -> int:
     return secret
 
 
-def _previous_rows(out: Path) -> dict[str, dict]:
-    if not out.exists():
-        return {}
-    with out.open(newline="") as f:
-        return {row["student"]: row for row in csv.DictReader(f) if row.get("student")}
+def _check_one_secret(previous: list[dict], fingerprint: str, out: Path) -> None:
+    """Refuse to add rows graded with one secret to a table graded with another: its capstone rows would have
+    faced two different tests."""
+    others = sorted({row.get("secret") or "none" for row in previous} - {fingerprint})
+    if others:
+        raise ValueError(f"{out} was graded with another secret (fingerprint {', '.join(others)}; this run's is "
+                         f"{fingerprint}), and one table never mixes two: grade with the secret file it was graded "
+                         f"with (--secret-file), or into a new table (--out).")
+
+
+def default_jobs(limits: sandbox.Limits) -> int:
+    """How many submissions to grade at once: one per core this process may use, and no more than the memory
+    available holds sandboxes at their cap (:attr:`sandbox.Limits.memory_mb`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) // 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    by_memory = max(1, available // limits.memory_mb) if available else cores
+    return max(1, min(cores, by_memory))
+
+
+def _threads_per_job(jobs: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs)
+
+
+def _reference_seconds(threads: int) -> float:
+    """:func:`capstone.reference_seconds` with the threads each sandbox gets, so that the capstone's time limit is
+    measured as its recipes will run."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return capstone.reference_seconds()
+    finally:
+        torch.set_num_threads(before)
 
 
 def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: int = 300, resume: bool = False,
-          secret: int | None = None, limits: sandbox.Limits | None = None, mode: str | None = None,
+          only=None, secret: int | None = None, secret_file=None, weights=None, jobs: int | None = None,
+          feedback=None, limits: sandbox.Limits | None = None, mode: str | None = None,
           verbose: bool = True) -> list[dict]:
-    """Grade every submission under ``submissions``; write the table to ``out`` (CSV) row by row; return its rows.
+    """Grade every submission under ``submissions``; write the table to ``out`` (CSV) as each student finishes;
+    return its rows (one per student and assignment: :mod:`ftcourse.grading.table`).
 
-    Everything done for one student -- reading the notebooks, the sandbox, the answers, the judging, the row -- is
+    ``jobs`` submissions are graded at once, each in its own sandbox (default: :func:`default_jobs`); the machine's
+    cores are shared among them. ``secret_file`` is the course secret (:mod:`~ftcourse.grading.course_secret`):
+    with it, every run sets the same capstone. ``resume`` keeps the rows of students whose notebooks have not
+    changed; ``only`` (a list of student names) grades those students again and keeps everyone else's rows.
+    ``weights`` gives exercises other points than 1 (``["02.1=2"]`` or ``{"02.1": 2}``). ``feedback`` is a folder
+    for one Markdown file per student.
+
+    Everything done for one student -- reading the notebooks, the sandbox, the answers, the judging, the rows -- is
     inside that student's handling: a bug anywhere in it gives that student an "internal error" row with the
     exception, and the run goes on. ``--resume`` tries such a student once more (:data:`TRIES`), then keeps the row.
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from .table import parse_weights, write_feedback
+
     submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():
         raise FileNotFoundError(f"{submissions} is not a folder. Put one notebook (or one folder of notebooks) per "
                                 f"student in it.")
     check_out(out, submissions)
+    if feedback is not None:
+        feedback = Path(feedback)
+        if submissions.resolve() == feedback.resolve() or submissions.resolve() in feedback.resolve().parents:
+            raise ValueError(f"--feedback {feedback} is inside the submissions folder; put it somewhere else.")
+    weights = parse_weights(weights) if not isinstance(weights, dict) else parse_weights(
+        [f"{e}={w}" for e, w in weights.items()])
+    limits = limits or sandbox.Limits()
+    jobs = default_jobs(limits) if jobs is None else int(jobs)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be 1 or more, got {jobs}.")
     sandbox.remove_stale()  # what a killed grader left: sandbox folders holding students' notebooks, cgroups
     found, skipped = discover(submissions)
     if not found:
         raise FileNotFoundError(f"No submissions in {submissions}: expected NAME.ipynb or NAME/*.ipynb per student.")
-    previous = _previous_rows(out) if resume else {}
-    settings = Settings(_run_secret(out, secret, resume), timeout=timeout, cell_timeout=cell_timeout,
-                        limits=limits or sandbox.Limits(), mode=mode, hide=(submissions, out.parent))
+    only = None if only is None else set(only)
+    if only is not None:
+        unknown = sorted(only - {s.student for s in found})
+        if unknown:
+            raise ValueError(f"--only names students with no submission in {submissions}: "
+                             f"{', '.join(map(printable, unknown))}.")
+    previous = read_table(out) if (resume or only is not None) else []
+    if previous and "secret" not in previous[0]:
+        raise ValueError(f"{out} was written by an older ftcourse (it has no secret column); grade into a new "
+                         f"table (--out).")
+    settings = Settings(_run_secret(out, secret, secret_file, reuse=resume or only is not None), timeout=timeout,
+                        cell_timeout=cell_timeout, limits=limits, mode=mode, hide=(submissions, out.parent),
+                        threads=_threads_per_job(jobs), weights=weights)
+    fingerprint = course_secret.fingerprint(settings.secret)
+    _check_one_secret(previous, fingerprint, out)
     plans = {s.student: [plan_of(path) for path in s.notebooks] for s in found}
     assignments = {a for plan in plans.values() for _, _, a in plan if a}
-    columns = [e for e in checks.GRADED if e.split(".")[0] in assignments]
-    header = ["student", *columns, "total", "status", "messages", "justification", "sha256"]
+    assignments |= {row["assignment"] for row in previous if row.get("assignment")}
+    header = columns(assignments)
+    kept_rows: dict[str, list[dict]] = {}
+    for row in previous:
+        kept_rows.setdefault(row["student"], []).append({k: row.get(k, "") for k in header})
     check_sandbox(settings)  # before the first student: the sandbox imports the ftcourse that judges
     if capstone.ASSIGNMENT in assignments and settings.capstone_seconds is None:
-        settings.capstone_seconds = capstone.time_limit(capstone.reference_seconds())
+        settings.capstone_seconds = capstone.time_limit(_reference_seconds(settings.threads))
+        settings.capstone_target()  # made once, before the jobs share it
     if verbose:
-        print(f"grading {len(found)} submission(s) in a sandbox ({settings.mode or sandbox.isolation()}); "
-              f"exercises {', '.join(columns) or 'none'}")
-    rows = []
+        print(f"grading {len(found)} submission(s), {jobs} at a time, each in a sandbox "
+              f"({settings.mode or sandbox.isolation()}); assignments {', '.join(sorted(assignments)) or 'none'}")
+    results: dict[int, list[dict]] = {}
+    lock = threading.Lock()
+
+    def table_rows() -> list[dict]:
+        return [row for i in sorted(results) for row in results[i]]
+
+    todo = []
+    for i, s in enumerate(found):
+        name = printable(s.student)  # the table holds names as printable() made them
+        if only is not None and s.student not in only:
+            results[i] = kept_rows.get(name, [])
+            continue
+        digest = _digest(s)  # read and hashed once per student
+        kept = _kept_rows(kept_rows.get(name), digest) if resume and only is None else None
+        if kept is not None:
+            results[i] = kept
+            if verbose:
+                print(f"{name}: kept from the previous run")
+            continue
+        todo.append((i, s, digest, _tries(kept_rows.get(name), digest) + 1))
+
+    def one(i, s, digest, tries):
+        start = time.perf_counter()
+        rows = _grade_safely(s, plans[s.student], settings, digest, fingerprint, tries)
+        with lock:
+            results[i] = rows
+            write_table(table_rows(), header, out)
+            if verbose:
+                said = "; ".join(f"{r['assignment'] or '-'} {r['points']}/{r['possible'] or 0} {r['status']}"
+                                 for r in rows)
+                print(f"{printable(s.student)}: {said} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade")
     try:
         with settings.ctrl_c:  # Ctrl-C stops at the next check: before a student, or while a sandbox runs
-            for s in found:
+            pending = {pool.submit(one, *job) for job in todo}
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # Interrupted, from a job that saw Ctrl-C: stop
                 settings.ctrl_c.check()
-                start = time.perf_counter()
-                kept = previous.get(printable(s.student))  # the table holds names as printable() made them
-                digest = _digest(s)  # read and hashed once per student
-                row = _kept_row(kept, digest, columns, header)
-                graded_now = row is None
-                if graded_now:
-                    row = _grade_safely(s, plans[s.student], columns, settings, digest, tries=_tries(kept, digest) + 1)
-                    write_table(rows + [row], header, out)
-                rows.append(row)
-                if verbose:
-                    done = (f"{row['total']}/{len(columns)} ({time.perf_counter() - start:.0f} s) {row['status']}"
-                            if graded_now else "kept from the previous run")
-                    print(f"{printable(s.student)}: {done}")
     finally:
-        write_table(rows, header, out)  # every finished row, also after Ctrl-C
+        pool.shutdown(wait=True, cancel_futures=True)  # running jobs see Ctrl-C within a second and end
+        with lock:
+            write_table(table_rows(), header, out)  # every finished row, also after Ctrl-C
+    rows = table_rows()
+    if feedback is not None:
+        written = write_feedback(rows, feedback)
+        if verbose:
+            print(f"wrote {len(written)} feedback file(s) in {feedback}")
     if verbose:
         print(f"wrote {out} ({len(rows)} rows)")
         if skipped:
@@ -595,73 +682,68 @@ def _digest(s: Submission) -> str:
         return ""
 
 
-def _tries(kept: dict | None, digest: str) -> int:
+def _tries(kept: list[dict] | None, digest: str) -> int:
     """How many times the previous run hit an internal error on this same submission (0 if it did not)."""
-    if not kept or kept.get("sha256") != digest:
-        return 0
-    match = re.match(r"internal error \(try (\d+) of \d+\)", kept.get("status", ""))
-    return int(match.group(1)) if match else 0
+    for row in kept or ():
+        match = re.match(r"internal error \(try (\d+) of \d+\)", row.get("status", ""))
+        if match and row.get("sha256") == digest:
+            return int(match.group(1))
+    return 0
 
 
-def _kept_row(kept: dict | None, digest: str, columns: list[str], header: list[str]) -> dict | None:
-    """The previous run's row, when ``--resume`` may keep it: the same submission and exercises, and not an
+def _kept_rows(kept: list[dict] | None, digest: str) -> list[dict] | None:
+    """The previous run's rows of a student, when ``--resume`` may keep them: the same submission, and not an
     internal error that has tries left."""
-    if not kept or kept.get("sha256") != digest or not all(c in kept for c in columns):
+    if not kept or any(row.get("sha256") != digest for row in kept):
         return None
     tries = _tries(kept, digest)
     if 0 < tries < TRIES:
         return None
-    return {k: kept.get(k, "") for k in header}
+    return kept
 
 
-def _grade_safely(s: Submission, plan: list, columns: list[str], settings: Settings, digest: str,
-                  tries: int) -> dict:
+def _grade_safely(s: Submission, plan: list, settings: Settings, digest: str, secret: str, tries: int) -> list[dict]:
     """:func:`_grade_student`, with any bug in the grader turned into this student's "internal error" row."""
     try:
-        return _grade_student(s, plan, columns, settings, digest)
+        return _grade_student(s, plan, settings, digest, secret)
     except Exception as error:  # never Interrupted (Ctrl-C): that stops the run, as it should
-        row = {"student": printable(s.student), **{e: 0 for e in columns}, "total": 0}
-        row.update(status=printable(f"internal error (try {min(tries, TRIES)} of {TRIES}): {type(error).__name__}: "
-                                    f"{str(error)[:200]}" + ("; run with --resume to try again" if tries < TRIES
-                                                             else "; please report it")),
-                   messages="", justification="", sha256=digest)
-        return row
+        status = (f"internal error (try {min(tries, TRIES)} of {TRIES}): {type(error).__name__}: {str(error)[:200]}"
+                  + ("; run with --resume to try again" if tries < TRIES else "; please report it"))
+        return [student_row(s.student, status, digest=digest, secret=secret)]
 
 
-def _grade_student(s: Submission, plan: list, columns: list[str], settings: Settings, digest: str) -> dict:
-    passed, messages, statuses = set(), [], list(s.notes)
-    justification = ""
-    by_assignment: dict[str, list[Path]] = {}
-    for path, notebook, assignment in plan:
-        if not isinstance(notebook, Problem) and assignment is not None:
-            by_assignment.setdefault(assignment, []).append(path)
-    for assignment, paths in by_assignment.items():
-        if len(paths) > 1:  # several tries at one assignment would let a student hand in several guesses
-            statuses.append(f"{len(paths)} notebooks for assignment {assignment} "
-                            f"({', '.join(p.name for p in paths)}): none of them graded; hand in one notebook per "
-                            f"assignment")
+def _grade_student(s: Submission, plan: list, settings: Settings, digest: str, secret: str) -> list[dict]:
+    """The student's rows: one per assignment handed in, or one saying why nothing could be graded."""
+    notes = list(s.notes)  # about the whole submission: refused links, a name clash, unreadable notebooks
+    by_assignment: dict[str, list] = {}
     for path, notebook, assignment in plan:
         if isinstance(notebook, Problem):
-            statuses.append(str(notebook))
-            continue
-        if assignment is None:
-            statuses.append(f"{path.name}: no ftcourse assignment id in its metadata (is it an exercise notebook "
-                            f"from `ftcourse exercises`?); not graded")
-            continue
-        if len(by_assignment[assignment]) > 1:
-            continue
-        results, status = grade_notebook(path, notebook, assignment, settings, s.student, digest)
-        statuses.append(f"{path.name}: {status}")
-        for e, (ok, message) in results.items():
-            if ok:
-                passed.add(e)
-            messages.append(message)
-        justification = justification or justification_of(notebook)
-    row = {"student": printable(s.student), **{e: int(e in passed) for e in columns}}
-    row["total"] = sum(row[e] for e in columns)
-    row.update(status=printable("; ".join(statuses)), messages=printable(" | ".join(messages)),
-               justification=printable(justification), sha256=digest)
-    return row
+            notes.append(str(notebook))
+        elif assignment is None:
+            notes.append(f"{path.name}: no ftcourse assignment id in its metadata (is it an exercise notebook from "
+                         f"`ftcourse exercises`?); not graded")
+        else:
+            by_assignment.setdefault(assignment, []).append((path, notebook))
+    rows = []
+    for assignment in sorted(by_assignment):
+        notebooks = by_assignment[assignment]
+        justification = ""
+        if len(notebooks) > 1:  # several tries at one assignment would let a student hand in several guesses
+            outcomes = {e: ("not graded", "") for e in exercises_of(assignment)}
+            status = (f"{len(notebooks)} notebooks for assignment {assignment} "
+                      f"({', '.join(p.name for p, _ in notebooks)}): none of them graded; hand in one notebook per "
+                      f"assignment")
+        else:
+            path, notebook = notebooks[0]
+            outcomes, status = grade_notebook(path, notebook, assignment, settings, s.student, digest)
+            status = f"{path.name}: {status}"
+            justification = justification_of(notebook)
+        untouched = (assignment == capstone.ASSIGNMENT and
+                     untouched_justification(justification, capstone.JUSTIFICATION_TEMPLATE))
+        rows.append(assignment_row(s.student, assignment, outcomes, status="; ".join([*notes, status]),
+                                   justification=justification, untouched=untouched, digest=digest, secret=secret,
+                                   weights=settings.weights))
+    return rows or [student_row(s.student, "; ".join(notes) or "nothing to grade", digest=digest, secret=secret)]
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -74,12 +74,12 @@ def answer(request: dict, namespace: dict) -> dict:
     def one(exercise, inputs, seconds):
         fn = namespace.get(exercise.function)
         if not callable(fn):
-            return {"error": f"the notebook defines no function {exercise.function}()"}
+            return {"error": f"the notebook defines no function {exercise.function}()", "not_done": True}
         signal.alarm(seconds)
         try:
             return {"value": checks.plain(exercise.answer(fn, inputs))}
         except NotImplementedError:
-            return {"error": "not done yet: the stub raises NotImplementedError"}
+            return {"error": "not done yet: the stub raises NotImplementedError", "not_done": True}
         except BaseException as error:  # whatever the student's code raised, as words
             return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
         finally:
