@@ -67,7 +67,7 @@ def main():
         cache, logs = Path(folder) / "cache", Path(folder) / "logs"
         logs.mkdir()
         started = time.perf_counter()
-        groups = collections.defaultdict(list)  # 04 and 04b: the second reuses the first's runs, so it runs after
+        groups = collections.defaultdict(list)  # 04, then 04b: the second reuses the first's runs
         for notebook in notebooks:
             groups[notebook.stem[:2]].append(notebook)
         with ThreadPoolExecutor(args.jobs) as pool:

@@ -149,6 +149,16 @@ while True:
             "os.write(int(os.environ['FTCOURSE_ANSWERS_FD']), struct.pack('>Q', len(_data)) + _data)"],
         "painter": ["import os, sys\nprint('\\x1b[2K\\ralice: 2/2 (1 s) ok \\x1b[31m')\nsys.stdout.flush()\n"
                     "os._exit(3)"],
+        # graded beside a classmate (--jobs 2): looks for other sandboxes' notebooks and processes, and says what
+        # it found in the error its function raises (the only channel a student has to the table)
+        "peeker": ["import glob, os, time\ntime.sleep(2)\n"
+                   "_files = glob.glob('/tmp/**/*.ipynb', recursive=True) + glob.glob('/sandbox/**/*.ipynb', "
+                   f"recursive=True) + glob.glob({str(folder)!r} + '/*')\n"
+                   "_files = [p for p in _files if p != '/sandbox/notebook.ipynb']\n"
+                   "_workers = [p for p in os.listdir('/proc') if p.isdigit() and b'grading.worker' in "
+                   "open(f'/proc/{p}/cmdline', 'rb').read()]\n"
+                   "def count_trainable(model):\n    raise ValueError(f'peeked: {len(_files)} files, "
+                   "{len(_workers)} workers')"],
     }
     for name, cells in probes.items():
         notebook(folder / f"{name}.ipynb", *cells)
@@ -230,6 +240,7 @@ def test_the_reasons_are_in_the_table(graded):
     assert rows["kate"]["justification untouched"] == "yes"  # no justification cell at all
     assert rows["sly"]["02.1"] == "not graded" and rows["olaf"]["assignment"] == ""
     assert rows["stubborn"]["02.1"] == "crashed" and rows["bob"]["02.1"] == "wrong"
+    assert "peeked: 0 files, 1 workers" in rows["peeker"]["messages"], rows["peeker"]  # alone, though not graded alone
     assert "classes: class 0, class 1, class 2, class 3, class 4" in rows["liam"]["messages"], rows["liam"]
     assert rows["nina (nina.ipynb)"]["points"] == "2" and rows["nina (nina/)"]["points"] == "1"
     assert "name clash" in rows["nina (nina.ipynb)"]["status"]
