@@ -43,6 +43,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -149,7 +150,9 @@ class Sandboxed:
         for group in self.cgroups:
             _kill_cgroup(group)
         self.cgroups = []
-        _kill_orphans(keep=self.children_before)
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self.process.pid)
+            _kill_orphans(keep=self.children_before)
 
     def kill(self) -> None:
         """End the sandbox and every process in it, then remove its files. Safe to call twice."""
@@ -190,8 +193,10 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
         os.close(write_end)
         name = f"ftcourse-{folder.name.rsplit('-', 1)[-1].lower()}"
         command = container_command(mode, name, inbox, argv, limits, env or {})
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)
+        with _RUNNING_LOCK:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, start_new_session=True)
+            _RUNNING.add(process.pid)
         return Sandboxed(process, process.stdout.fileno(), process.stderr, folder, [], set(), container=name)
     if mode == "namespaces":
         root = folder / "root"
@@ -212,11 +217,13 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
         cwd = str(inbox)
         _become_subreaper()
     cgroups = _make_cgroups(limits)
-    children_before = set(_children())
     processes = limits.processes + _processes_of(os.getuid())  # RLIMIT_NPROC counts all of this user's processes
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               cwd=cwd, env=environment, pass_fds=(write_end,), start_new_session=True,
-                               preexec_fn=lambda: _limit(limits, processes, cgroups))
+    with _RUNNING_LOCK:
+        children_before = set(_children()) - _RUNNING  # the caller's own children, not the other sandboxes
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   cwd=cwd, env=environment, pass_fds=(write_end,), start_new_session=True,
+                                   preexec_fn=lambda: _limit(limits, processes, cgroups))
+        _RUNNING.add(process.pid)
     os.close(write_end)
     return Sandboxed(process, read_end, process.stdout, folder, cgroups, children_before)
 
@@ -389,10 +396,18 @@ def _processes_of(uid: int) -> int:
     return count
 
 
+# The first processes of the sandboxes running now (``grade --jobs``): a sandbox that ends kills the orphans it left,
+# never a sandbox beside it. Starting one and killing orphans hold the lock, so that no sandbox is started between
+# reading the children and killing them.
+_RUNNING: set[int] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
 def _kill_orphans(keep: set[int]) -> None:
-    """Kill and reap every child of this process that a sandbox left behind (processes mode, Linux)."""
+    """Kill and reap every child of this process that a sandbox left behind (processes mode, Linux): every child
+    but ``keep`` (the caller's own) and the sandboxes still running."""
     for pid in _children():
-        if pid in keep:
+        if pid in keep or pid in _RUNNING:
             continue
         try:
             os.kill(pid, signal.SIGKILL)
