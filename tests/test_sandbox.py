@@ -153,6 +153,22 @@ subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.
     assert not alive, f"processes outlived the sandbox: {alive}"
 
 
+@pytest.mark.parametrize("mode", ["processes", None])
+def test_a_sandbox_that_ends_leaves_the_one_beside_it_running(mode):
+    """``grade --jobs``: the first sandbox ends (and kills the orphans it left) while the second still runs; the
+    second must go on and report its own exit code."""
+    first = sandbox.start(["python", "-I", "-c", "pass"], {}, mode=mode)
+    second = sandbox.start(["python", "-I", "-c", "import time, sys; time.sleep(2); sys.exit(7)"], {}, mode=mode)
+    try:
+        first.process.wait(timeout=60)
+        first.kill()
+        assert second.process.poll() is None  # still running
+        assert second.process.wait(timeout=60) == 7
+    finally:
+        first.kill()
+        second.kill()
+
+
 def test_isolation_is_one_of_the_documented_modes():
     assert sandbox.isolation() in ("namespaces", "processes")
     assert sys.platform.startswith("linux") or sandbox.isolation() == "processes"
