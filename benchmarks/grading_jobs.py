@@ -5,7 +5,7 @@ Builds a class of 20 students from the course's own notebooks -- worked solution
 the folder twice on this machine, with the same course secret: ``--jobs 1``, then ``--jobs 2``. Prints each wall
 time, the ratio, and whether both tables agree row for row.
 
-    python benchmarks/grading_jobs.py            # about 10 minutes on 2 cores
+    python benchmarks/grading_jobs.py            # about 3 minutes on 2 cores
 """
 
 import argparse

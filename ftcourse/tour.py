@@ -4,7 +4,7 @@ Loads the shipped lab checkpoint, then on two targets -- ``related`` (new shapes
 the source learned to ignore) -- trains from scratch, a linear probe and a full fine-tune for each number of labels
 per class and seed of the profile. It follows the course's fair-comparison protocol: every method gets its own
 learning rate, chosen on the target's validation set by the course's one rule (:mod:`ftcourse.protocol`: the grid
-:data:`ftcourse.experiments.LR_GRID`, the ladder past an edge, clearly worse rates stopped early), each seed for
+:data:`ftcourse.experiments.LR_GRID`, the ladder past an edge, clearly worse smaller rates stopped early), each seed for
 itself, and the table reports the test accuracy of that choice. Tuning costs about one run per rate; the tour says
 how many before it starts and caches every run (in ``env.run_cache``, the cache the lessons share), so a second tour
 reads them back. Prints a table of test accuracy and the
@@ -36,8 +36,8 @@ def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", 
     if verbose:
         print(f"{runs} training runs or more: {len(TASKS)} targets x {len(shots)} sizes x {len(env.sizes.seeds)} seeds "
               f"x {len(experiments.METHODS)} methods x {len(experiments.LR_GRID)} learning rates to choose from on "
-              f"validation, and one more rate wherever the best lies at the edge of those (rates clearly behind the "
-              f"best at 30% of the steps stop there).\n"
+              f"validation, and one more rate wherever the best lies at the edge of those (smaller rates clearly "
+              f"behind the best at 30% of the steps stop there).\n"
               f"{experiments.cost(runs, env.sizes.steps, env.device)}; cached in {env.run_cache}.")
     rows = []
     for task in TASKS:
