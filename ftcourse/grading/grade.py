@@ -516,10 +516,15 @@ def _check_one_secret(previous: list[dict], fingerprint: str, out: Path) -> None
                          f"with (--secret-file), or into a new table (--out).")
 
 
+def _cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_jobs(limits: sandbox.Limits) -> int:
     """How many submissions to grade at once: one per core this process may use, and no more than the memory
     available holds sandboxes at their cap (:attr:`sandbox.Limits.memory_mb`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _cores()
     available = None
     try:
         with open("/proc/meminfo") as f:
@@ -531,8 +536,7 @@ def default_jobs(limits: sandbox.Limits) -> int:
 
 
 def _threads_per_job(jobs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // jobs)
+    return max(1, _cores() // jobs)
 
 
 def _reference_seconds(threads: int) -> float:
