@@ -233,29 +233,70 @@ def judge_finetune_start(answer, inputs) -> str:
     return f"a copy of theta_pre with a new {n}-class head, all parameters trainable."
 
 
-def _ask_advantage(rng):
-    rows = []
-    for shots in sorted(rng.sample([5, 10, 20, 40, 80], 2)):
-        for seed in range(rng.randint(2, 3)):
-            for method in ("scratch", "finetune", "probe"):
-                rows.append({"shots": shots, "seed": seed, "method": method, "accuracy": round(rng.random(), 2)})
-    rng.shuffle(rows)
-    return {"rows": rows}
+def _ask_paired(rng):
+    n = rng.randint(3, 6)
+    b = [round(rng.uniform(0.4, 0.8), 3) for _ in range(n)]
+    shift = rng.uniform(-0.05, 0.2)
+    a = [round(min(1.0, x + shift + rng.gauss(0, 0.04)), 3) for x in b]
+    return {"a": a, "b": b, "margin": rng.choice([0.0, 0.02, 0.05, 0.1])}
 
 
-@_exercise("01.2", "finetuning_advantage", "accuracy gain of fine-tuning over scratch per target size",
-           _ask_advantage, lambda fn, inputs: fn(inputs["rows"]))
-def judge_advantage(answer, inputs) -> str:
-    rows = inputs["rows"]
+def _interval_mistakes(a, b) -> dict:
+    """The 90% intervals that common slips give for ``a`` minus ``b``, by the slip's hint."""
+    from scipy import stats as scipy_stats
 
-    def mean(method, shots):
-        values = [r["accuracy"] for r in rows if r["method"] == method and r["shots"] == shots]
-        return sum(values) / len(values)
-    expected = {n: mean("finetune", n) - mean("scratch", n) for n in {r["shots"] for r in rows}}
-    _compare_dict("01.2", answer, expected, shape_hint="one entry per value of row['shots'].", tol=1e-9,
-                  value_hint="average over seeds first (fine-tune and scratch separately), then subtract; "
-                             "ignore the probe.")
-    return "the mean fine-tune minus mean scratch accuracy for each target size."
+    n = len(a)
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / n
+
+    def std(values, ddof=1):
+        centre = sum(values) / len(values)
+        return math.sqrt(sum((v - centre) ** 2 for v in values) / (len(values) - ddof))
+
+    t90, t95 = scipy_stats.t.ppf(0.95, n - 1), scipy_stats.t.ppf(0.975, n - 1)
+    unpaired = t90 * math.sqrt(std(a) ** 2 / n + std(b) ** 2 / n)
+    return {
+        "pair the seeds: take the differences a[s] - b[s] seed by seed, then their mean and spread; comparing the two "
+        "lists' own spreads ignores what each seed's training images did to both methods": unpaired,
+        "use Student's t with n - 1 degrees of freedom, scipy.stats.t.ppf(0.95, n - 1), not the normal's 1.645: "
+        "with 3 seeds it is 2.92": 1.6448536269514722 * std(d) / math.sqrt(n),
+        "the spread of the differences is the sample standard deviation (divide by n - 1, ddof=1)":
+            t90 * std(d, ddof=0) / math.sqrt(n),
+        "a 90% interval: t.ppf(0.95, n - 1) (5% in each tail), not t.ppf(0.975, n - 1)": t95 * std(d) / math.sqrt(n),
+    }, mean
+
+
+@_exercise("01.2", "paired_verdict", "the paired 90% interval of A minus B, and whether A beats B by a margin",
+           _ask_paired, lambda fn, inputs: fn(inputs["a"], inputs["b"], inputs["margin"]))
+def judge_paired(answer, inputs) -> str:
+    from .stats import paired_difference
+
+    a, b, margin = inputs["a"], inputs["b"], inputs["margin"]
+    expected = paired_difference(a, b)
+    keys = {"mean", "low", "high", "beats"}
+    if not isinstance(answer, dict) or set(answer) != keys:
+        _fail("01.2", f"expected a dict with keys {sorted(keys)}, got {answer!r:.200}.",
+              'return {"mean": ..., "low": ..., "high": ..., "beats": ...}.')
+    numbers = [answer[k] for k in ("mean", "low", "high")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        _fail("01.2", "mean, low and high must be numbers.", "return floats (float(x) of a numpy value).")
+    if abs(answer["mean"] - expected["mean"]) > 1e-9:
+        _fail("01.2", "the mean difference is not right.",
+              "the mean of the per-seed differences a[s] - b[s] (A minus B, not B minus A).")
+    half = (answer["high"] - answer["low"]) / 2
+    right_half = (expected["high"] - expected["low"]) / 2
+    if abs(half - right_half) > 1e-6 or abs((answer["high"] + answer["low"]) / 2 - expected["mean"]) > 1e-6:
+        mistakes, _ = _interval_mistakes(a, b)
+        hint = next((h for h, wrong in mistakes.items() if abs(half - wrong) <= 1e-6),
+                    "mean ± t.ppf(0.95, n - 1) · s / sqrt(n), with s the sample standard deviation of the per-seed "
+                    "differences")
+        _fail("01.2", "the interval is not right.", hint)
+    if answer["beats"] is not bool(expected["low"] > margin):
+        _fail("01.2", f"the verdict is not right for a margin of {margin}.",
+              "A beats B by more than the margin when the whole interval lies above it: low > margin (the mean "
+              "alone is not enough).")
+    return (f"mean {expected['mean']:+.3f}, 90% interval {expected['low']:+.3f} to {expected['high']:+.3f}: "
+            f"{'beats' if expected['low'] > margin else 'does not show that A beats'} B by more than {margin}.")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -963,9 +1004,10 @@ def check_finetune_start(finetune_start) -> None:
     return check("01.1", finetune_start)
 
 
-def check_finetuning_advantage(finetuning_advantage) -> None:
-    """01.2: ``finetuning_advantage(rows)`` -> {labels per class: mean fine-tune accuracy - mean scratch accuracy}."""
-    return check("01.2", finetuning_advantage)
+def check_paired_verdict(paired_verdict) -> None:
+    """01.2: ``paired_verdict(a, b, margin)`` -> {"mean", "low", "high", "beats"}: the paired 90% interval of a - b
+    and whether a beats b by more than ``margin`` (``low > margin``)."""
+    return check("01.2", paired_verdict)
 
 
 def check_freeze_first(freeze_first) -> None:

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import progress
+
 PROFILE_VARIABLE = "FTCOURSE_PROFILE"
 SEEDS_VARIABLE = "FTCOURSE_SEEDS"
 VERIFIED_PROFILES = ("quick", "cpu")  # the profiles whose lessons have run top to bottom with their claims checked
@@ -145,6 +147,33 @@ def full_size_warning(sizes: Sizes) -> str:
             f"steps per run): about {factor:.0f}x the training of the cpu profile in each lesson. The lessons' claims "
             f"were checked at the cpu profile's sizes, not at these: a claim may fail here, and a failed claim says "
             f"so and the lesson goes on.")
+
+
+QUICK_NOTE = ("profile=quick: a smoke test (a few steps, one seed) that checks that every cell runs. Its numbers "
+              "prove nothing and can contradict the text (a spread of 0.000 over one seed, masks that are all one "
+              "class), and the lessons check no claim here: run the cpu profile to learn from the results.")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def busy_machine_warning(load: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when the CPU is oversubscribed, else None: the 1-minute load average (processes running or waiting
+    to run) above the cores this process may use. Training on the CPU runs one thread per core; when other jobs
+    want the same cores, threads wait for each other at every step, and the course measured runs 10-30x slower."""
+    if load is None:
+        if not hasattr(os, "getloadavg"):
+            return None
+        load = os.getloadavg()[0]
+    cores = cores or usable_cores()
+    if load <= cores + 0.5:
+        return None
+    return (f"this machine is busy: {load:.1f} processes want the CPU on average (the last minute) and it has "
+            f"{cores} core{'s' if cores > 1 else ''}. Training will wait for the CPU at every step (runs were "
+            f"measured 10-30x slower this way). Close other jobs (another notebook's kernel, a build), or give each "
+            f"of them fewer threads (OMP_NUM_THREADS=1 before starting them).")
 
 
 def active_profile() -> str:
@@ -265,6 +294,12 @@ def setup(seed: int = 0, profile: str | None = None, *, verbose: bool = True) ->
         print(env.describe())
         if profile not in VERIFIED_PROFILES:
             print(full_size_warning(sizes))
+        if profile == "quick":
+            print(QUICK_NOTE)
+        live = os.environ.get(progress.PROGRESS_VARIABLE, "1").strip() != "0"  # off in the site's build
+        busy = busy_machine_warning() if device.type == "cpu" and live else None
+        if busy:
+            print(f"warning: {busy}")
     return env
 
 

@@ -43,20 +43,60 @@ DEFAULT_LR = {"scratch": 0.05, "probe": 0.05, "finetune": 0.01}
 # fine-tuning wants more, and the ladder finds it.
 LR_GRID = (0.01, 0.03, 0.1)
 LR_LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-# Seconds per optimiser step of the lab ResNet at batch 32, measured (benchmarks/README.md): a guide, not a promise.
-SECONDS_PER_STEP = {"cpu": 0.033, "mps": 0.015, "cuda": 0.006}
+_MEASURED: dict[str, float] = {}  # device -> seconds per step, measured once per process
 
 
-def cost(runs: int, steps: int, device=None) -> str:
-    """What a sweep costs, to say before it starts: ``"54 runs of 100 steps: about 3 min on this cpu"``.
+def measured_seconds_per_step(device=None) -> float:
+    """Seconds one optimiser step of the lab ResNet at batch 32 takes on ``device`` now, measured on the spot (12
+    steps on random images, once per process) -- not a constant from another machine. The random state of torch,
+    numpy and Python is left as it was, so that measuring changes no later result."""
+    import random
 
-    The estimate assumes the lab ResNet at batch 32 and :data:`SECONDS_PER_STEP` for the device's kind; cached runs
-    cost nothing, so a second run of the same cell takes seconds.
+    import numpy as np
+
+    device = torch.device(device or "cpu")
+    if str(device) not in _MEASURED:
+        states = (random.getstate(), np.random.get_state())
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            g = torch.Generator().manual_seed(0)
+            images = torch.randint(0, 256, (256, 3, 32, 32), generator=g, dtype=torch.uint8)
+            labels = torch.randint(0, 5, (256,), generator=g)
+            model = models.replace_head(models.copy_model(source_model()), 5).to(device)
+            history = fit(model, (images, labels), steps=12, lr=0.01, batch_size=32, progress=False)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        _MEASURED[str(device)] = history.seconds_per_step
+    return _MEASURED[str(device)]
+
+
+def cost(runs: int, steps: int, device=None, *, most: int | None = None, seconds_per_step: float | None = None) -> str:
+    """What an experiment costs, said before it starts (``"54 runs of 100 steps: about 3 min on this cpu ..."``),
+    from the seconds a step takes here (:func:`measured_seconds_per_step`, on the spot; or ``seconds_per_step`` as
+    the caller timed it, for runs of another network: a segmentation head, a BERT). ``most``: the runs there can be
+    at most, when the ladder may add rates (the estimate is then a range).
+
+    It also opens the experiment's progress bar (:mod:`ftcourse.progress`): one bar over the runs, with the time
+    left as measured on the runs trained so far. Cached runs cost nothing and count as done, so a second run of the
+    same cell takes seconds.
     """
+    import sys
+
+    from . import progress
+    from .env import active_profile, in_notebook
+
     kind = torch.device(device or "cpu").type
-    minutes = runs * steps * SECONDS_PER_STEP.get(kind, SECONDS_PER_STEP["cpu"]) / 60
-    return (f"{runs} runs of {steps} steps: about {max(minutes, 0.1):.1f} min on this {kind} the first time "
-            f"(cached runs are read back instead)")
+    measured_here = seconds_per_step is None
+    per_step = measured_seconds_per_step(device) if measured_here else float(seconds_per_step)
+    minutes = runs * steps * per_step / 60
+    estimate = f"about {max(minutes, 0.1):.1f} min"
+    counted = f"{runs} runs"
+    if most is not None and most > runs:
+        counted = f"{runs} to {most} runs"
+        estimate = f"about {max(minutes, 0.1):.1f} to {max(most * steps * per_step / 60, 0.1):.1f} min"
+    progress.start(runs, steps, per_step, show=progress.showing(active_profile(), in_notebook() or sys.stderr.isatty()))
+    how = "measured here just now" if measured_here else "as timed above"
+    return (f"{counted} of {steps} steps: {estimate} on this {kind} the first time ({per_step * 1000:.0f} ms per "
+            f"step, {how}; cached runs are read back instead)")
 
 
 def source_model(pretrained: models.StagedNet | None = None) -> models.StagedNet:
@@ -209,6 +249,14 @@ def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 
                              "val_accuracy": result["val_accuracy"], "accuracy": result["accuracy"],
                              "runs": result["tuning_runs"]})
     return rows
+
+
+def start_from(state: dict):
+    """A ``prepare`` for :func:`run`: the freshly built model takes the weights ``state`` (a ``state_dict``), for
+    example a starting point made by a function of your own. The run's cache name follows those weights."""
+    def prepare(model):
+        model.load_state_dict(state)
+    return prepare
 
 
 def copied_stages_run(task: Task, n_copied: int, *, fine_tune: bool, pretrained: models.StagedNet | None = None,

@@ -99,6 +99,27 @@ class StagedNet(nn.Module):
         return self.head(self.features(images))
 
 
+class Features(nn.Module):
+    """A copy of ``net`` without its head: images in, the feature vector its head would read out
+    (:meth:`StagedNet.features`). For a framework that wraps a torch module and puts a head of its own on it, such
+    as Keras's ``TorchModuleWrapper`` (lesson 01). The copy keeps :class:`StagedNet`'s rule that BatchNorm layers
+    whose parameters are frozen stay in evaluation mode."""
+
+    def __init__(self, net: StagedNet):
+        super().__init__()
+        self.net = copy.deepcopy(net)
+        self.net.head = nn.Identity()  # not used by features(); dropped so that no one trains it
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.features(images)
+
+
+def batchnorm_statistics(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every BatchNorm running mean and variance in ``module``, to tell afterwards whether any moved."""
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()
+            if name.endswith(("running_mean", "running_var"))}
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions plus a shortcut: out = relu(F(x) + x) (He et al. 2016).
 

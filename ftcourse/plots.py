@@ -135,3 +135,48 @@ def accuracy_vs_parameters(summary, *, panels: str = "target", title: str | None
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Error analysis: what a trained model gets wrong.
+
+def confusion_counts(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The confusion matrix as counts: entry (i, j) is how many images of true class i were predicted as j."""
+    labels, predicted = labels.detach().cpu().long(), predicted.detach().cpu().long()
+    return torch.bincount(labels * num_classes + predicted, minlength=num_classes ** 2).view(num_classes,
+                                                                                              num_classes)
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes, *, title: str | None = None):
+    """The confusion matrix, each row as shares of its true class (a row sums to 1), with the counts written in.
+
+    The diagonal is each class's recall; a bright cell off it is a pair the model mixes up, and the row says which
+    way: true class on the left, predicted class along the bottom."""
+    counts = confusion_counts(labels, predicted, len(classes))
+    shares = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(0.6 * len(classes) + 2, 0.55 * len(classes) + 1.4))
+    image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if shares[i, j] > 0.6 else "black")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+           xlabel="predicted class", ylabel="true class", title=title or "confusion matrix (rows: true class)")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def most_wrong(images: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, classes, *, n: int = 8,
+               title: str | None = None):
+    """The ``n`` images with the highest loss (the lowest probability given to the true class), each titled
+    "true → predicted (probability of the prediction)": fastai's "top losses". Wrong and confident ones come first;
+    they show what the model learned to look at -- or a label that is wrong."""
+    probabilities = torch.softmax(scores.detach().float().cpu(), dim=1)
+    labels = labels.detach().cpu().long()
+    true_probability = probabilities[torch.arange(len(labels)), labels]
+    order = torch.argsort(true_probability)[:n]
+    predicted = probabilities.argmax(dim=1)
+    titles = [f"{classes[labels[k]]}→{classes[predicted[k]]} ({probabilities[k, predicted[k]]:.2f})" for k in order]
+    return show_images(images.detach().cpu()[order], titles, ncols=n,
+                       title=title or "the highest losses: true → predicted (its probability)")

@@ -55,6 +55,7 @@ import torch
 
 import ftcourse
 
+from . import progress
 from .files import save_json, save_state
 from .models import count_parameters, fingerprint, read_torch_file
 from .train import History, describe, fit
@@ -257,6 +258,7 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
         beyond = next_rate(best["lr"], tuning.tried, ladder)
         if beyond is None:
             return tuning.outcome(keep_model, report)
+        progress.more(1)  # a run the experiment did not announce
         tuning.try_rates([beyond], pause, margin)
 
 
@@ -364,6 +366,7 @@ class _Tuning:
         self.stopped: dict[float, int] = {}  # lr -> the step it was stopped at
         self.tried: list[float] = []
         self.ran_now = 0
+        self.at: dict[float, int] = {}  # lr -> the steps its live run has trained (for the progress bar's clock)
 
     def record(self, lr: float) -> dict:
         if lr not in self.records:
@@ -382,7 +385,7 @@ class _Tuning:
         record = self.record(lr)
         if str(pause) not in record["checks"]:
             trial = self.trial(lr)
-            trial.train(until=pause)
+            self._train(lr, trial, pause)
             record["checks"][str(pause)] = {**self._validated(trial), "seconds": round(trial.seconds, 3)}
             self.store.write(record)
         return record["checks"][str(pause)]
@@ -392,7 +395,7 @@ class _Tuning:
         record = self.record(lr)
         if "result" not in record:
             trial = self.trial(lr)
-            trial.train(until=None)
+            self._train(lr, trial, None)
             self.done.add(lr)
             record["result"] = {**self._validated(trial), **trial.finish()}
             self.store.write(record)
@@ -403,6 +406,14 @@ class _Tuning:
         earlier call: training is deterministic)."""
         del self.stopped[lr]
         self.finished(lr)
+
+    def _train(self, lr: float, trial: Trial, until: int | None) -> None:
+        """Train ``trial`` to step ``until`` (None: the end), and tell the progress bar how long its steps took."""
+        start = time.perf_counter()
+        trial.train(until=until)
+        until = self.steps if until is None else until
+        progress.trained(until - self.at.get(lr, 0), time.perf_counter() - start)
+        self.at[lr] = until
 
     def _validated(self, trial: Trial) -> dict:
         measured = trial.validate()
@@ -424,6 +435,7 @@ class _Tuning:
         for lr in rates:
             if lr not in self.stopped:
                 self.finished(lr)
+            progress.run_done(1)  # trained, stopped early, or read from the cache
 
     def trials(self) -> list[dict]:
         rows = []

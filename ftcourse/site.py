@@ -9,8 +9,9 @@
    profile and the ``ftcourse`` source. A change to prose alone reuses the outputs, so it rebuilds in seconds.
 3. **Prepare** the pages: the Colab badge from a local image (the site works offline), a link to the lesson's
    exercise, the "Try it" widgets dropped (their state lives in a kernel; each explorer leaves a static figure
-   below itself for pages like these), a landing page, a teachers' page and a page for the library built from its
-   docstrings.
+   below itself for pages like these), printed text kept in its place between the tables it captions
+   (:func:`merge_adjacent_streams`), a banner on every lesson of a ``quick`` build (its numbers are a smoke test),
+   a landing page, a teachers' page and a page for the library built from its docstrings.
 4. **Build** the HTML with Jupyter Book 1 (Sphinx and MyST-NB: pure Python, so ``pip`` installs all of it) and
    MathJax served from the site itself (``sphinx-mathjax-offline``).
 
@@ -38,6 +39,10 @@ from .files import atomic_write
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
 MARKER = ".ftcourse-site"  # in OUT/book: this folder is the site's own, rebuilt from scratch each time
+QUICK_BANNER = ("```{warning}\nThis page was built in the **quick** profile: a smoke test that only checks that "
+                "every cell runs. Its numbers come from a handful of steps and one seed, so they can contradict "
+                "the text, and the lesson's claims are not checked. Build with `ftcourse site --profile cpu` for "
+                "the numbers a learner sees.\n```")
 WIDGET_NOTE = ("*In Jupyter a slider stands here, to pick one setting at a time; the figure below shows every "
                "setting.*")
 # The badge, drawn for the site so that its pages load nothing from the network.
@@ -135,7 +140,7 @@ def _run_in_kernel(path: Path, notebook: dict, *, profile: str, timeout: int, th
     import nbclient
     import nbformat
 
-    env = {**os.environ, "FTCOURSE_PROFILE": profile, "FTCOURSE_CLAIMS": "strict"}
+    env = {**os.environ, "FTCOURSE_PROFILE": profile, "FTCOURSE_CLAIMS": "strict", "FTCOURSE_PROGRESS": "0"}
     env.pop("MPLBACKEND", None)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -171,12 +176,35 @@ def _source(cell: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # 3. Prepare the pages.
 
-def prepare_lesson(notebook: dict, exercise: str | None, exercise_title: str = "") -> dict:
+def merge_adjacent_streams(outputs: list[dict]) -> list[dict]:
+    """``outputs`` with each run of adjacent printed text (stream outputs of one name) joined into one, and
+    everything else where it was. MyST-NB's own ``nb_merge_streams`` joins *all* of a cell's stdout into its
+    first stream, which moves a caption printed between two tables above both; this keeps it beside its table."""
+    merged: list[dict] = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            previous["text"] = _text(previous) + _text(output)
+        else:
+            merged.append(dict(output))
+    return merged
+
+
+def _text(output: dict) -> str:
+    text = output.get("text", "")
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def prepare_lesson(notebook: dict, exercise: str | None, exercise_title: str = "", profile: str = "cpu") -> dict:
     """The page version of an executed lesson: local badge, a link to its exercise, widgets replaced by a note,
-    and the Colab install cell folded away."""
+    printed text beside the tables it captions, the Colab install cell folded away, and in the ``quick`` profile a
+    banner saying that the numbers are a smoke test."""
     notebook = json.loads(json.dumps(notebook))
     notebook.get("metadata", {}).pop("widgets", None)
     for cell in notebook["cells"]:
+        if "outputs" in cell:
+            cell["outputs"] = merge_adjacent_streams(cell["outputs"])
         if cell["cell_type"] == "markdown":
             cell["source"] = _source(cell).replace(COLAB_BADGE_URL, "colab-badge.svg")
         elif '"google.colab" in sys.modules' in _source(cell):  # Colab's install cell: folded on the page
@@ -188,6 +216,8 @@ def prepare_lesson(notebook: dict, exercise: str | None, exercise_title: str = "
     first = notebook["cells"][0]
     if exercise and first["cell_type"] == "markdown" and "colab-badge.svg" in _source(first):
         first["source"] = _source(first) + f" · **Exercise:** [{exercise_title}](../exercises/{exercise}.ipynb)"
+    if profile == "quick":
+        notebook["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": QUICK_BANNER})
     return notebook
 
 
@@ -317,11 +347,14 @@ html:
   use_repository_button: false
   home_page_in_navbar: true
 sphinx:
-  extra_extensions: [sphinx.ext.autodoc, sphinx.ext.napoleon, sphinx-mathjax-offline]
+  extra_extensions: [sphinx.ext.autodoc, sphinx.ext.napoleon, sphinx-mathjax-offline, ftcourse.site]
+  recursive_update: true
   config:
     html_show_copyright: false
+    html_context:
+      default_mode: light
     autodoc_member_order: bysource
-    nb_merge_streams: true
+    nb_merge_streams: false
     suppress_warnings: [myst.header, mystnb.unknown_mime_type]
 """
 
@@ -402,7 +435,7 @@ def build(root=".", out="build/site", *, profile: str = "cpu", jobs: int = 2, ti
     by_lesson = {lesson.name: exercises[lesson_number(lesson.name)] for lesson in lessons
                  if lesson_number(lesson.name) in exercises}
     for lesson in lessons:
-        page = prepare_lesson(lesson.notebook, *by_lesson.get(lesson.name, (None, "")))
+        page = prepare_lesson(lesson.notebook, *by_lesson.get(lesson.name, (None, "")), profile=profile)
         (book / "lessons" / lesson.path.name).write_text(json.dumps(page))
         figure = first_figure(lesson.notebook)
         if figure:
@@ -448,3 +481,27 @@ def _fresh_book_folder(book: Path) -> Path:
     book.mkdir(parents=True)
     (book / MARKER).write_text("made by `ftcourse site`; rebuilt from scratch on each build\n")
     return book
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. A Sphinx extension (``extra_extensions`` in the book's configuration names this module).
+
+def _one_of_each_script(app, pagename, templatename, context, doctree) -> None:
+    """Drop a script that a page would load twice. sphinx-thebe adds its inline ``const THEBE_JS_URL = ...`` once
+    per reading of the sources, and Jupyter Book reads them twice, so every page declared the constant twice and
+    the browser logged a SyntaxError. (The book's ``html_context`` sets ``default_mode``: without it the theme
+    logged an "invalid theme mode" error on a first visit.)"""
+    seen, kept = set(), []
+    for script in context.get("script_files", []):
+        key = (getattr(script, "filename", None) or "",  # an inline script's is None or "", by who added it
+               tuple(sorted((k, str(v)) for k, v in getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    context["script_files"] = kept
+
+
+def setup(app) -> dict:
+    """Sphinx's entry point for this module as an extension of the site's build."""
+    app.connect("html-page-context", _one_of_each_script)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

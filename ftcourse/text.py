@@ -114,6 +114,28 @@ def training_arguments(folder, **values):
     return TrainingArguments(**{**defaults, **values})
 
 
+ARGUMENTS_SHOWN = {  # the settings lesson 09 talks about, and what each means
+    "max_steps": "optimiser steps in all",
+    "learning_rate": "AdamW's peak rate",
+    "warmup_steps": "steps of linear warm-up to the peak",
+    "lr_scheduler_type": "the rate after the warm-up",
+    "optim": "the optimiser",
+    "per_device_train_batch_size": "examples per step",
+    "save_strategy": "checkpoints written during training",
+}
+
+
+def arguments_table(args, names=tuple(ARGUMENTS_SHOWN)) -> pd.DataFrame:
+    """A few settings of a ``TrainingArguments`` as a table a person reads: one row per setting, its value (an
+    enum shown by its value, ``linear``, not ``<SchedulerType.LINEAR: 'linear'>``) and what it means."""
+    rows = []
+    for name in names:
+        value = getattr(args, name)
+        rows.append({"setting": name, "value": str(getattr(value, "value", value)),
+                     "meaning": ARGUMENTS_SHOWN.get(name, "")})
+    return pd.DataFrame(rows).set_index("setting")
+
+
 def pretrain(recipe: dict = RECIPE):
     """Run ``recipe``: a word-level tokenizer trained on the corpus, then a BERT trained with MLM on it for
     ``max_steps`` steps. Returns ``(model, tokenizer, info)``; ``info`` holds the MLM accuracy on held-out sentences

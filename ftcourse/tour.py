@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import experiments, lab, models
+from . import experiments, lab, models, progress
 from .env import setup
 from .stats import mean_and_std
 
@@ -32,19 +32,23 @@ def run_tour(profile: str | None = None, out: str | Path = "ftcourse-tour.png", 
     env = setup(seed=0, profile=profile, verbose=verbose)
     pretrained = models.pretrained("lab").to(env.device)
     shots = SHOTS.get(env.profile) or env.sizes.shots
-    runs = len(TASKS) * len(shots) * len(env.sizes.seeds) * len(experiments.METHODS) * len(experiments.LR_GRID)
+    tunings = len(TASKS) * len(shots) * len(env.sizes.seeds) * len(experiments.METHODS)
+    runs = tunings * len(experiments.LR_GRID)
+    most = tunings * len(set(experiments.LR_GRID) | set(experiments.LR_LADDER))
+    estimate = experiments.cost(runs, env.sizes.steps, env.device, most=most)
     if verbose:
         print(f"{runs} training runs or more: {len(TASKS)} targets x {len(shots)} sizes x {len(env.sizes.seeds)} seeds "
               f"x {len(experiments.METHODS)} methods x {len(experiments.LR_GRID)} learning rates to choose from on "
-              f"validation, and one more rate wherever the best lies at the edge of those (smaller rates clearly "
-              f"behind the best at 30% of the steps stop there).\n"
-              f"{experiments.cost(runs, env.sizes.steps, env.device)}; cached in {env.run_cache}.")
+              f"validation, and one more rate wherever the best lies at the edge of those, up to {most} if every "
+              f"ladder ran to its end (smaller rates clearly behind the best at 30% of the steps stop there).\n"
+              f"{estimate}; cached in {env.run_cache}.")
     rows = []
     for task in TASKS:
         rows += experiments.compare(task, shots, seeds=env.sizes.seeds, steps=env.sizes.steps,
                                     batch_size=env.sizes.batch_size, test_per_class=env.sizes.test_per_class,
                                     pretrained=pretrained, device=env.device, lr="tuned",
                                     cache=env.run_cache)
+    progress.finish()  # the bar ends before the table prints under it
     table = summarise(pd.DataFrame(rows))
     if verbose:
         print(format_table(table))

@@ -25,3 +25,23 @@ def test_class_names_are_anonymous():
     train, test = capstone.practice()
     assert train.classes == test.classes == [f"class {k}" for k in range(capstone.CLASSES)]
     assert not any("hue" in name or "/" in name for name in train.classes)
+
+
+def test_every_text_that_states_the_pass_mark_states_the_graders_own():
+    """The pass mark lives once, in ``capstone.PASS_MARK``; the notebooks' prose and stub and the README state it,
+    and must say what the grader applies."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    mark = f"{capstone.PASS_MARK:.0%}"
+    found = []
+    for path in [root / "README.md", root / "solutions" / "10_capstone.ipynb", root / "exercises" / "10_capstone.ipynb"]:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".ipynb":  # its cells' text, not the JSON's escapes
+            text = "\n".join("".join(cell["source"]) for cell in json.loads(text)["cells"])
+        for stated in re.findall(r"(?:pass mark|You pass at)\W{0,12}(?:is\s+|\(|\*\*)?(\d+%)", text):
+            found.append((path.name, stated))
+    assert len(found) >= 5, found  # the README once, each notebook's prose and stub (its error message too)
+    assert all(stated == mark for _, stated in found), found

@@ -2,6 +2,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import scipy.stats
 import torch
 
 from ftcourse import capstone, checks, models, transfer
@@ -15,11 +16,37 @@ def right_finetune_start(pretrained, num_classes):
     return models.replace_head(model, num_classes)
 
 
-def right_advantage(rows):
-    def mean(method, shots):
-        values = [r["accuracy"] for r in rows if r["method"] == method and r["shots"] == shots]
-        return sum(values) / len(values)
-    return {n: mean("finetune", n) - mean("scratch", n) for n in {r["shots"] for r in rows}}
+def right_paired(a, b, margin):
+    d = [x - y for x, y in zip(a, b)]
+    n, mean = len(d), sum(d) / len(d)
+    s = (sum((v - mean) ** 2 for v in d) / (n - 1)) ** 0.5
+    half = scipy.stats.t.ppf(0.95, n - 1) * s / n ** 0.5
+    return {"mean": mean, "low": mean - half, "high": mean + half, "beats": mean - half > margin}
+
+
+def slipped_paired(slip):
+    """right_paired with one of the usual slips."""
+    def answer(a, b, margin):
+        right = right_paired(a, b, margin)
+        n = len(a)
+        d = [x - y for x, y in zip(a, b)]
+        mean = right["mean"]
+        s1 = (sum((v - mean) ** 2 for v in d) / (n - 1)) ** 0.5
+        if slip == "unpaired":
+            def var(xs):
+                c = sum(xs) / n
+                return sum((x - c) ** 2 for x in xs) / (n - 1)
+            half = scipy.stats.t.ppf(0.95, n - 1) * ((var(a) + var(b)) / n) ** 0.5
+        elif slip == "normal":
+            half = 1.6448536269514722 * s1 / n ** 0.5
+        elif slip == "ddof0":
+            half = scipy.stats.t.ppf(0.95, n - 1) * (sum((v - mean) ** 2 for v in d) / n) ** 0.5 / n ** 0.5
+        elif slip == "95%":
+            half = scipy.stats.t.ppf(0.975, n - 1) * s1 / n ** 0.5
+        else:  # the verdict from the mean alone
+            return {**right, "beats": mean > margin}
+        return {"mean": mean, "low": mean - half, "high": mean + half, "beats": mean - half > margin}
+    return answer
 
 
 def right_freeze_first(model, k):
@@ -80,7 +107,7 @@ def right_tau(x, y):
     (checks.check_discriminative_rates, right_rates),
     (checks.check_best_rate, right_best_rate),
     (checks.check_finetune_start, right_finetune_start),
-    (checks.check_finetuning_advantage, right_advantage),
+    (checks.check_paired_verdict, right_paired),
     (checks.check_freeze_first, right_freeze_first),
     (checks.check_count_trainable, right_count),
 ])
@@ -103,14 +130,22 @@ def test_a_frozen_body_is_not_full_fine_tuning():
         checks.check_finetune_start(frozen)
 
 
-def test_counting_the_probe_as_fine_tuning_is_caught():
-    def includes_probe(rows):
-        def mean(shots, methods):
-            values = [r["accuracy"] for r in rows if r["shots"] == shots and r["method"] in methods]
-            return sum(values) / len(values)
-        return {n: mean(n, ("finetune", "probe")) - mean(n, ("scratch",)) for n in {r["shots"] for r in rows}}
-    with pytest.raises(checks.ExerciseFailed, match="ignore the probe"):
-        checks.check_finetuning_advantage(includes_probe)
+@pytest.mark.parametrize("slip, hint", [("unpaired", "pair the seeds"), ("normal", "Student's t with n - 1"),
+                                        ("ddof0", "sample standard deviation"), ("95%", "a 90% interval"),
+                                        ("mean verdict", "the whole interval lies above it")])
+def test_each_usual_slip_in_a_paired_interval_gets_its_own_hint(slip, hint):
+    """Exercise 01.2 on many questions: each slip fails (on some question: the verdict slip shows only where the
+    mean is above the margin and the low end is not), and the hint names that slip."""
+    import random
+
+    failed = []
+    for i in range(40):
+        inputs = checks.GRADED["01.2"].ask(random.Random(f"slips/{i}"))
+        try:
+            checks.GRADED["01.2"].judge(checks.plain(slipped_paired(slip)(**inputs)), inputs)
+        except checks.ExerciseFailed as error:
+            failed.append(error.hint)
+    assert failed and all(hint in h for h in failed), failed[:3]
 
 
 def test_freezing_one_stage_too_many_names_the_stages():

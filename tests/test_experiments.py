@@ -113,7 +113,53 @@ def test_a_shift_run_reports_in_distribution_and_shifted_accuracy(tmp_path):
     assert result["lr"] == 0.05 and 0 <= result["shifted_accuracy"] <= 1 and 0 <= result["accuracy"] <= 1
 
 
-def test_the_cost_of_a_sweep_is_said_in_runs_steps_and_minutes():
-    text = experiments.cost(60, 100, "cpu")
-    minutes = 60 * 100 * experiments.SECONDS_PER_STEP["cpu"] / 60
-    assert text.startswith("60 runs of 100 steps") and f"{minutes:.1f} min" in text and "cpu" in text
+def test_the_cost_of_a_sweep_is_said_in_runs_steps_and_minutes_measured_here_and_leaves_the_random_state():
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    expected = (torch.rand(1).item(), np.random.rand(), random.random())
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    text = experiments.cost(60, 100, "cpu", most=140)
+    assert (torch.rand(1).item(), np.random.rand(), random.random()) == expected  # measuring drew nothing
+    per_step = experiments.measured_seconds_per_step("cpu")
+    assert 0 < per_step < 5
+    low, high = 60 * 100 * per_step / 60, 140 * 100 * per_step / 60
+    assert text.startswith("60 to 140 runs of 100 steps") and f"about {max(low, 0.1):.1f} to {high:.1f} min" in text
+    assert f"{per_step * 1000:.0f} ms per step, measured here" in text
+    from ftcourse import progress
+
+    progress.finish()
+
+
+def test_the_progress_bar_counts_cached_runs_as_done_grows_with_the_ladder_and_times_the_rest_as_measured():
+    from ftcourse import progress
+
+    meter = progress.start(6, 100, seconds_per_step=0.5, show=False)
+    assert meter.seconds_left() == 6 * 100 * 0.5  # before any run: the guess measured before the experiment
+    progress.run_done(2)  # two read from the cache: free
+    progress.trained(100, 2.0)  # then one trained: 20 ms a step here
+    progress.run_done(1)
+    assert meter.seconds_per_step == 0.02 and meter.seconds_left() == 3 * 100 * 0.02
+    progress.more(1)  # the ladder tries a rate beyond the grid
+    assert (meter.done, meter.total) == (3, 7)
+    progress.finish()
+    progress.run_done(1)  # no meter open: nothing to count, nothing raised
+    assert progress.showing("cpu", interactive=True) and not progress.showing("cpu", interactive=False)
+    assert not progress.showing("quick", interactive=True)  # a log file, or runs of seconds: no bar
+    assert progress.format_seconds(75) == "1 min 15 s" and progress.format_seconds(3725) == "1 h 02 min"
+
+
+def test_a_tuning_moves_the_bar_once_per_run_and_its_ladder_makes_the_bar_longer(tmp_path):
+    from ftcourse import progress
+
+    task = lab.target("related", 2, val_per_class=2, test_per_class=2, seed=0)
+    meter = progress.start(3, 4, seconds_per_step=0.1, show=False)
+    result = experiments.run(task, "finetune", steps=4, lr="tuned", lr_grid=(0.01, 0.03, 0.1), cache=tmp_path)
+    runs = len(result["tuning"])
+    assert (meter.done, meter.total) == (runs, runs) and meter.trained_steps > 0
+    meter = progress.start(3, 4, seconds_per_step=0.1, show=False)  # again: every run from the cache
+    experiments.run(task, "finetune", steps=4, lr="tuned", lr_grid=(0.01, 0.03, 0.1), cache=tmp_path)
+    assert meter.done == runs and meter.trained_steps == 0
+    progress.finish()

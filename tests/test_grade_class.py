@@ -191,10 +191,11 @@ def test_jobs_grade_students_side_by_side_and_the_table_keeps_their_order(tmp_pa
 
 def test_the_default_number_of_jobs_fits_the_cores_and_the_memory():
     limits = grade.sandbox.Limits()
-    jobs = grade.default_jobs(limits)
+    jobs = grade.default_jobs(limits, "namespaces")
     cores = len(os.sched_getaffinity(0))
     assert 1 <= jobs <= cores
-    assert grade.default_jobs(grade.sandbox.Limits(memory_mb=10**9)) == 1  # no machine holds two of those
+    assert grade.default_jobs(grade.sandbox.Limits(memory_mb=10**9), "namespaces") == 1  # no machine holds two
+    assert grade.default_jobs(limits, "processes") == 1  # side by side, they would run as one user
 
 
 # --- feedback and Canvas -------------------------------------------------------------------------------------------
@@ -219,6 +220,13 @@ def test_each_student_gets_a_feedback_file_with_the_hints_and_nothing_of_the_sec
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(ValueError, match="inside the submissions folder"):
         grade.grade(folder, out, feedback=folder / "fb", verbose=False)
+
+
+def test_each_exercise_keeps_its_own_message_when_a_students_error_holds_the_separator():
+    row = table.assignment_row("eve", "02", {"02.1": ("crashed", "02.1: ValueError: a | 02.2: passed, honest"),
+                                             "02.2": ("wrong", "02.2: not right. Hint: loop")}, status="ok")
+    assert table.messages_by_exercise(row) == {"02.1": "02.1: ValueError: a / 02.2: passed, honest",
+                                               "02.2": "02.2: not right. Hint: loop"}
 
 
 def test_the_canvas_export_matches_the_roster_and_says_who_is_missing(tmp_path, stand_in, capsys):

@@ -113,10 +113,10 @@ def test_weight_distance_of_a_constant_shift_is_the_shift_times_the_root_of_the_
     assert distance["total"] == pytest.approx(math.sqrt(0.01**2 * n_layer1 + 0.1**2 * n_head), rel=1e-5)
 
     relative = weight_distance(model, reference, relative=True)
-    assert relative["layer1"] == pytest.approx(0.01 * math.sqrt(n_layer1) / stage_vector(reference, "layer1").norm(),
+    assert relative["layer1"] == pytest.approx(0.01 * math.sqrt(n_layer1) / stage_vector(reference, "layer1").norm().item(),
                                                rel=1e-5)
     all_reference = torch.cat([stage_vector(reference, s) for s in reference.stage_names])
-    assert relative["total"] == pytest.approx(distance["total"] / all_reference.norm(), rel=1e-5)
+    assert relative["total"] == pytest.approx(distance["total"] / all_reference.norm().item(), rel=1e-5)
 
 
 def test_weight_distance_skips_a_head_of_another_size():

@@ -98,3 +98,19 @@ def test_models_sit_at_the_bottom_importing_nothing_from_ftcourse_at_load_time()
     imported += [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
     assert not [name for name in imported if name.startswith("ftcourse")]
     assert not [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.level > 0]
+
+
+def test_features_is_the_network_without_its_head_and_batchnorm_statistics_tell_when_they_move():
+    net = models.pretrained("lab")
+    features = models.Features(net)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(features.eval()(images), models.copy_model(net).eval().features(images))
+    assert not any(p is q for p in features.parameters() for q in net.parameters())  # a copy
+    assert sum(p.numel() for p in features.parameters()) == sum(
+        p.numel() for name, p in net.named_parameters() if not name.startswith("head."))
+    before = models.batchnorm_statistics(features)
+    assert before and all(name.endswith(("running_mean", "running_var")) for name in before)
+    features.train()(images.float() / 255)  # a training-mode pass updates the running statistics
+    after = models.batchnorm_statistics(features)
+    assert any(not torch.equal(before[name], after[name]) for name in before)

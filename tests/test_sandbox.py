@@ -4,6 +4,7 @@ The namespace tests run where this machine offers user namespaces (Linux; CI doe
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -137,7 +138,86 @@ def test_the_answers_descriptor_carries_what_the_program_writes():
     assert code_ == 0 and answers == b"42", out
 
 
-def test_processes_mode_kills_what_is_left_and_keeps_the_teachers_environment_out(monkeypatch):
+def _runs_as(python: str, user) -> bool:
+    """Whether ``user`` (name, uid, gid) may run the interpreter ``python``."""
+    try:
+        return subprocess.run([python, "-I", "-c", "pass"], user=user[1], group=user[2], extra_groups=[],
+                              capture_output=True, timeout=60).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def processes_python(monkeypatch):
+    """Processes mode under root runs the code as ``nobody``: these tests then need an interpreter that ``nobody``
+    may run (this one, or the system's; the programs they run need the standard library only)."""
+    user = sandbox.sandbox_user()
+    if user is None:
+        return sys.executable
+    for python in (sys.executable, shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")):
+        if python and _runs_as(python, user):
+            monkeypatch.setattr(sys, "executable", python)
+            return python
+    pytest.skip(f"the grader runs as root and user {user[0]} may run no Python here")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the grader does not run as root here")
+def test_processes_mode_under_root_runs_the_code_as_an_unprivileged_user(tmp_path, processes_python):
+    """Gradescope runs the grader as root in a container without user namespaces: the student's code must not run
+    as root, so that it cannot read the course secret or write where the grader keeps its results."""
+    name, uid, gid = sandbox.sandbox_user()
+    place = tmp_path / "autograder"
+    place.mkdir()
+    os.chmod(tmp_path, 0o711)
+    os.chmod(place, 0o755)  # readable by all, writable by root only, like /autograder/results
+    secret = place / "course.secret"
+    secret.write_text("42")
+    os.chmod(secret, 0o600)
+    code = f"""
+import os
+print("ids", os.getuid(), os.getgid(), os.getgroups())
+for path in [{str(secret)!r}, {str(place / 'results.json')!r}, "mine.txt", os.environ["HOME"] + "/mine"]:
+    try:
+        with open(path, "a") as f:
+            f.write("x")
+        print("wrote", path)
+    except OSError as e:
+        print("refused", path)
+try:
+    os.setuid(0)
+    print("became root")
+except PermissionError:
+    print("stayed", os.getuid())
+print("no_new_privs", [l for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0].split()[1])
+"""
+    code_, out, _ = run(code, mode="processes")
+    assert code_ == 0, out
+    assert f"ids {uid} {gid} []" in out
+    assert f"refused {secret}" in out and f"refused {place / 'results.json'}" in out
+    assert "wrote mine.txt" in out and "/home/mine" in out.split("wrote ")[-1]
+    assert f"stayed {uid}" in out and "no_new_privs 1" in out
+    assert secret.read_text() == "42" and not (place / "results.json").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the grader does not run as root here")
+def test_processes_mode_under_root_says_when_the_unprivileged_user_cannot_run_python(tmp_path, monkeypatch):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    python = private / "python"
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o700)
+    monkeypatch.setattr(sys, "executable", str(python))
+    with pytest.raises(RuntimeError, match=r"runs as user \w+ \(the grader runs as root\).*every\s+user may read"):
+        sandbox.start(["python", "-c", "pass"], {}, mode="processes")
+    monkeypatch.setenv("FTCOURSE_SANDBOX_USER", "root")
+    with pytest.raises(RuntimeError, match="never runs as root"):
+        sandbox.start(["python", "-c", "pass"], {}, mode="processes")
+    monkeypatch.setenv("FTCOURSE_SANDBOX_USER", "no-such-user-here")
+    with pytest.raises(RuntimeError, match="no such user"):
+        sandbox.start(["python", "-c", "pass"], {}, mode="processes")
+
+
+def test_processes_mode_kills_what_is_left_and_keeps_the_teachers_environment_out(monkeypatch, processes_python):
     monkeypatch.setenv("TEACHERS_TOKEN", "s3cret")
     token = f"ftcourse-orphan-{os.getpid()}-{time.time_ns()}"
     code = f"""
@@ -154,9 +234,11 @@ subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.
 
 
 @pytest.mark.parametrize("mode", ["processes", None])
-def test_a_sandbox_that_ends_leaves_the_one_beside_it_running(mode):
+def test_a_sandbox_that_ends_leaves_the_one_beside_it_running(mode, request):
     """``grade --jobs``: the first sandbox ends (and kills the orphans it left) while the second still runs; the
     second must go on and report its own exit code."""
+    if mode == "processes":
+        request.getfixturevalue("processes_python")
     first = sandbox.start(["python", "-I", "-c", "pass"], {}, mode=mode)
     second = sandbox.start(["python", "-I", "-c", "import time, sys; time.sleep(2); sys.exit(7)"], {}, mode=mode)
     try:

@@ -116,6 +116,21 @@ def test_a_page_drops_widget_state_keeps_the_static_figure_and_links_its_exercis
     assert site.WIDGET_VIEW in lesson["cells"][2]["outputs"][0]["data"], "the executed notebook is left as it was"
 
 
+def test_printed_text_stays_beside_the_table_it_captions_and_a_quick_page_says_its_numbers_prove_nothing():
+    def stream(text, name="stdout"):
+        return {"output_type": "stream", "name": name, "text": text}
+
+    table = {"output_type": "display_data", "metadata": {}, "data": {"text/html": "<table></table>"}}
+    lesson = notebook(markdown("# 07"), code("...", [stream("a "), stream("caption 1\n"), table, stream("caption 2\n"),
+                                                     stream("late\n", "stderr"), table]))
+    page = site.prepare_lesson(lesson, None, profile="quick")
+    assert site.QUICK_BANNER in page["cells"][1]["source"] and "quick" in site.QUICK_BANNER
+    outputs = page["cells"][2]["outputs"]
+    assert [o.get("text") for o in outputs] == ["a caption 1\n", None, "caption 2\n", "late\n", None]
+    assert lesson["cells"][1]["outputs"][0]["text"] == "a ", "the executed notebook is left as it was"
+    assert all(site.QUICK_BANNER not in cell["source"] for cell in site.prepare_lesson(lesson, None)["cells"])
+
+
 def test_a_lesson_is_summed_up_by_its_first_objective_or_its_first_sentence():
     objectives = notebook(markdown("# 02 · Freezing\n\n**Objectives.** After this lesson you can\n"
                                    "- tell feature extraction and full\n  fine-tuning apart;\n- avoid a trap."))
@@ -167,6 +182,7 @@ def chromium():
     webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (the test extra)")
     options = webdriver.ChromeOptions()
     options.binary_location = browser
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, read by visit()
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,1400", "--allow-file-access-from-files"):
         options.add_argument(argument)
@@ -199,9 +215,14 @@ def visit(browser, page: Path) -> dict:
         const math = window.MathJax && MathJax.startup ? MathJax.startup.promise : null;
         Promise.all([...images.filter(Boolean), math].filter(Boolean)).then(() => done(true), () => done(false));
     """)
-    return browser.execute_script("""
+    seen = browser.execute_script("""
         const main = document.querySelector('main') || document.body;
+        const kind = e => e.classList.contains('stream') ? 'stream' : e.classList.contains('text_html') ? 'html'
+                                                                                                      : 'other';
         return {
+          outputs: [...main.querySelectorAll('.cell_output')].map(c => [...c.children]
+              .filter(e => e.classList.contains('output'))
+              .map(e => [kind(e), kind(e) === 'stream' ? e.innerText.trim().split('\\n')[0] : ''])),
           images: [...main.querySelectorAll('img')].map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0})),
           links: [...document.querySelectorAll('a[href]')].map(a => a.href),
           text: main.innerText,
@@ -210,6 +231,21 @@ def visit(browser, page: Path) -> dict:
           rendered: document.querySelectorAll('mjx-container').length,
         };
     """)
+    seen["console"] = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    return seen
+
+
+def printed_and_tables(cell: dict) -> list[tuple[str, str]]:
+    """A page cell's outputs as the page must show them, in order: ("stream", its first line) for printed text,
+    ("html", "") for a table; other outputs left out."""
+    order = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":  # stderr: shown apart
+            text = site._text(output).strip()
+            order.append(("stream", text.split("\n")[0].strip()))
+        elif "text/html" in output.get("data", {}):
+            order.append(("html", ""))
+    return order
 
 
 @pytest.mark.slow  # executes every lesson (quick profile), builds the site, opens every page in Chromium
@@ -221,6 +257,8 @@ def test_every_lesson_runs_without_an_error_for_the_site(built):
 @pytest.mark.slow
 def test_every_page_loads_its_images_shows_no_error_renders_its_math_and_links_only_to_pages_that_exist(
         built, browser):
+    """... and logs no error in the browser's console, and shows each table after the text printed before it (a
+    caption moved away from its table misleads: lesson 07's "the rate each method chose" once stood above both)."""
     pages = sorted(p for p in built.html.rglob("*.html") if "_static" not in p.parts)
     assert len(pages) >= len(LESSONS) + 3, pages  # the lessons, their exercises, the home, teachers and library pages
     anchors = {}
@@ -237,6 +275,21 @@ def test_every_page_loads_its_images_shows_no_error_renders_its_math_and_links_o
             problems.append(f"{name}: shows a Python traceback, an error output or a docstring Sphinx could not read")
         if "Error displaying widget" in seen["text"] or "VBox(children" in seen["text"]:
             problems.append(f"{name}: shows a widget that cannot render")
+        if seen["console"]:
+            problems.append(f"{name}: errors in the browser's console: {seen['console']}")
+        if name.startswith("lessons/"):
+            prepared = json.loads((built.html.parent.parent / "book" / "lessons" / f"{page.stem}.ipynb").read_text())
+            shown = [[tuple(pair) for pair in cell] for cell in seen["outputs"]]
+            for cell in prepared["cells"]:
+                order = printed_and_tables(cell)
+                if not ({"stream", "html"} <= {kind for kind, _ in order}):
+                    continue  # a caption can be separated from its table only where both are
+                lines = [line for kind, line in order if kind == "stream"]
+                match = [got for got in shown if [line for kind, line in got if kind == "stream"] == lines]
+                if not match:
+                    problems.append(f"{name}: the printed text {lines[:2]} is not on the page as printed")
+                elif [got for got in match if [p for p in got if p[0] in ("stream", "html")] == order] == []:
+                    problems.append(f"{name}: printed text and tables out of order: {order} shown as {match[0]}")
         if "$$" in seen["text"] or seen["math"] > seen["rendered"]:
             problems.append(f"{name}: math left unrendered ({seen['math']} formulas, {seen['rendered']} rendered)")
         for link in seen["links"]:

@@ -5,7 +5,7 @@ The modules are read with ``ast``, not imported, so every import counts: those a
 inside functions (a lazy import is still a dependency). The layers, bottom to top; a module may import from its own
 layer or any layer below it (this table is the one the test checks):
 
-    0  __init__ files downloads versions plots stats grading grading.frames grading.sandbox grading._sandbox_setup   leaves: the standard library and third-party packages only
+    0  __init__ files downloads versions plots diagrams stats progress grading grading.frames grading.sandbox grading._sandbox_setup   leaves: the standard library and third-party packages only
     1  models                                    networks and checkpoint files; know nothing of training
     2  env lr                                    device and profile; learning-rate schedules
     3  data                                      images as device tensors, augmentation, real datasets
@@ -15,7 +15,7 @@ layer or any layer below it (this table is the one the test checks):
     7  experiments sweep capstone text           whole experiments and grids of them; the capstone's target; BERT
     8  tour widgets claims                       what the lessons show; claims checked on each run
     9  checks exercises                          exercise feedback, exercises generated from solutions
-    10 grading.grade grading.worker grading.table grading.course_secret site   the autograder, its sandboxed side, its tables and the course secret; the website
+    10 grading.grade grading.worker grading.table grading.course_secret grading.gradescope site   the autograder, its sandboxed side, its tables, the course secret and its Gradescope bundle; the website
     11 cli                                       the ftcourse command
 
 A module not in the table fails the test until it is placed: where a new module sits is a design decision. A module

@@ -157,3 +157,11 @@ def test_an_unreachable_hub_falls_back_to_the_text_lab_and_says_so(capsys):
     out = capsys.readouterr().out
     assert which == "lab" and task.name == "sentiment" and source == text.verified()
     assert "offline: the hub could not be used (ConnectionError: the hub could not be reached)" in out
+
+
+def test_training_arguments_read_as_a_table_with_plain_values():
+    args = text.training_arguments("unused", max_steps=10, learning_rate=1e-3, warmup_steps=1)
+    table = text.arguments_table(args)
+    assert table.loc["lr_scheduler_type", "value"] == "linear"  # not <SchedulerType.LINEAR: 'linear'>
+    assert table.loc["save_strategy", "value"] == "no" and table.loc["max_steps", "value"] == "10"
+    assert all("<" not in value for value in table["value"]) and table["meaning"].str.len().min() > 0

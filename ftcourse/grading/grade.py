@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import capstone, checks
+from ..env import usable_cores
 from . import course_secret, frames, sandbox
 from .table import (assignment_row, columns, escape, exercises_of, printable, read_table, student_row,  # noqa: F401
                     untouched_justification, write_table)
@@ -516,15 +517,13 @@ def _check_one_secret(previous: list[dict], fingerprint: str, out: Path) -> None
                          f"with (--secret-file), or into a new table (--out).")
 
 
-def _cores() -> int:
-    """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def default_jobs(limits: sandbox.Limits) -> int:
+def default_jobs(limits: sandbox.Limits, mode: str | None = None) -> int:
     """How many submissions to grade at once: one per core this process may use, and no more than the memory
-    available holds sandboxes at their cap (:attr:`sandbox.Limits.memory_mb`)."""
-    cores = _cores()
+    available holds sandboxes at their cap (:attr:`sandbox.Limits.memory_mb`). One in processes mode, whose
+    sandboxes side by side run as one user and could read each other's notebooks (:mod:`.sandbox`)."""
+    if (mode or sandbox.isolation()) == "processes":
+        return 1
+    cores = usable_cores()
     available = None
     try:
         with open("/proc/meminfo") as f:
@@ -536,7 +535,7 @@ def default_jobs(limits: sandbox.Limits) -> int:
 
 
 def _threads_per_job(jobs: int) -> int:
-    return max(1, _cores() // jobs)
+    return max(1, usable_cores() // jobs)
 
 
 def _reference_seconds(threads: int) -> float:
@@ -583,12 +582,14 @@ def grade(submissions, out="grades.csv", *, timeout: int = 600, cell_timeout: in
         feedback = Path(feedback)
         if submissions.resolve() == feedback.resolve() or submissions.resolve() in feedback.resolve().parents:
             raise ValueError(f"--feedback {feedback} is inside the submissions folder; put it somewhere else.")
-    weights = parse_weights(weights) if not isinstance(weights, dict) else parse_weights(
-        [f"{e}={w}" for e, w in weights.items()])
+    weights = parse_weights(weights)
     limits = limits or sandbox.Limits()
-    jobs = default_jobs(limits) if jobs is None else int(jobs)
+    jobs = default_jobs(limits, mode) if jobs is None else int(jobs)
     if jobs < 1:
         raise ValueError(f"--jobs must be 1 or more, got {jobs}.")
+    if jobs > 1 and (mode or sandbox.isolation()) == "processes" and verbose:
+        print(f"warning: {jobs} sandboxes at a time in processes mode run as one user and can read each other's "
+              f"notebooks; grade untrusted classes with --jobs 1, in namespaces or in a container")
     sandbox.remove_stale()  # what a killed grader left: sandbox folders holding students' notebooks, cgroups
     found, skipped = discover(submissions)
     if not found:
@@ -782,8 +783,11 @@ def check_sandbox(settings: Settings, expected: tuple[str, str] | None = None, s
     if not same:
         seen = f"it imported {found[0]} (version {found[1]})" if found else \
             f"it could not import ftcourse: {printable(lines[-1][:300]) if lines else 'no output'}"
+        user = sandbox.sandbox_user() if (settings.mode or sandbox.isolation()) == "processes" else None
+        who = (f" The sandbox runs students' code as user {user[0]} (this grader runs as root): every user must be "
+               f"able to read Python, its packages and ftcourse.") if user else ""
         raise RuntimeError(
             f"The grading sandbox does not run the ftcourse this grader runs ({expected[0]}, version {expected[1]}): "
             f"{seen}. Every student would score zero. Install ftcourse into this Python so that its files are where "
             f"the sandbox can read them (pip install . in the course's folder, or an editable install whose "
-            f"folder is the one this grader imports), then grade again.")
+            f"folder is the one this grader imports), then grade again.{who}")

@@ -15,10 +15,15 @@
       and when its first process ends the kernel kills every other one, including daemons that called ``setsid``),
       a user namespace whose only user owns nothing outside, and ``no_new_privs``;
     - its mounts are locked: it cannot remount them writable.
-``"processes"`` (anything else, e.g. macOS or a container without user namespaces): a fresh temporary folder as
-    working folder, ``HOME`` and ``TMPDIR``, a new session, the resource limits below, and every process it leaves
-    killed at the end. It **can** read and write whatever the grader's user can: grade only trusted submissions
-    there, or use a container.
+``"processes"`` (anything else, e.g. macOS, or a container without user namespaces such as Gradescope's): a fresh
+    temporary folder as working folder, ``HOME`` and ``TMPDIR``, a new session, ``no_new_privs``, the resource
+    limits below, and every process it leaves killed at the end. It **can** read and write whatever its user can.
+    When the grader runs as root, that user is not root: the code runs as ``nobody`` (or
+    ``$FTCOURSE_SANDBOX_USER``; :func:`sandbox_user`), so the grader's own files -- the course secret, the grade
+    table, other folders of mode 0700 or 0600 -- are out of its reach, and Python and its packages must be readable
+    by every user. When the grader runs as another user, the code runs as that user: grade only trusted
+    submissions there, or use a container. Two sandboxes of this mode side by side run as one user and can see
+    each other's files: ``grade`` runs them one at a time unless told otherwise.
 ``"docker"`` or ``"podman"`` (``ftcourse grade --container docker``): each submission in a container of the image
     ``$FTCOURSE_CONTAINER_IMAGE`` (default ``ftcourse-grader``: any image with Python and ftcourse installed), with
     no network, a read-only image, no capabilities, an unprivileged user and the engine's own limits
@@ -64,6 +69,29 @@ class Limits:
     work_mb: int = 256  # the size of its writable /sandbox and /tmp (namespaces only)
     processes: int = 64  # threads count as processes for the kernel
     open_files: int = 512
+
+
+SANDBOX_USER = "nobody"  # processes mode under root: the user students' code runs as ($FTCOURSE_SANDBOX_USER)
+
+
+def sandbox_user() -> tuple[str, int, int] | None:
+    """Processes mode: the user that students' code runs as, ``(name, uid, gid)``, when the grader runs as root;
+    None when the grader runs as another user (the code then runs as that user). Root is never the answer."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    import pwd
+
+    name = os.environ.get("FTCOURSE_SANDBOX_USER", SANDBOX_USER)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise RuntimeError(f"The grader runs as root, so students' code runs as user {name!r}, and this machine has "
+                           f"no such user. Set FTCOURSE_SANDBOX_USER to an unprivileged user that exists, or grade "
+                           f"as a user other than root.") from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise RuntimeError(f"FTCOURSE_SANDBOX_USER={name} is root (uid or gid 0): students' code never runs as "
+                           f"root. Name an unprivileged user such as nobody.")
+    return name, entry.pw_uid, entry.pw_gid
 
 
 def clean_environment(home: str, tmp: str, extra: dict | None = None) -> dict:
@@ -178,6 +206,7 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
     read it from ``Sandboxed.answers_fd``. The caller must call ``kill()`` when done.
     """
     mode = mode or isolation()
+    user = sandbox_user() if mode == "processes" else None  # before any file is made: it may refuse
     folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
     (folder / "owner").write_text(_owner_of_this_process())  # so that the next grader knows it when this one dies
     inbox = folder / "inbox"
@@ -215,14 +244,31 @@ def start(argv: list[str], files: dict[str, bytes], *, limits: Limits = Limits()
         environment = clean_environment(home, str(inbox / "tmp"),
                                         {"FTCOURSE_ANSWERS_FD": str(write_end), **(env or {})})
         cwd = str(inbox)
+        if user is not None:  # its working folder becomes the unprivileged user's; the rest stays root's
+            os.chmod(folder, 0o711)
+            for path in [inbox, *inbox.rglob("*")]:
+                os.chown(path, user[1], user[2], follow_symlinks=False)
         _become_subreaper()
     cgroups = _make_cgroups(limits)
-    processes = limits.processes + _processes_of(os.getuid())  # RLIMIT_NPROC counts all of this user's processes
+    runs_as = user[1] if user else os.getuid()
+    processes = limits.processes + _processes_of(runs_as)  # RLIMIT_NPROC counts all of that user's processes
     with _RUNNING_LOCK:
         children_before = set(_children()) - _RUNNING  # the caller's own children, not the other sandboxes
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   cwd=cwd, env=environment, pass_fds=(write_end,), start_new_session=True,
-                                   preexec_fn=lambda: _limit(limits, processes, cgroups))
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, cwd=cwd, env=environment, pass_fds=(write_end,),
+                                       start_new_session=True,
+                                       preexec_fn=lambda: _limit(limits, processes, cgroups, user, mode))
+        except PermissionError as error:
+            os.close(write_end)
+            os.close(read_end)
+            shutil.rmtree(folder, ignore_errors=True)
+            if user is None:
+                raise
+            raise RuntimeError(f"Students' code runs as user {user[0]} (the grader runs as root), and {user[0]} may "
+                               f"not run {python} ({error.strerror}). Install Python and its packages where every "
+                               f"user may read them (e.g. /usr/local or a virtual environment under /opt), or "
+                               f"grade as a user other than root.") from None
         _RUNNING.add(process.pid)
     os.close(write_end)
     return Sandboxed(process, read_end, process.stdout, folder, cgroups, children_before)
@@ -254,20 +300,14 @@ def _encode(spec: dict) -> str:
     return json.dumps(spec)
 
 
-def _limit(limits: Limits, processes: int, cgroups: list[Path]) -> None:
-    """In the child, before exec: its resource limits (inherited by everything it starts), and on Linux a SIGKILL
-    when the grader dies, so that a killed grader leaves no sandbox running (``unshare --kill-child`` then takes the
-    rest of the namespace with it)."""
+def _limit(limits: Limits, processes: int, cgroups: list[Path], user: tuple[str, int, int] | None = None,
+           mode: str = "processes") -> None:
+    """In the child, before exec: its cgroups and resource limits (inherited by everything it starts); in processes
+    mode ``no_new_privs`` (no set-user-ID program gives it more rights) and, when the grader is root, the switch to
+    ``user`` (after the cgroups, which only root may join); last, on Linux, a SIGKILL when the grader dies, so that
+    a killed grader leaves no sandbox running (``unshare --kill-child`` then takes the rest of the namespace with
+    it). A change of user clears that signal, so it is set after the switch."""
     import resource
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
 
     mib = 1024 * 1024
     for name, value in (("RLIMIT_DATA", limits.memory_mb * mib), ("RLIMIT_CPU", limits.cpu_seconds),
@@ -280,6 +320,21 @@ def _limit(limits: Limits, processes: int, cgroups: list[Path]) -> None:
                 pass
     for group in cgroups:
         (group / "cgroup.procs").write_text(str(os.getpid()))
+    if user is not None:
+        os.setgroups([])
+        os.setgid(user[2])
+        os.setuid(user[1])
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        try:
+            if mode == "processes":
+                prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")

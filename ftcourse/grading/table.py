@@ -36,6 +36,7 @@ OUTCOMES = ("passed", "wrong", "crashed", "not attempted", "not graded")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", " ", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # ＝＋－＠ too
 TABLE_MODE = 0o600  # the grade table holds students' marks: readable by the teacher's user only
 FIRST_COLUMNS = ["student", "assignment"]
+MESSAGE_SEPARATOR = " | "  # between the exercises' messages in the ``messages`` column; "|" never inside one
 LAST_COLUMNS = ["points", "possible", "status", "justification", "justification untouched", "messages", "sha256",
                 "secret"]
 
@@ -62,8 +63,10 @@ def escape(value):
 
 
 def parse_weights(pairs) -> dict[str, float]:
-    """``["02.1=2", "10.1=5"]`` as ``{"02.1": 2.0, "10.1": 5.0}``; an unknown exercise or a weight that is not a
-    non-negative number is refused with the fix."""
+    """``["02.1=2", "10.1=5"]`` (or ``{"02.1": 2, "10.1": 5}``) as ``{"02.1": 2.0, "10.1": 5.0}``; an unknown
+    exercise or a weight that is not a non-negative number is refused with the fix."""
+    if isinstance(pairs, dict):
+        pairs = [f"{exercise}={weight}" for exercise, weight in pairs.items()]
     weights = {}
     for pair in pairs or ():
         exercise, _, value = str(pair).partition("=")
@@ -107,9 +110,21 @@ def assignment_row(student: str, assignment: str, outcomes: dict[str, tuple[str,
            **{e: outcome for e, (outcome, _) in outcomes.items()},
            "points": number(points), "possible": number(possible), "status": printable(status),
            "justification": printable(justification), "justification untouched": "yes" if untouched else "",
-           "messages": printable(" | ".join(message for _, message in outcomes.values() if message)),
+           "messages": printable(MESSAGE_SEPARATOR.join(message.replace("|", "/")
+                                                        for _, message in outcomes.values() if message)),
            "sha256": digest, "secret": secret}
     return row
+
+
+def messages_by_exercise(row: dict) -> dict[str, str]:
+    """The ``messages`` column of a row split again by exercise: each message starts with its exercise's id
+    (``02.1: ...``, ``PASSED 02.1: ...``), and :func:`assignment_row` keeps "|" out of the messages themselves."""
+    found = {}
+    for message in str(row.get("messages") or "").split(MESSAGE_SEPARATOR):
+        match = re.match(r"(?:PASSED )?(\d+\.\d+)\b", message)
+        if match and match.group(1) not in found:
+            found[match.group(1)] = message
+    return found
 
 
 def student_row(student: str, status: str, *, digest: str = "", secret: str = "") -> dict:
@@ -228,8 +243,7 @@ def feedback_text(student: str, rows: list[dict]) -> str:
             lines += [f"Not graded: {cell(row.get('status', ''))}", ""]
             continue
         ids = exercises_of(row["assignment"])
-        messages = {e: m for e in ids for m in str(row.get("messages", "")).split(" | ")
-                    if m.startswith((e + ":", f"PASSED {e}:")) or m.startswith(f"{e} ")}
+        messages = messages_by_exercise(row)
         lines += [f"## Assignment {row['assignment']}: {row.get('points', 0)} of {row.get('possible', '')} points", "",
                   "| exercise | outcome | what the grader found |", "| --- | --- | --- |"]
         for e in ids:
