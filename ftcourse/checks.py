@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -333,34 +334,99 @@ def judge_freeze_first(answer, inputs) -> str:
     return "for every k, exactly the first k stages are frozen."
 
 
-def _ask_count(rng):
-    blocks = _ask_blocks(rng)
-    names = _tiny_model(blocks=blocks).stage_names
-    return {"seed": rng.randrange(1_000_000), "blocks": blocks,
-            "frozen": sorted(rng.sample(names, rng.randint(1, len(names) - 1)))}
+# Exercise 02.2 freezes a plain torchvision ResNet, as a learner meets one outside the course: its children are
+# conv1, bn1, relu, maxpool, layer1..layer4, avgpool and fc, and nothing keeps a frozen BatchNorm layer still.
+TORCHVISION_CHILDREN = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")  # the ones with weights, before fc
 
 
-def _frozen_model(inputs) -> models.StagedNet:
-    model = _tiny_model(8, inputs["seed"], inputs["blocks"])
-    for name in inputs["frozen"]:
-        model.stage(name).requires_grad_(False)
-    return model
+def torchvision_resnet(layers, num_classes: int, seed: int = 0, device=None) -> torch.nn.Module:
+    """A torchvision ResNet of BasicBlocks (``layers=[2, 2, 2, 2]`` is ResNet-18), random weights (no download)."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    torch.manual_seed(seed)
+    with torch.device(device or "cpu"):
+        return ResNet(BasicBlock, list(layers), num_classes=num_classes)
 
 
-@_exercise("02.2", "count_trainable", "number of trainable parameters", _ask_count,
-           lambda fn, inputs: fn(_frozen_model(inputs)), rounds=2)
-def judge_count(answer, inputs) -> str:
-    model = _frozen_model(inputs)
-    expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if answer == sum(1 for p in model.parameters() if p.requires_grad):
-        _fail("02.2", f"{answer} is the number of trainable tensors, not of parameters.",
-              "add up p.numel() for each trainable tensor p.")
-    if answer == sum(p.numel() for p in model.parameters()):
-        _fail("02.2", f"{answer} counts the frozen parameters too.", "keep only tensors with p.requires_grad.")
-    if answer != expected:
-        _fail("02.2", f"got {answer!r:.40}, expected {expected}.",
-              "sum(p.numel() for p in model.parameters() if ...).")
-    return f"{expected:,} trainable parameters counted correctly."
+def _ask_train_mode(rng):
+    return {"seed": rng.randrange(1_000_000), "layers": [rng.randint(1, 2) for _ in range(4)],
+            "num_classes": rng.randint(3, 9), "frozen": list(TORCHVISION_CHILDREN[:rng.randint(2, 6)])}
+
+
+def _batchnorms(model) -> dict:
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+
+def _answer_train_mode(fn, inputs):
+    """Hand over a ResNet in evaluation mode (as after an evaluation), call ``fn``, then run one training forward
+    on images whose statistics are not the network's: report which parameters train, which BatchNorm layers are in
+    training mode, and whose running statistics moved."""
+    model = torchvision_resnet(inputs["layers"], inputs["num_classes"], inputs["seed"]).eval()
+    returned = fn(model, list(inputs["frozen"]))
+    batchnorms = _batchnorms(model)
+    modes = {n: m.training for n, m in batchnorms.items()}
+    before = {n: m.running_mean.clone() for n, m in batchnorms.items()}
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(inputs["seed"])) * 2 + 1
+    with torch.no_grad():
+        model(images)
+    return {"returned": "the model" if returned is model else type(returned).__name__, "training": model.training,
+            "trainable": {n: p.requires_grad for n, p in model.named_parameters()}, "batchnorm_training": modes,
+            "statistics_moved": {n: not torch.equal(before[n], m.running_mean) for n, m in batchnorms.items()}}
+
+
+@_exercise("02.2", "train_mode", "training mode for a torchvision ResNet with frozen children, BatchNorm included",
+           _ask_train_mode, _answer_train_mode, rounds=2)
+def judge_train_mode(answer, inputs) -> str:
+    frozen = set(inputs["frozen"])
+    with torch.device("meta"):  # the names only: no weights to draw
+        reference = torchvision_resnet(inputs["layers"], inputs["num_classes"])
+    names = [n for n, _ in reference.named_parameters()]
+    batchnorms = list(_batchnorms(reference))
+
+    def is_frozen(name):
+        return name.split(".")[0] in frozen
+    if not isinstance(answer, dict) or answer.get("returned") != "the model":
+        got = answer.get("returned") if isinstance(answer, dict) else answer
+        _fail("02.2", f"your function returned {str(got)[:40]}, not the model it was given.",
+              "change the model in place and return it (return model).")
+    if set(answer["trainable"]) != set(names):
+        _fail("02.2", "the model's parameters are not the ones it was given.", "freeze the model you were given.")
+    still = sorted({n.split(".")[0] for n in names if is_frozen(n) and answer["trainable"][n]})
+    if still:
+        _fail("02.2", f"parameters of {still} still train.",
+              "call getattr(model, name).requires_grad_(False) for each name in frozen: bn1 is a child of its own, "
+              "beside conv1.")
+    over = sorted({n.split(".")[0] for n in names if not is_frozen(n) and not answer["trainable"][n]})
+    if over:
+        _fail("02.2", f"you froze {over}, which are not in frozen.",
+              "freeze only the children named in frozen; the later layers and fc go on training.")
+    if not answer["training"]:
+        _fail("02.2", "the model is in evaluation mode: the layers that train would not learn the target's "
+                      "BatchNorm statistics.", "start with model.train(), then switch the frozen BatchNorm layers "
+                                               "back to evaluation mode.")
+    modes, moved = answer["batchnorm_training"], answer["statistics_moved"]
+    if set(modes) != set(batchnorms) or set(moved) != set(batchnorms):
+        _fail("02.2", "the model's BatchNorm layers are not the ones it was given.", "freeze the model you were given.")
+    drifting = [n for n in batchnorms if is_frozen(n) and moved[n]]
+    if drifting:
+        _fail("02.2", f"the running statistics of frozen BatchNorm layers moved on one training batch (e.g. "
+                      f"{drifting[0]}).",
+              "requires_grad_(False) freezes parameters, not BatchNorm's running_mean and running_var (buffers, "
+              "updated by every forward in training mode). After model.train() -- which puts every module back "
+              "in training mode -- call .eval() on each BatchNorm layer inside the frozen children.")
+    batch_statistics = [n for n in batchnorms if is_frozen(n) and modes[n]]
+    if batch_statistics:
+        _fail("02.2", f"frozen BatchNorm layers (e.g. {batch_statistics[0]}) are still in training mode, though "
+                      f"their statistics did not move.",
+              "a frozen layer must compute what it computed on the source: in training mode BatchNorm normalises "
+              "with each batch's own statistics (momentum 0 only stops the running ones moving). Put it in "
+              "evaluation mode with .eval().")
+    idle = [n for n in batchnorms if not is_frozen(n) and (not modes[n] or not moved[n])]
+    if idle:
+        _fail("02.2", f"BatchNorm layers that train are in evaluation mode (e.g. {idle[0]}).",
+              "only the frozen children's BatchNorm layers go to evaluation mode; the others adapt to the target.")
+    return (f"{', '.join(inputs['frozen'])} frozen, their BatchNorm statistics fixed; the rest trains in "
+            f"training mode.")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -422,6 +488,72 @@ def judge_best_rate(answer, inputs) -> str:
         _fail("03.2", f"got {answer!r:.40}, expected {roles['right']} for these rows.",
               "only rows of the given method count.")
     return "the best mean validation accuracy over seeds, diverged runs excluded."
+
+
+def _ask_range_test(rng):
+    """A range test's record: 100 steps, the rate 1e-5 to 10 exponentially; the loss flat, then falling around a
+    rate of its own, then blowing up (and, half the time, ending in a NaN); each step's mini-batch noise on top."""
+    steps, start, end = 100, 1e-5, 10.0
+    lrs = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
+    base, drop = rng.uniform(1.5, 2.5), rng.uniform(0.6, 0.9)
+    fall = rng.uniform(-3.0, -1.2)  # log10 of the rate where it falls fastest, and of the one where it blows up
+    blow = min(fall + rng.uniform(1.2, 2.0), 0.5)
+    width = rng.uniform(0.25, 0.5)
+    losses = []
+    for lr in lrs:
+        x = math.log10(lr)
+        loss = base * (1 - drop / (1 + math.exp(-(x - fall) / width))) + math.exp(8 * (x - blow))
+        losses.append(loss * (1 + rng.gauss(0, 0.04)))
+    if rng.random() < 0.5:
+        stop = next(i for i, loss in enumerate(losses) if loss > 8 * base)
+        losses[stop] = math.nan
+    return {"lrs": lrs, "losses": losses}
+
+
+def _range_test_readings(lrs, losses) -> dict[str, float]:
+    """What the usual wrong readings of the curve give, by the hint that names each."""
+    from .rangetest import read_curve, read_losses
+
+    suggestion, at_min = read_losses(lrs, losses)
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
+    average, uncorrected = 0.0, []
+    for loss in losses:
+        average = 0.98 * average + 0.02 * loss
+        if not math.isfinite(average):
+            break
+        uncorrected.append(average)
+    with warnings.catch_warnings():  # a wrong reading's curve may not fall at all
+        warnings.simplefilter("ignore")
+        raw = read_curve([lr for lr, _ in finite], [loss for _, loss in finite], skip=len(lrs) // 10)[0]
+        no_correction = read_curve(lrs[:len(uncorrected)], uncorrected, skip=len(lrs) // 10)[0]
+    return {
+        "this is the rate at the lowest smoothed loss: there the loss is about to blow up. The suggestion is where "
+        "it falls fastest, before that minimum": at_min,
+        "this is the minimum / 10 rule of thumb; this exercise asks for the rate of steepest descent": at_min / 10,
+        "smooth the losses first (bias-corrected moving average, 0.98): one mini-batch's loss is noise, and the "
+        "steepest step of the raw curve is a noisy one": raw,
+        "divide the moving average by 1 - 0.98**(i+1) (the bias correction): without it the curve starts near 0 "
+        "and climbs for the first hundred steps": no_correction,
+    }, suggestion
+
+
+@_exercise("03.3", "suggest_rate", "the rate a range test suggests: steepest descent of the smoothed loss",
+           _ask_range_test, lambda fn, inputs: fn(inputs["lrs"], inputs["losses"]), rounds=3)
+def judge_suggest_rate(answer, inputs) -> str:
+    lrs = inputs["lrs"]
+    value = _number("03.3", answer, "return the suggested rate, one of lrs, as a float.")
+    readings, suggestion = _range_test_readings(lrs, inputs["losses"])
+    step = math.log(lrs[1] / lrs[0])  # a neighbouring step is fine: forward or central differences both pass
+
+    def near(a, b):
+        return a > 0 and b > 0 and abs(math.log(a / b)) <= 1.01 * step
+    if not near(value, suggestion):
+        hint = next((h for h, wrong in readings.items() if math.isfinite(wrong) and near(value, wrong)),
+                    "smooth (bias-corrected moving average, 0.98); stop when the smoothed loss is not finite or above "
+                    "4 x its lowest so far; slope at step i: (s[i+1] - s[i-1]) / log(lrs[i+1] / lrs[i-1]) for i "
+                    "from 10 up to the step of the minimum; return the rate of the most negative slope.")
+        _fail("03.3", f"you suggested {value:.3g}.", hint)
+    return f"suggested {suggestion:.3g}: steepest descent of the smoothed loss, before its minimum."
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -813,6 +945,83 @@ def judge_mean_iou(answer, inputs) -> str:
     return f"mean IoU {expected:.4f} over {inputs['num_classes']} classes, one of them absent and left out."
 
 
+def _ask_detections(rng):
+    """One image, one class: true boxes, and detections in a shuffled order with distinct scores: some on an object,
+    some duplicates of one, often two on a pair of overlapping objects (where greedy matching by best IoU and by
+    first IoU >= 0.5 differ), often one at IoU exactly 0.5 (>= counts it), some on nothing."""
+    truths, boxes = [], []
+    for k in range(rng.randint(2, 4)):
+        x, y = 20 * k + rng.randint(0, 4), rng.randint(0, 20)
+        truths.append([x, y, x + 8, y + 8])
+    for t in truths:
+        for _ in range(rng.randint(0, 2)):  # on the object (and a duplicate)
+            d = [rng.randint(-1, 1) for _ in range(4)]
+            boxes.append([t[0] + d[0], t[1] + d[1], t[2] + d[2], t[3] + d[3]])
+    if rng.random() < 0.75:
+        t = truths[0]
+        boxes.append([t[0], t[1], t[2], t[1] + 4])  # half of the object: IoU exactly 0.5
+    boxes += [[200 + 10 * i, 50, 206 + 10 * i, 56] for i in range(rng.randint(0, 2))]  # on nothing
+    scores = rng.sample(range(1, 100), len(boxes) + 2)
+    if rng.random() < 0.6:
+        # Objects a, then b. The surer detection overlaps both (IoU 0.67 with a, 0.82 with b), the other only a
+        # (0.9; 0.46 with b): matched to its best box, each finds one; matched to the first box above 0.5, the
+        # surer one takes a and the other finds nothing.
+        truths += [[100, 0, 110, 10], [103, 0, 113, 10]]
+        boxes += [[102, 0, 112, 10], [100, 0, 109, 10]]
+        scores[-2:] = sorted(scores[-2:], reverse=True)
+    else:
+        scores = scores[:len(boxes)]
+    order = list(range(len(boxes)))
+    rng.shuffle(order)
+    return {"boxes": torch.tensor([boxes[i] for i in order], dtype=torch.float32),
+            "scores": torch.tensor([scores[i] / 100 for i in order]),
+            "truths": torch.tensor(truths, dtype=torch.float32)}
+
+
+def _matching_mistakes(boxes, scores, truths) -> dict[str, list[bool]]:
+    """What the usual wrong matchings give, by the hint that names each."""
+    iou = dense.box_iou(boxes, truths)
+    order = torch.argsort(scores, descending=True).tolist()
+
+    def greedy(indices, *, once=True, strict=False, first=False):
+        found, hits = [False] * len(truths), []
+        for i in indices:
+            free = [j for j in range(len(truths)) if not (once and found[j])]
+            ok = [j for j in free if (iou[i, j] > 0.5 if strict else iou[i, j] >= 0.5)]
+            j = (ok[0] if first else max(ok, key=lambda j: iou[i, j])) if ok else None
+            if j is not None:
+                found[j] = True
+            hits.append(j is not None)
+        return hits
+    return {"take the detections in order of score, highest first: the matching is greedy by confidence":
+            greedy(range(len(boxes))),
+            "each true box is matched once: a second detection of an object already found is a false positive":
+            greedy(order, once=False),
+            "IoU >= 0.5 counts: a detection at exactly 0.5 is a true positive": greedy(order, strict=True),
+            "match each detection to the free true box it overlaps most, not to the first one above 0.5":
+            greedy(order, first=True)}
+
+
+@_exercise("08.3", "match_detections", "greedy matching of detections to true boxes at IoU 0.5, as AP50 counts",
+           _ask_detections, lambda fn, inputs: fn(inputs["boxes"], inputs["scores"], inputs["truths"]), rounds=3)
+def judge_match_detections(answer, inputs) -> str:
+    boxes, scores, truths = inputs["boxes"], inputs["scores"], inputs["truths"]
+    expected = dense.match_detections(boxes, scores, truths)
+    if isinstance(answer, torch.Tensor):
+        answer = answer.tolist()
+    if not isinstance(answer, list) or len(answer) != len(expected) or \
+            not all(isinstance(a, (bool, int)) for a in answer):
+        _fail("08.3", f"expected a list of {len(expected)} True/False, one per detection, got {answer!r:.120}.",
+              "return [True or False for each detection], in order of score, highest first.")
+    if [bool(a) for a in answer] != expected:
+        hint = next((h for h, wrong in _matching_mistakes(boxes, scores, truths).items()
+                     if wrong == [bool(a) for a in answer]),
+                    "sort the detections by score (highest first); each matches the not yet matched true box it "
+                    "overlaps most, a true positive if that IoU is >= 0.5.")
+        _fail("08.3", "some detections are counted wrong.", hint)
+    return f"{sum(expected)} true and {len(expected) - sum(expected)} false positives among {len(expected)} detections."
+
+
 # What lesson 08 measured (cpu profile, segmentation, test mIoU per seed), the centre of the 08.2 exercise's tables.
 LESSON08_MIOU = {  # per seed 0, 1, 2
     ("related", 16): {"scratch": [0.246, 0.192, 0.191], "finetune": [0.423, 0.436, 0.389]},
@@ -1015,9 +1224,10 @@ def check_freeze_first(freeze_first) -> None:
     return check("02.1", freeze_first)
 
 
-def check_count_trainable(count_trainable) -> None:
-    """02.2: ``count_trainable(model)`` counts the numbers (not tensors) in trainable parameters."""
-    return check("02.2", count_trainable)
+def check_train_mode(train_mode) -> None:
+    """02.2: ``train_mode(model, frozen)`` puts a torchvision ResNet in training mode with the children named in
+    ``frozen`` frozen: their parameters do not train and their BatchNorm layers stay in evaluation mode."""
+    return check("02.2", train_mode)
 
 
 def check_discriminative_rates(discriminative_rates) -> None:
@@ -1029,6 +1239,12 @@ def check_best_rate(best_rate) -> None:
     """03.2: ``best_rate(rows, method)`` -> the lr whose mean *validation* accuracy over seeds is highest, skipping
     diverged runs. The test accuracy in the rows points elsewhere, so a choice made on it fails."""
     return check("03.2", best_rate)
+
+
+def check_suggest_rate(suggest_rate) -> None:
+    """03.3: ``suggest_rate(lrs, losses)`` -> the rate where the range test's smoothed loss falls fastest, before its
+    minimum, as :func:`ftcourse.rangetest.lr_find` reads it."""
+    return check("03.3", suggest_rate)
 
 
 def check_ntg_by_setting(ntg_by_setting) -> None:
@@ -1074,6 +1290,12 @@ def check_pretraining_verdicts(pretraining_verdicts) -> None:
     """08.2: ``pretraining_verdicts(rows, margin)`` -> {"target/labels": "finetune", "scratch" or "either"} by the
     paired 90% interval of finetune - scratch over seeds."""
     return check("08.2", pretraining_verdicts)
+
+
+def check_match_detections(match_detections) -> None:
+    """08.3: ``match_detections(boxes, scores, truths)`` -> [True/False per detection, highest score first]: PASCAL
+    VOC's greedy matching at IoU >= 0.5, each true box matched once."""
+    return check("08.3", match_detections)
 
 
 def check_mask_tokens(mask_tokens) -> None:

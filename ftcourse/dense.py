@@ -456,19 +456,35 @@ def average_precision(detections, ground_truth, num_classes: int, iou: float = 0
         found = [torch.zeros(len(t), dtype=torch.bool) for t in truths]
         scored = [(float(d[1]), i, d[2:6]) for i, dets in enumerate(detections) for d in dets if int(d[0]) == c]
         scored.sort(key=lambda item: -item[0])
-        hits = []
-        for _, i, box in scored:
-            if len(truths[i]) == 0:
-                hits.append(False)
-                continue
-            overlaps = box_iou(box[None].float(), truths[i].float())[0].masked_fill(found[i], -1.0)
-            best = int(overlaps.argmax())
-            hit = bool(overlaps[best] >= iou)
-            if hit:
-                found[i][best] = True
-            hits.append(hit)
+        hits = [_match_one(box, truths[i], found[i], iou) for _, i, box in scored]
         precisions.append(_area_under_envelope(hits, n_true))
     return float(sum(precisions) / len(precisions)) if precisions else math.nan
+
+
+def match_detections(boxes: torch.Tensor, scores: torch.Tensor, truths: torch.Tensor, iou: float = 0.5) -> list[bool]:
+    """Which detections of one class in one image are true positives, in order of score (highest first).
+
+    ``boxes`` (M, 4) and ``scores`` (M,) are the detections, ``truths`` (K, 4) the true boxes, all as
+    ``(x0, y0, x1, y1)``. The matching of PASCAL VOC (Everingham et al., IJCV 2010) is greedy: take the detections
+    from the highest score down; each matches the true box it overlaps most among those not matched yet, and is a
+    true positive if that IoU is at least ``iou``, else a false positive. A true box is matched once, so a second
+    detection of an object already found is a false positive: a detector is not paid twice for one object.
+    :func:`average_precision` does the same over all images at once (their detections sorted together).
+    """
+    found = torch.zeros(len(truths), dtype=torch.bool)
+    return [_match_one(boxes[i], truths, found, iou) for i in torch.argsort(scores, descending=True, stable=True)]
+
+
+def _match_one(box: torch.Tensor, truths: torch.Tensor, found: torch.Tensor, iou: float) -> bool:
+    """Match ``box`` to the most overlapping true box not ``found`` yet; mark it found if the IoU is >= ``iou``."""
+    if len(truths) == 0:
+        return False
+    overlaps = box_iou(box[None].float(), truths.float())[0].masked_fill(found, -1.0)
+    best = int(overlaps.argmax())
+    if overlaps[best] >= iou:
+        found[best] = True
+        return True
+    return False
 
 
 def _area_under_envelope(hits: list[bool], n_true: int) -> float:

@@ -9,9 +9,9 @@ fact, whether transfer hurt.
 Every function takes NumPy arrays or torch tensors with one row per example, computes in float64 (the probe in float32)
 and returns a Python float.
 
-Three helpers at the end work on models instead: `features` (the arrays the scores take), `weight_distance` (how far
-fine-tuning moved each stage from the pretrained weights) and `source_accuracy` (how much of the source task a
-fine-tuned body still supports: forgetting).
+Four helpers at the end work on models instead: `features` (the arrays the scores take), `weight_distance` (how far
+fine-tuning moved each stage from the pretrained weights), `stage_changes` (that distance next to CKA, stage by
+stage) and `source_accuracy` (how much of the source task a fine-tuned body still supports: forgetting).
 """
 
 import copy
@@ -404,6 +404,53 @@ def weight_distance(model, reference, *, relative=False):
                          f"with the model it started from.")
     distances["total"] = _root_ratio(squared, squared_ref) if relative else math.sqrt(squared)
     return distances
+
+
+@torch.no_grad()
+def stage_changes(model, reference, images, *, stages=None):
+    """Three views of how much each stage changed from ``reference`` to ``model`` (say, pretrained to fine-tuned):
+
+    - ``"weights"``: the relative weight distance ‖θ − θ_ref‖ / ‖θ_ref‖ of the stage's own parameters
+      (:func:`weight_distance`): local, and relative to the stage's size;
+    - ``"output CKA"``: linear :func:`cka` of the two networks' average-pooled outputs of the stage on ``images``, each
+      network run from the image on. It compares *the whole path up to the stage*: what a stage computes depends
+      on every stage below it, so changes add up with depth (lesson 05's view);
+    - ``"own CKA"``: the stage alone. Both copies of the stage get the same input, the reference network's output
+      of the stage below, and their pooled outputs are compared: the change of that stage's function by itself.
+
+    Weight distance and own CKA are local; output CKA is cumulative. A stage can move its weights far relative to
+    their size and still compute almost the same features: the BatchNorm after each convolution re-normalises its
+    output (fine-tuning re-estimates its statistics), which undoes a change of scale, and CKA ignores rotations
+    and an overall scale of the features. So "the stem's weights moved most" and
+    "the stem's output changed least" can both be true. Both models are run in evaluation mode (restored
+    afterwards). Returns ``{stage: {"weights": ..., "output CKA": ..., "own CKA": ...}}`` for the stages before
+    the head (or ``stages``).
+    """
+    stages = list(stages or model.stage_names[:-1])
+    modes = [(m, m.training) for net in (model, reference) for m in net.modules()]
+    model.eval(), reference.eval()
+    try:
+        distances = weight_distance(model, reference, relative=True)
+        device = model_device(model)
+        x = reference.normalise(images.to(device))
+        changes = {}
+        for name in reference.stage_names[:-1]:
+            theirs = reference.stage(name)(x)
+            if name in stages:
+                mine_alone = model.stage(name)(x)
+                mine = model.features(images.to(device), upto=name)
+                changes[name] = {"weights": distances[name],
+                                 "output CKA": cka(_pooled(theirs), mine),
+                                 "own CKA": cka(_pooled(theirs), _pooled(mine_alone))}
+            x = theirs
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    return changes
+
+
+def _pooled(maps):
+    return torch.flatten(F.adaptive_avg_pool2d(maps, 1), 1).double()
 
 
 def _root_ratio(squared, squared_ref):

@@ -135,8 +135,8 @@ def lr_find(model, data, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps:
     grads = [p.grad for p in model.parameters()]
     modes = [m.training for m in model.modules()]
 
-    lrs, losses, smoothed = [], [], []
-    average, best, diverged = 0.0, math.inf, False
+    lrs, losses = [], []
+    curve = SmoothedLoss(smoothing, diverge_factor)
     model.train()
     try:
         for i in range(steps):
@@ -146,16 +146,10 @@ def lr_find(model, data, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps:
             loss, _ = stepper.step(*batches.next())
             # One host sync per step (.item()): the test must see the loss to know when to stop, and a hundred
             # syncs cost nothing next to a training run.
-            raw = loss.item()
-            average = smoothing * average + (1 - smoothing) * raw
-            smooth = average / (1 - smoothing ** (i + 1))
             lrs.append(lr)
-            losses.append(raw)
-            smoothed.append(smooth)
-            if not math.isfinite(smooth) or smooth > diverge_factor * best:
-                diverged = True
+            losses.append(loss.item())
+            if curve.add(losses[-1]):
                 break
-            best = min(best, smooth)
     finally:
         model.load_state_dict(saved)
         for p, flag, grad in zip(model.parameters(), flags, grads):
@@ -164,22 +158,62 @@ def lr_find(model, data, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps:
         for module, mode in zip(model.modules(), modes):
             module.training = mode
 
-    suggestion, lr_at_min = _read_curve(lrs, smoothed)
-    return LRFinderResult(lrs, losses, smoothed, suggestion, lr_at_min, lr_at_min / 10, diverged)
+    suggestion, lr_at_min = read_curve(lrs, curve.smoothed, skip=steps // 10)
+    return LRFinderResult(lrs, losses, curve.smoothed, suggestion, lr_at_min, lr_at_min / 10, curve.blew_up)
 
 
-def _read_curve(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
+class SmoothedLoss:
+    """fastai's reading of a range test's losses, one step at a time: a bias-corrected moving average,
+
+        a_i = smoothing * a_(i-1) + (1 - smoothing) * loss_i  (a_(-1) = 0),   smoothed_i = a_i / (1 - smoothing**(i+1)),
+
+    and the blow-up rule: :meth:`add` returns True (and sets ``blew_up``) once the smoothed loss is not finite or
+    exceeds ``diverge_factor`` times the lowest smoothed loss before it. ``smoothed`` holds every value added,
+    the one that blew up included.
+    """
+
+    def __init__(self, smoothing: float = 0.98, diverge_factor: float = 4.0):
+        self.smoothing, self.diverge_factor = smoothing, diverge_factor
+        self.smoothed: list[float] = []
+        self.blew_up = False
+        self._average, self._best = 0.0, math.inf
+
+    def add(self, loss: float) -> bool:
+        self._average = self.smoothing * self._average + (1 - self.smoothing) * loss
+        smooth = self._average / (1 - self.smoothing ** (len(self.smoothed) + 1))
+        self.smoothed.append(smooth)
+        self.blew_up = not math.isfinite(smooth) or smooth > self.diverge_factor * self._best
+        self._best = min(self._best, smooth)
+        return self.blew_up
+
+
+def read_losses(lrs: list[float], losses: list[float], smoothing: float = 0.98, diverge_factor: float = 4.0,
+                steps: int | None = None) -> tuple[float, float]:
+    """(the suggestion, the rate at the minimum) of a range test recorded elsewhere: ``losses[i]`` at ``lrs[i]``,
+    read exactly as :func:`lr_find` reads its own (:class:`SmoothedLoss`, then the steepest descent before the
+    minimum, the first tenth of the ``steps`` planned left out; default: as many as there are losses). Steps after
+    the blow-up are ignored."""
+    curve = SmoothedLoss(smoothing, diverge_factor)
+    for loss in losses:
+        if curve.add(loss):
+            break
+    return read_curve(lrs[:len(curve.smoothed)], curve.smoothed, skip=(steps or len(losses)) // 10)
+
+
+def read_curve(lrs: list[float], smoothed: list[float], skip: int = 1) -> tuple[float, float]:
     """(the rate of steepest descent before the minimum, the rate at the minimum) of a range test's curve.
 
-    The slope at step i is a central difference in log lr, (s_(i+1) - s_(i-1)) / log(lr_(i+1) / lr_(i-1)); the
-    ends of the curve, which have only one neighbour, are left out.
+    The slope at step i is a central difference in log lr, (s_(i+1) - s_(i-1)) / log(lr_(i+1) / lr_(i-1)), read
+    from step ``skip`` up to the minimum. The callers skip the first tenth of the planned steps, as fastai's
+    ``lr_find`` does: the moving average's first values rest on a few mini-batches, so their slopes are noise.
     """
     finite = [i for i, s in enumerate(smoothed) if math.isfinite(s)]
     if not finite:
         raise ValueError(f"The loss was {smoothed[0]} from the very first step (lr {lrs[0]:.2g}), so the test has "
                          f"nothing to show. Check that the model gives finite outputs on this data.")
     lowest = min(finite, key=lambda i: smoothed[i])
-    slopes = {i: (smoothed[i + 1] - smoothed[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(1, lowest)}
+    slopes = {i: (smoothed[i + 1] - smoothed[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1])
+              for i in range(max(1, skip), lowest)}
     if not slopes:
         warnings.warn(f"The loss did not fall during the range test (it was lowest at step {lowest}, lr "
                       f"{lrs[lowest]:.2g}), so there is no descent to read. Try a smaller start_lr, more steps, or "

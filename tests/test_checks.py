@@ -1,4 +1,5 @@
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,33 @@ def right_freeze_first(model, k):
     return model
 
 
-def right_count(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def right_train_mode(model, frozen, *, parameters=True, batchnorm=True, then_train=False):
+    """Exercise 02.2's answer; the keywords give its usual slips."""
+    model.train()
+    for name in frozen:
+        child = getattr(model, name)
+        if parameters:
+            child.requires_grad_(False)
+        for module in child.modules():
+            if batchnorm and isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+    return model.train() if then_train else model
+
+
+def right_suggest_rate(lrs, losses, *, correct=True, smooth=True, pick="steepest"):
+    """Exercise 03.3's answer, written as a learner would; the keywords give its usual slips."""
+    smoothed, average = [], 0.0
+    for i, loss in enumerate(losses):
+        average = 0.98 * average + 0.02 * loss
+        s = (average / (1 - 0.98 ** (i + 1)) if correct else average) if smooth else loss
+        if not math.isfinite(s) or (smoothed and s > 4 * min(smoothed)):
+            break
+        smoothed.append(s)
+    lowest = min(range(len(smoothed)), key=lambda i: smoothed[i])
+    if pick == "minimum":
+        return lrs[lowest]
+    slopes = {i: (smoothed[i + 1] - smoothed[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(10, lowest)}
+    return lrs[min(slopes, key=slopes.get)]
 
 
 def right_rates(stage_names, lr, decay):
@@ -109,7 +135,8 @@ def right_tau(x, y):
     (checks.check_finetune_start, right_finetune_start),
     (checks.check_paired_verdict, right_paired),
     (checks.check_freeze_first, right_freeze_first),
-    (checks.check_count_trainable, right_count),
+    (checks.check_train_mode, right_train_mode),
+    (checks.check_suggest_rate, right_suggest_rate),
 ])
 def test_a_right_answer_passes_and_says_so(check, answer, capsys):
     assert check(answer) is None  # nothing for a notebook cell to echo after the PASSED line
@@ -153,30 +180,89 @@ def test_freezing_one_stage_too_many_names_the_stages():
         checks.check_freeze_first(lambda model, k: right_freeze_first(model, k + 1))
 
 
-def test_counting_tensors_instead_of_numbers_gets_a_hint():
-    with pytest.raises(checks.ExerciseFailed, match="number of trainable tensors"):
-        checks.check_count_trainable(lambda m: sum(1 for p in m.parameters() if p.requires_grad))
+@pytest.mark.parametrize("slip, hint", [
+    (dict(batchnorm=False), "freezes parameters, not BatchNorm's running_mean"),
+    (dict(then_train=True), "freezes parameters, not BatchNorm's running_mean"),  # eval() before train()
+    (dict(parameters=False), "still train"),
+])
+def test_freezing_a_torchvision_resnet_without_its_batchnorm_statistics_is_named(slip, hint):
+    with pytest.raises(checks.ExerciseFailed, match=hint):
+        checks.check_train_mode(lambda model, frozen: right_train_mode(model, frozen, **slip))
+
+
+def test_a_resnet_in_evaluation_mode_or_with_batch_statistics_gets_its_own_hint():
+    with pytest.raises(checks.ExerciseFailed, match="start with model.train"):
+        checks.check_train_mode(lambda model, frozen: right_train_mode(model, frozen).eval())
+
+    def momentum_zero(model, frozen):
+        right_train_mode(model, frozen, batchnorm=False)
+        for name in frozen:
+            for module in getattr(model, name).modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.momentum = 0.0
+        return model
+    with pytest.raises(checks.ExerciseFailed, match="momentum 0 only stops the running ones"):
+        checks.check_train_mode(momentum_zero)
+    with pytest.raises(checks.ExerciseFailed, match="bn1 is a child of its own"):
+        checks.check_train_mode(lambda model, frozen: right_train_mode(model, [n for n in frozen if n != "bn1"]))
+
+
+def test_the_frozen_children_may_be_put_in_evaluation_mode_whole():
+    def children_eval(model, frozen):
+        model.train()
+        for name in frozen:
+            getattr(model, name).requires_grad_(False).eval()
+        return model
+    checks.check_train_mode(children_eval)
+
+
+@pytest.mark.parametrize("slip, hint", [
+    (dict(pick="minimum"), "rate at the lowest smoothed loss"), (dict(smooth=False), "smooth the losses first")])
+def test_each_usual_misreading_of_a_range_test_gets_its_own_hint(slip, hint):
+    """Exercise 03.3 on many questions: the slip fails, and the hint names it."""
+    import random
+
+    failed = []
+    for i in range(30):
+        inputs = checks.GRADED["03.3"].ask(random.Random(f"slips/{i}"))
+        try:
+            checks.GRADED["03.3"].judge(right_suggest_rate(inputs["lrs"], inputs["losses"], **slip), inputs)
+        except checks.ExerciseFailed as error:
+            failed.append(error.hint)
+    assert len(failed) >= 25 and all(hint in h for h in failed), failed[:3]
+
+
+def test_the_reference_reading_of_a_range_test_is_lr_finds():
+    """03.3's reference reads a record as lr_find reads its own, so the exercise teaches the library's rule."""
+    import random
+
+    from ftcourse.rangetest import read_losses
+
+    inputs = checks.GRADED["03.3"].ask(random.Random("reading"))
+    suggestion, at_min = read_losses(inputs["lrs"], inputs["losses"])
+    assert right_suggest_rate(inputs["lrs"], inputs["losses"]) == suggestion
+    assert inputs["lrs"].index(suggestion) >= 10 and suggestion < at_min
 
 
 def test_a_crash_in_the_learners_code_is_a_failed_check_with_the_error():
     with pytest.raises(checks.ExerciseFailed, match="raised ZeroDivisionError"):
-        checks.check_count_trainable(lambda m: 1 / 0)
+        checks.check_freeze_first(lambda m, k: 1 / 0)
 
 
 def test_a_stub_says_not_done_yet_in_a_few_lines_without_the_checks_internals():
-    def stub(model):
-        raise NotImplementedError("count them")
-    with pytest.raises(NotImplementedError, match="count them") as raised:
-        checks.check_count_trainable(stub)
+    def stub(model, frozen):
+        raise NotImplementedError("freeze them")
+    with pytest.raises(NotImplementedError, match="freeze them") as raised:
+        checks.check_train_mode(stub)
     assert isinstance(raised.value, checks.ExerciseNotDone)
     lines = raised.value._render_traceback_()  # what IPython shows instead of a traceback
-    assert lines[0] == "Exercise 02.2 is not done yet: count them" and len(lines) <= 3
+    assert lines[0] == "Exercise 02.2 is not done yet: freeze them" and len(lines) <= 3
     assert raised.value.__suppress_context__
 
 
 def test_a_failed_check_shows_its_message_and_hint_only():
     with pytest.raises(checks.ExerciseFailed) as raised:
-        checks.check_count_trainable(lambda m: -1)
+        checks.check_freeze_first(lambda m, k: -1)
     lines = raised.value._render_traceback_()
     assert len(lines) == 2 and "not right yet" in lines[0] and lines[1].startswith("Hint:")
 
@@ -210,9 +296,9 @@ def test_answers_cross_to_the_grader_as_plain_data_and_are_judged_there(exercise
 # The chance that the best single answer -- one table, one number, learnt from feedback or guessed -- passes one
 # question of each exercise, as measured below on 300 questions (an upper figure: the measurement stays below it).
 # With ``rounds`` independent questions all of which must pass, a guess passes with probability GUESS ** rounds.
-GUESS = {"01.1": 0.004, "01.2": 0.004, "02.1": 0.12, "02.2": 0.07, "03.1": 0.08, "03.2": 0.2, "04.1": 0.004,
-         "04.2": 0.004, "05.1": 0.004, "05.2": 0.16, "07.1": 0.004, "07.2": 0.09, "08.1": 0.05, "08.2": 0.05,
-         "09.1": 0.004}
+GUESS = {"01.1": 0.004, "01.2": 0.004, "02.1": 0.12, "02.2": 0.05, "03.1": 0.08, "03.2": 0.2, "03.3": 0.13,
+         "04.1": 0.004, "04.2": 0.004, "05.1": 0.004, "05.2": 0.16, "07.1": 0.004, "07.2": 0.09, "08.1": 0.05,
+         "08.2": 0.05, "08.3": 0.05, "09.1": 0.004}
 
 
 def solution_functions() -> dict:

@@ -24,13 +24,20 @@ RIGHT = """def freeze_first(model, k):
         model.stage(name).requires_grad_(False)
     return model
 
-def count_trainable(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def train_mode(model, frozen):
+    import torch
+    model.train()
+    for name in frozen:
+        getattr(model, name).requires_grad_(False)
+        for module in getattr(model, name).modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+    return model
 """
 WRONG = RIGHT.replace("stage_names[:k]", "stage_names[:k + 1]")
-NOTHING = "def freeze_first(model, k):\n    return model\n\ndef count_trainable(model):\n    return 0\n"
+NOTHING = "def freeze_first(model, k):\n    return model\n\ndef train_mode(model, frozen):\n    return model\n"
 CHECKS = ["from ftcourse import checks", "checks.check_freeze_first(freeze_first)",
-          "checks.check_count_trainable(count_trainable)"]
+          "checks.check_train_mode(train_mode)"]
 namespaces = pytest.mark.skipif(sandbox.isolation() != "namespaces",
                                 reason="only the namespaces sandbox hides the machine from a submission")
 
@@ -157,7 +164,7 @@ while True:
                    "_files = [p for p in _files if p != '/sandbox/notebook.ipynb']\n"
                    "_workers = [p for p in os.listdir('/proc') if p.isdigit() and b'grading.worker' in "
                    "open(f'/proc/{p}/cmdline', 'rb').read()]\n"
-                   "def count_trainable(model):\n    raise ValueError(f'peeked: {len(_files)} files, "
+                   "def train_mode(model, frozen):\n    raise ValueError(f'peeked: {len(_files)} files, "
                    "{len(_workers)} workers')"],
     }
     for name, cells in probes.items():

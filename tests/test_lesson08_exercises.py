@@ -1,4 +1,5 @@
-"""Lesson 08's exercises: mean IoU of class maps, and the verdict "fine-tune or scratch" by the paired rule."""
+"""Lesson 08's exercises: mean IoU of class maps, the verdict "fine-tune or scratch" by the paired rule, and the
+greedy matching of detections that AP50 counts."""
 
 import random
 
@@ -99,3 +100,52 @@ def test_the_verdict_reference_on_a_hand_made_table():
     assert checks.pretraining_verdicts(rows, 0.3) == {"t/8": "either"}
     swapped = [{**r, "method": "scratch" if r["method"] == "finetune" else "finetune"} for r in rows]
     assert checks.pretraining_verdicts(swapped, 0.0) == {"t/8": "scratch"}
+
+
+def right_match(boxes, scores, truths, *, by_score=True, once=True, at_least=True, best=True):
+    """Exercise 08.3's answer, from box coordinates; the keywords give its usual slips."""
+    def iou(a, b):
+        inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    boxes, truths = boxes.tolist(), truths.tolist()
+    order = sorted(range(len(boxes)), key=lambda i: -float(scores[i])) if by_score else range(len(boxes))
+    taken, hits = set(), []
+    for i in order:
+        ok = [(iou(boxes[i], t), j) for j, t in enumerate(truths) if not (once and j in taken)]
+        ok = [(v, j) for v, j in ok if (v >= 0.5 if at_least else v > 0.5)]
+        if ok:
+            taken.add((max(ok) if best else ok[0])[1])
+        hits.append(bool(ok))
+    return hits
+
+
+def test_a_right_matching_passes(capsys):
+    checks.check_match_detections(right_match)
+    assert "PASSED exercise 08.3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("slip, hint", [(dict(by_score=False), "in order of score"),
+                                        (dict(once=False), "each true box is matched once"),
+                                        (dict(at_least=False), "IoU >= 0.5 counts"),
+                                        (dict(best=False), "overlaps most, not to the first")])
+def test_each_usual_slip_in_matching_detections_gets_its_own_hint(slip, hint):
+    failed = []
+    for i in range(40):
+        inputs = checks.GRADED["08.3"].ask(random.Random(f"slips/{i}"))
+        try:
+            checks.GRADED["08.3"].judge(right_match(**inputs, **slip), inputs)
+        except checks.ExerciseFailed as error:
+            failed.append(error.hint)
+    assert len(failed) >= 10 and all(hint in h for h in failed), failed[:3]
+
+
+def test_match_detections_is_what_average_precision_counts():
+    """dense.match_detections (08.3's reference) and dense.average_precision share one matching: AP from its
+    hits over one image is average_precision's."""
+    for i in range(20):
+        q = checks.GRADED["08.3"].ask(random.Random(f"ap/{i}"))
+        hits = dense.match_detections(q["boxes"], q["scores"], q["truths"])
+        detections = [torch.cat([torch.zeros(len(q["boxes"]), 1), q["scores"][:, None], q["boxes"]], 1)]
+        truths = [torch.cat([torch.zeros(len(q["truths"]), 1), q["truths"]], 1)]
+        assert dense.average_precision(detections, truths, 1) == pytest.approx(
+            dense._area_under_envelope(hits, len(q["truths"])))

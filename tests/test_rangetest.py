@@ -8,7 +8,7 @@ import torch
 
 from ftcourse import models
 from ftcourse.data import ImageData, Task
-from ftcourse.rangetest import LRFinderResult, _read_curve, lr_find
+from ftcourse.rangetest import LRFinderResult, lr_find, read_curve, read_losses
 from ftcourse.train import evaluate, fit
 
 
@@ -86,13 +86,26 @@ def test_suggestion_is_the_steepest_descent_before_the_minimum():
     # Central slopes before the minimum (index 6): -0.10, -0.48, -0.45, -0.10, -0.15 per factor 100 of rate. After
     # the minimum there is a steeper fall (index 9), which must not count.
     smoothed = [1.0, 0.98, 0.9, 0.5, 0.45, 0.4, 0.3, 3.0, 4.0, 0.31, 0.32]
-    suggestion, lr_at_min = _read_curve(lrs, smoothed)
+    suggestion, lr_at_min = read_curve(lrs, smoothed)
     assert suggestion == lrs[2] and lr_at_min == lrs[6]
+
+
+def test_the_first_tenth_of_the_steps_is_not_read():
+    """The moving average's first values rest on a few mini-batches: a steep step among them is noise (fastai's
+    lr_find leaves out the first tenth too)."""
+    lrs = [10.0 ** (i / 4 - 5) for i in range(20)]
+    smoothed = [2.0, 1.2, 1.25, 1.22, 1.2, 1.18, 1.1, 0.9, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4, 0.6, 2, 3]
+    assert read_curve(lrs, smoothed)[0] == lrs[1]  # read from step 1: the noisy first step wins
+    assert read_curve(lrs, smoothed, skip=2)[0] == lrs[7]
+
+
+def test_a_record_read_again_gives_lr_finds_suggestion(full_test):
+    assert read_losses(full_test.lrs, full_test.losses, steps=100) == (full_test.suggestion, full_test.lr_at_min)
 
 
 def test_a_loss_that_never_falls_gives_a_warning():
     with pytest.warns(UserWarning, match="did not fall"):
-        suggestion, lr_at_min = _read_curve([1e-3, 1e-2, 1e-1], [0.5, 0.6, 0.9])
+        suggestion, lr_at_min = read_curve([1e-3, 1e-2, 1e-1], [0.5, 0.6, 0.9])
     assert suggestion == lr_at_min == 1e-3
 
 
