@@ -1,19 +1,23 @@
 """The capstone's target: a new task from the lab whose exact definition, and test set, come from a secret.
 
 Like a Kaggle competition, the capstone has a public *practice* variant and a private one. Both are the same kind of
-task: 5 classes, class k shown either by a new shape (80% of its images, colour random) or by a colour (20%, shape
-random), 5 labelled training images per class. The secret decides which shape and which colour stand for which
-class, where the 5 class colours sit on the colour wheel, and which images are drawn. The notebook develops on
-``practice()`` (secret :data:`PRACTICE_SECRET`, public); ``ftcourse grade`` draws a secret of its own per grading run
-and hands the recipe only the training images of :func:`target`. Nobody can rebuild the test set, and a model
-trained on the practice data learns the wrong pairings.
+task: 5 classes, 5 labelled training images per class, each class shown either by a new shape (colour random) or by
+a colour (shape random). The secret decides the target's **kind** (:data:`KINDS`): a *shape* target shows 80% of each
+class's images by its shape, a *colour* target 80% by its colour -- so which shipped source fits changes from one
+secret to the next, and a recipe must find out from the 25 training images. It also decides which shape and which
+colour stand for which class, where the 5 class colours sit on the colour wheel, and which images are drawn. The
+notebook develops on two public practice targets, one of each kind (:func:`practice`); ``ftcourse grade`` uses the
+course secret and hands the recipe only the training images of :func:`target`. Nobody can rebuild the test
+set, and a model trained on the practice data learns the wrong pairings.
 
-The pass mark (:data:`PASS_MARK`) was calibrated on a 2-core CPU with 3 secrets x 3 seeds (see :data:`CALIBRATION`):
-training from scratch fails it by a wide margin, even with 4 times the steps (5 images per class are too few to
-learn new shapes from nothing); so does fine-tuning the wrong source (``lab-colours``, which learned colour, not
-shape); fine-tuning the source whose features fit (``lab``, pretrained on shapes) passes on every secret tried.
-Choosing the source again on each target's 25 images by a transferability score is not reliable: with the random
-streams of an earlier version, LEEP picked ``lab-colours`` on one secret of 13, and fine-tuning it there got 0.28.
+The grade is a score, not only a pass (:func:`score`): nothing below the kind's pass mark, half the points at it,
+all of them at its full mark (:data:`MARKS`). Both were calibrated on a 2-core CPU over 8 secrets of each kind x 3
+seeds (:data:`CALIBRATION`, ``benchmarks/capstone.py``): the source that does not fit the kind fails it (``lab`` on a
+colour target passed 1 run of 24, ``lab-colours`` on a shape one none); training from scratch fails the shape targets
+and earns most of the points on colour ones (colour is easy to learn from 25 images); always fine-tuning ``lab``, the
+obvious default, gets full marks on shape targets and fails colour ones; choosing the source on the 25 training
+images by LogME (lesson 05) and fine-tuning it gets full marks on all 48 runs (the full marks sit just below its
+lowest accuracy on each kind).
 """
 
 from __future__ import annotations
@@ -30,20 +34,38 @@ from .data import ImageData
 CLASSES = 5
 SHOTS = 5  # labelled training images per class
 TEST_PER_CLASS = 100
-BY_SHAPE = 0.8  # the fraction of each class's images that show it by its shape; the rest show it by its colour
+KINDS = {"shape": 0.8, "colour": 0.2}  # per kind of target: the share of a class's images that show it by its shape
 BUDGET = 3200  # training images a recipe may use: 100 steps of 32
-PRACTICE_SECRET = 2026
-PASS_MARK = 0.5
+PRACTICE_SECRETS = {"shape": 2027, "colour": 2026}  # public: one practice target of each kind
+MARKS = {  # per kind of target: (the pass mark, half the points; the full mark, all of them) in test accuracy
+    "shape": (0.50, 0.63),
+    "colour": (0.60, 0.77),
+}
 JUSTIFICATION_TEMPLATE = (  # the capstone notebook's justification cell as handed out (tests/test_capstone.py)
-    "## Your justification\n\n*Replace this text with a few sentences: which source and method your recipe uses, and "
-    "what in your exploration\nmade you choose them. The grade table shows this cell to your teacher.*")
+    "## Your justification\n\n*Replace this text with a few sentences: which source and method your recipe uses, what "
+    "in your exploration\nmade you choose them, how it copes with a target of either kind, and how you chose the "
+    "rate and the steps.\nYour teacher reads it against the rubric in `capstone.RUBRIC`, which the grade table "
+    "shows beside it.*")
+RUBRIC = {  # what the teacher reads the justification for; the grade table shows it beside the justification
+    "source": "says which source it fine-tunes and why, from evidence on the 25 training images (a transferability "
+              "score, or accuracy on held-out training images), not from the practice target's test set",
+    "kinds": "says how the recipe copes with a target of either kind (shape or colour), and what it does when the "
+             "evidence is unclear",
+    "rate and budget": "says how the rate and the steps were chosen within the budget (a split of the training "
+                       "images, a range test, a lesson's finding), and what it did not try",
+}
 ASSIGNMENT = "10"  # the capstone comes after the lessons; its one exercise is 10.1
 EXERCISE = ASSIGNMENT + ".1"
-CALIBRATION = {  # test accuracy (mean, lowest, highest) over secrets 1, 2, 3 x seeds 0, 1, 2: benchmarks/capstone.py
-    "scratch": (0.306, 0.268, 0.346),
-    "scratch, 4x the steps": (0.288, 0.256, 0.334),
-    "fine-tune lab": (0.720, 0.696, 0.744),  # the solution's recipe
-    "fine-tune lab-colours": (0.270, 0.208, 0.360),
+CALIBRATION = {  # test accuracy (mean, lowest, highest) over 8 secrets of the kind x seeds 0, 1, 2: benchmarks/capstone.py
+    ("shape", "scratch"): (0.310, 0.244, 0.374),
+    ("shape", "fine-tune lab"): (0.712, 0.642, 0.776),
+    ("shape", "fine-tune lab-colours"): (0.274, 0.208, 0.352),
+    ("shape", "chosen by LogME"): (0.699, 0.636, 0.774),  # the solution's recipe: it chose lab or lab-early
+    ("shape", "chosen by LEEP"): (0.647, 0.322, 0.744),  # chose lab-colours on one secret
+    ("colour", "scratch"): (0.730, 0.660, 0.822),
+    ("colour", "fine-tune lab"): (0.487, 0.364, 0.614),
+    ("colour", "fine-tune lab-colours"): (0.815, 0.770, 0.848),
+    ("colour", "chosen by LogME"): (0.815, 0.770, 0.848),  # chose lab-colours on every secret
 }
 
 
@@ -57,13 +79,15 @@ def stream_seed(secret: int, stream: str) -> int:
 
 
 def definition(secret: int) -> dict:
-    """What the secret decides: for each class its shape (one of the lab's new shapes) and its hue. Drawn with
-    Python's ``random.Random`` seeded by the whole 64-bit stream seed (torch's CPU generator would keep 32 bits)."""
+    """What the secret decides: the target's kind (:data:`KINDS`), and for each class its shape (one of the lab's
+    new shapes) and its hue. Drawn with Python's ``random.Random`` seeded by the whole 64-bit stream seed (torch's
+    CPU generator would keep 32 bits)."""
     rng = random.Random(stream_seed(secret, "definition"))
     shapes = rng.sample(range(len(lab.NEW_SHAPES)), CLASSES)
     offset = rng.random() / CLASSES  # the class colours turn round the wheel together
     hues = [(k / CLASSES + offset) % 1.0 for k in rng.sample(range(CLASSES), CLASSES)]
-    return {"shapes": [len(lab.SOURCE_SHAPES) + s for s in shapes], "hues": [round(h, 4) for h in hues]}
+    kind = sorted(KINDS)[rng.randrange(len(KINDS))]
+    return {"kind": kind, "shapes": [len(lab.SOURCE_SHAPES) + s for s in shapes], "hues": [round(h, 4) for h in hues]}
 
 
 def images(secret: int, n_per_class: int, split: str) -> ImageData:
@@ -78,7 +102,7 @@ def images(secret: int, n_per_class: int, split: str) -> ImageData:
     n = n_per_class * CLASSES
     labels = torch.arange(n) % CLASSES
     f = lab.sample_factors(n, g)
-    by_shape = torch.rand(n, generator=g) < BY_SHAPE
+    by_shape = torch.rand(n, generator=g) < KINDS[rule["kind"]]
     shapes, hues = torch.tensor(rule["shapes"]), torch.tensor(rule["hues"])
     f["shape"] = torch.where(by_shape, shapes[labels], f["shape"])
     hue = (hues[labels] + (torch.rand(n, generator=g) - 0.5) * 0.08) % 1.0
@@ -105,9 +129,33 @@ def target(secret: int) -> tuple[ImageData, ImageData]:
     return images(secret, SHOTS, "train"), images(secret, TEST_PER_CLASS, "test")
 
 
-def practice() -> tuple[ImageData, ImageData]:
-    """The public practice variant: the same kind of task, with :data:`PRACTICE_SECRET`."""
-    return target(PRACTICE_SECRET)
+def practice(kind: str = "shape") -> tuple[ImageData, ImageData]:
+    """A public practice target of ``kind`` ("shape" or "colour"; :data:`PRACTICE_SECRETS`): the same task as the
+    secret one, with other pairings and images."""
+    if kind not in PRACTICE_SECRETS:
+        raise ValueError(f"kind must be one of {sorted(PRACTICE_SECRETS)}, got {kind!r}.")
+    return target(PRACTICE_SECRETS[kind])
+
+
+def score(accuracy: float, kind: str) -> float:
+    """The capstone's share of its points for a test accuracy on a target of ``kind``: 0 below the kind's pass mark,
+    one half at it, then linear up to 1 at its full mark and above (:data:`MARKS`). Passing is half the grade; the
+    rest rewards a recipe that found what this target needs."""
+    passing, full = MARKS[kind]
+    if not accuracy >= passing:  # NaN scores nothing too
+        return 0.0
+    return min(1.0, 0.5 + 0.5 * (accuracy - passing) / (full - passing))
+
+
+def marks_text() -> str:
+    """The marks in words, as the notebook, the grader's messages and the feedback say them."""
+    return "; ".join(f"a {kind} target passes at {passing:.0%} test accuracy (half the points), full marks at "
+                     f"{full:.0%}" for kind, (passing, full) in MARKS.items())
+
+
+def rubric_text() -> str:
+    """The rubric in one line, as the grade table shows it: ``source: ... / kinds: ... / rate and budget: ...``."""
+    return " / ".join(f"{name}: {what}" for name, what in RUBRIC.items())
 
 
 def new_secret() -> int:

@@ -1105,9 +1105,10 @@ class _ImageCounter:
         self.handle.remove()
 
 
-def capstone_train():
-    """The practice target's training images and labels (an ImageData): all a recipe may learn from."""
-    return capstone.practice()[0]
+def capstone_train(kind: str = "shape"):
+    """A practice target's training images and labels (an ImageData): all a recipe may learn from. ``kind``:
+    "shape" or "colour" (:data:`ftcourse.capstone.KINDS`)."""
+    return capstone.practice(kind)[0]
 
 
 def _answer_capstone(recipe, inputs):
@@ -1128,8 +1129,9 @@ def capstone_inputs(train) -> dict:
             "budget": capstone.BUDGET}
 
 
-def judge_capstone(answer, test) -> tuple[float, str]:
-    """The test accuracy of the model the recipe returned and what it means. The network is the course's
+def judge_capstone(answer, test, kind: str) -> tuple[float, str]:
+    """The test accuracy of the model the recipe returned on a target of ``kind``, and what it means (its share
+    of the points: :func:`ftcourse.capstone.score`). The network is the course's
     (:func:`capstone.network`), built here; the answer only supplies its weights, each checked first: the same names,
     shapes and dtypes, dense, finite. A checkpoint that names another architecture scores zero with the reason."""
     from .train import evaluate
@@ -1165,37 +1167,46 @@ def judge_capstone(answer, test) -> tuple[float, str]:
         loaded[name] = value
     model.load_state_dict(loaded)
     accuracy = evaluate(model.eval(), test)["accuracy"]
-    if accuracy < capstone.PASS_MARK:
-        _fail(capstone.EXERCISE, f"test accuracy {accuracy:.3f}; it needs {capstone.PASS_MARK:.3f}.",
-              "which source learned what this target needs? Compare sources and rates on a split of the "
-              "training images first (lessons 04 and 05).")
-    return accuracy, f"test accuracy {accuracy:.3f} (the pass mark is {capstone.PASS_MARK:.3f})"
+    passing, full = capstone.MARKS[kind]
+    if not accuracy >= passing:
+        _fail(capstone.EXERCISE, f"test accuracy {accuracy:.3f}; a {kind} target needs {passing:.3f}.",
+              "which source learned what this target needs? Compare sources and rates on the training images "
+              "first (lessons 04 and 05): the target may be about shapes or about colours.")
+    return accuracy, (f"test accuracy {accuracy:.3f} on a {kind} target: {capstone.score(accuracy, kind):.0%} of the "
+                      f"points (half at the pass mark {passing:.2f}, all at {full:.2f})")
 
 
 def check_capstone(recipe) -> None:
     """10.1: ``recipe(train, budget)`` -> a trained StagedNet for ``train``'s classes, within ``budget`` images.
 
-    Here it runs on the public practice target, counts the images trained on, and tests the model on the practice
-    test set. ``ftcourse grade`` runs it on a secret target of the same kind, with a time limit instead of the
-    counter.
+    Here it runs on the two public practice targets, one of each kind, counts the images trained on, and tests each
+    model on its practice test set. ``ftcourse grade`` runs it once, on the secret target (of either kind), with a
+    time limit instead of the counter.
     """
-    train, test = capstone.practice()
-    inputs = capstone_inputs(train)
-    try:
-        with _ImageCounter() as counter:
-            answer = plain(_answer_capstone(recipe, inputs))
-    except NotImplementedError as error:
-        raise ExerciseNotDone(f"Exercise {capstone.EXERCISE} is not done yet: {error}") from None
-    except Exception as error:
-        _fail(capstone.EXERCISE, f"your recipe raised {type(error).__name__}: {error}",
-              "run it on its own in a new cell and read the traceback.")
-    if counter.images > capstone.BUDGET:
-        _fail(capstone.EXERCISE,
-              f"the recipe trained on {counter.images:,} images; the budget is {capstone.BUDGET:,}.",
-              "steps x batch size (plus any probe or LR-finder steps) must stay within the budget.")
-    _, what = judge_capstone(answer, test)
-    print(f"PASSED exercise {capstone.EXERCISE} on the practice target: {what}, with {counter.images:,} of "
-          f"{capstone.BUDGET:,} images. The grader runs your recipe on a secret target of the same kind.")
+    lines = []
+    for kind in capstone.KINDS:
+        train, test = capstone.practice(kind)
+        inputs = capstone_inputs(train)
+        try:
+            with _ImageCounter() as counter:
+                answer = plain(_answer_capstone(recipe, inputs))
+        except NotImplementedError as error:
+            raise ExerciseNotDone(f"Exercise {capstone.EXERCISE} is not done yet: {error}") from None
+        except Exception as error:
+            _fail(capstone.EXERCISE, f"your recipe raised {type(error).__name__} on the {kind} target: {error}",
+                  "run it on its own in a new cell and read the traceback.")
+        if counter.images > capstone.BUDGET:
+            _fail(capstone.EXERCISE,
+                  f"the recipe trained on {counter.images:,} images; the budget is {capstone.BUDGET:,}.",
+                  "steps x batch size (plus any probe or LR-finder steps) must stay within the budget.")
+        try:
+            _, what = judge_capstone(answer, test, kind)
+        except ExerciseFailed as failed:
+            raise ExerciseFailed(str(failed).replace("test accuracy", f"on the {kind} practice target, test "
+                                                                      f"accuracy", 1), failed.hint) from None
+        lines.append(f"  {kind} target: {what}, with {counter.images:,} of {capstone.BUDGET:,} images")
+    print(f"PASSED exercise {capstone.EXERCISE} on both practice targets:\n" + "\n".join(lines) +
+          "\nThe grader runs your recipe once, on a secret target of either kind.")
 
 
 GRADED[capstone.EXERCISE] = Exercise(capstone.EXERCISE, "recipe",

@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
-from ftcourse import capstone, checks, models, transfer
+from ftcourse import capstone, checks, measure, models, transfer
 from ftcourse.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -414,9 +414,15 @@ def test_a_correlation_that_is_not_kendalls_fails():
 
 def capstone_recipe(source, *, images=None, probe=False):
     """Fine-tune (or probe) a shipped checkpoint on the capstone's training data for ``images`` images (default: the
-    budget)."""
+    budget); ``source="by logme"`` chooses the lab checkpoint LogME ranks first on the training images."""
     def recipe(train, budget):
-        model = models.replace_head(models.copy_model(models.pretrained(source)), len(train.classes))
+        name = source
+        if source == "by logme":
+            with torch.no_grad():
+                scores = {n: measure.transferability(models.pretrained(n), train)["logme"]
+                          for n in models.SHIPPED if n.startswith("lab")}
+            name = max(scores, key=scores.get)
+        model = models.replace_head(models.copy_model(models.pretrained(name)), len(train.classes))
         if probe:
             transfer.freeze(model)
         fit(model, train, steps=(images or budget) // 32, lr=0.01, batch_size=32, augment=True, progress=False)
@@ -425,17 +431,21 @@ def capstone_recipe(source, *, images=None, probe=False):
 
 
 @pytest.mark.slow  # trains the capstone's recipe
-def test_the_capstone_passes_a_good_recipe_on_the_practice_target_and_says_so(capsys, one_thread):
-    assert checks.check_capstone(capstone_recipe("lab")) is None
+def test_the_capstone_passes_a_recipe_that_chooses_its_source_on_both_practice_targets(capsys, one_thread):
+    assert checks.check_capstone(capstone_recipe("by logme")) is None
     out = capsys.readouterr().out
-    assert "PASSED" in out
-    assert "test accuracy" in out and "secret target" in out
+    assert "PASSED" in out and "shape target: test accuracy" in out and "colour target: test accuracy" in out
+    assert "100% of the points" in out and "secret target" in out
 
 
-@pytest.mark.slow  # trains two recipes
-def test_the_capstone_fails_a_wrong_source_and_a_recipe_over_budget(one_thread):
-    with pytest.raises(checks.ExerciseFailed, match="it needs"):
+@pytest.mark.slow  # trains four recipes
+def test_the_capstone_fails_one_source_for_every_target_and_a_recipe_over_budget(one_thread):
+    with pytest.raises(checks.ExerciseFailed, match="on the shape practice target, test accuracy .* a shape target "
+                                                    "needs 0.500"):
         checks.check_capstone(capstone_recipe("lab-colours"))
+    with pytest.raises(checks.ExerciseFailed, match="on the colour practice target, test accuracy .* a colour target "
+                                                    "needs 0.600"):
+        checks.check_capstone(capstone_recipe("lab"))  # the obvious default: right for shapes only
     with pytest.raises(checks.ExerciseFailed, match="the budget is 3,200"):
         checks.check_capstone(capstone_recipe("lab", images=6400))
 

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 import ftcourse
-from ftcourse import cli
+from ftcourse import capstone, cli
 from ftcourse.grading import grade, sandbox, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -347,8 +347,11 @@ def test_the_capstone_is_judged_on_a_secret_and_a_lookup_or_scratch_recipe_fails
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         nb.metadata["ftcourse"] = {"assignment": "10"}
         nbformat.write(nb, folder / f"{name}.ipynb")
+    assert capstone.definition(12345)["kind"] == "shape"  # where training from scratch fails
     rows = {r["student"]: r for r in grade.grade(folder, out, timeout=300, secret=12345, verbose=False)}
     assert rows["erin"]["10.1"] == "passed" and "PASSED 10.1: test accuracy" in rows["erin"]["messages"], rows["erin"]
+    assert 0.5 < float(rows["erin"]["capstone score"]) == rows["erin"]["points"], rows["erin"]  # above the pass mark
+    assert rows["erin"]["rubric"].startswith("source: ") and rows["hank"]["capstone score"] == 0
     assert rows["erin"]["status"] == "erin.ipynb: ok", rows["erin"]  # every cell of the worked solution ran cleanly
     assert "Your justification" in rows["erin"]["justification"]
     assert rows["erin"]["justification untouched"] == "yes"  # the worked solution leaves the template's text

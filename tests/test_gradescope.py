@@ -205,3 +205,15 @@ def test_a_grader_that_cannot_grade_writes_no_results_so_gradescope_reports_it(t
     assert result.returncode == 1
     assert "No course secret" in result.stderr
     assert not (root / "results" / "results.json").exists()  # not a zero the student did not earn
+
+
+def test_the_capstone_earns_its_graded_share_of_its_points_on_gradescope():
+    """The capstone is not all or nothing: results.json gives it the table's ``capstone score`` times its weight."""
+    from ftcourse.grading import table
+
+    row = table.assignment_row("ann", "10", {"10.1": ("passed", "PASSED 10.1: test accuracy 0.600", 0.75)},
+                               status="ok", weights={"10.1": 4})
+    assert (row["points"], row["possible"], row["capstone score"]) == (3, 4, 0.75)
+    results = gradescope.results_json(row, "10", {"10.1": 4}, visibility="visible", seconds=1.0, notes=[])
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    assert results["score"] == 3 and results["tests"][0]["score"] == 3 and results["tests"][0]["max_score"] == 4

@@ -368,6 +368,9 @@ class Settings:
             self._capstone = capstone.target(self.secret)
         return self._capstone
 
+    def capstone_kind(self) -> str:
+        return capstone.definition(self.secret)["kind"]
+
     def inputs(self, exercise_id: str, student: str = "", digest: str = "") -> list:
         """The questions of ``exercise_id`` for one student's submission (its sha256): drawn from the run's secret,
         the student and the submission, so that classmates get other questions, and a changed notebook (a
@@ -420,10 +423,10 @@ def grade_notebook(path: Path, notebook, assignment: str, settings: Settings, st
     results = {}
     for e in ids:
         if e == capstone.EXERCISE:
-            results[e] = _judge(e, answers.get(e), settings.capstone_target()[1])
+            results[e] = _judge(e, answers.get(e), (settings.capstone_target()[1], settings.capstone_kind()))
         else:
             results[e] = _judge_rounds(e, answers.get(e), questions[e])
-    if all(outcome == "not attempted" for outcome, _ in results.values()):
+    if all(result[0] == "not attempted" for result in results.values()):
         status = "not attempted"  # an untouched exercise notebook: its check cells raise NotImplementedError
     return results, status
 
@@ -434,7 +437,7 @@ def _judge_rounds(exercise_id: str, replies, questions: list) -> tuple[str, str]
         return "crashed", f"{exercise_id}: no answer"
     what = ""
     for number, (reply, inputs) in enumerate(zip(replies, questions), 1):
-        outcome, what = _judge(exercise_id, reply, inputs)
+        outcome, what = _judge(exercise_id, reply, inputs)[:2]
         if outcome != "passed":
             rounds = f" (question {number} of {len(questions)})" if len(questions) > 1 else ""
             return outcome, what + rounds
@@ -442,8 +445,10 @@ def _judge_rounds(exercise_id: str, replies, questions: list) -> tuple[str, str]
 
 
 def _judge(exercise_id: str, reply, inputs) -> tuple[str, str]:
-    """Judge one answer here, in the grader's process, on the ``inputs`` it was asked (the capstone: its test set):
-    (outcome, message), the outcome one of :data:`ftcourse.grading.table.OUTCOMES`.
+    """Judge one answer here, in the grader's process, on the ``inputs`` it was asked (the capstone: its test set and
+    kind):
+    (outcome, message), the outcome one of :data:`ftcourse.grading.table.OUTCOMES`; a passed capstone adds the
+    share of its points it earned (:func:`ftcourse.capstone.score`).
 
     A failed answer's message says what was wrong in kind -- the hint -- and never the value the grader expected on
     its own inputs: a student who could read that could copy it into the next submission. (The worker's word that
@@ -454,10 +459,11 @@ def _judge(exercise_id: str, reply, inputs) -> tuple[str, str]:
         outcome = "not attempted" if reply.get("not_done") is True else "crashed"
         return outcome, f"{exercise_id}: {str(reply['error'])[:300]}"
     try:
-        if exercise_id == capstone.EXERCISE:
-            _, what = checks.judge_capstone(reply["value"], inputs)
-        else:
-            what = checks.GRADED[exercise_id].judge(reply["value"], inputs)
+        if exercise_id == capstone.EXERCISE:  # graded: a share of its points (capstone.score), not all or nothing
+            test, kind = inputs
+            accuracy, what = checks.judge_capstone(reply["value"], test, kind)
+            return "passed", f"PASSED {exercise_id}: {what}", capstone.score(accuracy, kind)
+        what = checks.GRADED[exercise_id].judge(reply["value"], inputs)
         return "passed", f"PASSED {exercise_id}: {what}"
     except checks.ExerciseFailed as failed:
         if exercise_id == capstone.EXERCISE:  # the capstone's message is its score and the pass mark: no answer key

@@ -38,7 +38,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from .. import __version__, checks, files
+from .. import __version__, capstone, checks, files
 from . import course_secret
 from .grade import Problem, assignment_of, grade, read_notebook
 from .table import exercises_of, messages_by_exercise, number, parse_weights, printable
@@ -225,7 +225,7 @@ def find_notebooks(submission: Path, assignment: str) -> tuple[list[Path], list[
 def results_json(row: dict | None, assignment: str, weights: dict, *, visibility: str, seconds: float,
                  notes: list[str]) -> dict:
     """Gradescope's ``results.json`` for one submission: a test per exercise of ``assignment`` (its weight as
-    ``max_score``; ``score`` all or nothing; ``status`` passed or failed; ``output`` the outcome and what the
+    ``max_score``; ``score`` all or nothing, the capstone's its graded share; ``status`` passed or failed; ``output`` the outcome and what the
     grader found: the hint, the capstone's accuracy against the pass mark, never the secret), the total as
     ``score``, and the notebook's status as ``output``. ``row`` is the grade table's row (None: nothing graded)."""
     row = row or {}
@@ -235,7 +235,8 @@ def results_json(row: dict | None, assignment: str, weights: dict, *, visibility
         weight = weights.get(e, 1.0)
         outcome = row.get(e) or "not submitted"
         passed = outcome == "passed"
-        tests.append({"name": f"{e} {checks.EXERCISES[e]}", "number": e, "score": number(weight if passed else 0),
+        earned = float(row.get("capstone score") or 0) if e == capstone.EXERCISE else float(passed)
+        tests.append({"name": f"{e} {checks.EXERCISES[e]}", "number": e, "score": number(weight * earned),
                       "max_score": number(weight), "status": "passed" if passed else "failed",
                       "output": f"{outcome}. {messages.get(e, '')}".strip(), "visibility": visibility})
     lines = [*notes]

@@ -30,15 +30,15 @@ import re
 import unicodedata
 from pathlib import Path
 
-from .. import checks, files
+from .. import capstone, checks, files
 
 OUTCOMES = ("passed", "wrong", "crashed", "not attempted", "not graded")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", " ", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # ＝＋－＠ too
 TABLE_MODE = 0o600  # the grade table holds students' marks: readable by the teacher's user only
 FIRST_COLUMNS = ["student", "assignment"]
 MESSAGE_SEPARATOR = " | "  # between the exercises' messages in the ``messages`` column; "|" never inside one
-LAST_COLUMNS = ["points", "possible", "status", "justification", "justification untouched", "messages", "sha256",
-                "secret"]
+LAST_COLUMNS = ["points", "possible", "capstone score", "status", "justification", "rubric", "justification untouched",
+                "messages", "sha256", "secret"]
 
 
 def printable(text) -> str:
@@ -99,19 +99,31 @@ def number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else round(float(value), 4)
 
 
-def assignment_row(student: str, assignment: str, outcomes: dict[str, tuple[str, str]], *, status: str,
+def share(result: tuple) -> float:
+    """The share of an exercise's points that a result earns: ``(outcome, message)`` earns all of them when passed
+    and none otherwise; ``(outcome, message, share)`` says its own (the capstone's graded score)."""
+    return float(result[2]) if len(result) > 2 else float(result[0] == "passed")
+
+
+def assignment_row(student: str, assignment: str, outcomes: dict[str, tuple], *, status: str,
                    justification: str = "", untouched: bool = False, digest: str = "", secret: str = "",
                    weights: dict | None = None) -> dict:
-    """One row of the table: ``outcomes`` maps each exercise of ``assignment`` to (outcome, message)."""
+    """One row of the table: ``outcomes`` maps each exercise of ``assignment`` to (outcome, message) or (outcome,
+    message, share of its points). The capstone's row also shows its score (:func:`ftcourse.capstone.score`) and the
+    rubric its justification is read against (:data:`ftcourse.capstone.RUBRIC`), beside the justification."""
     weights = weights or {}
     possible = sum(weights.get(e, 1.0) for e in outcomes)
-    points = sum(weights.get(e, 1.0) for e, (outcome, _) in outcomes.items() if outcome == "passed")
+    points = sum(weights.get(e, 1.0) * share(result) for e, result in outcomes.items())
     row = {"student": printable(student), "assignment": assignment,
-           **{e: outcome for e, (outcome, _) in outcomes.items()},
-           "points": number(points), "possible": number(possible), "status": printable(status),
-           "justification": printable(justification), "justification untouched": "yes" if untouched else "",
-           "messages": printable(MESSAGE_SEPARATOR.join(message.replace("|", "/")
-                                                        for _, message in outcomes.values() if message)),
+           **{e: result[0] for e, result in outcomes.items()},
+           "points": number(points), "possible": number(possible),
+           "capstone score": number(share(outcomes[capstone.EXERCISE]))
+           if capstone.EXERCISE in outcomes else "",
+           "status": printable(status), "justification": printable(justification),
+           "rubric": capstone.rubric_text() if assignment == capstone.ASSIGNMENT else "",
+           "justification untouched": "yes" if untouched else "",
+           "messages": printable(MESSAGE_SEPARATOR.join(result[1].replace("|", "/")
+                                                        for result in outcomes.values() if result[1])),
            "sha256": digest, "secret": secret}
     return row
 
@@ -250,6 +262,12 @@ def feedback_text(student: str, rows: list[dict]) -> str:
             title = checks.EXERCISES.get(e, e)
             lines.append(f"| {e} {cell(title)} | {cell(row.get(e, ''))} | {cell(messages.get(e, ''))} |")
         lines += ["", f"Status: {cell(row.get('status', ''))}", ""]
+        if row.get("capstone score") not in (None, ""):
+            lines += [f"Capstone score: {float(row['capstone score']):.0%} of its points ({capstone.marks_text()}).",
+                      ""]
+        if row.get("rubric"):
+            lines += ["Your justification is read for: " + "; ".join(f"**{name}**, {what}" for name, what in
+                                                                   capstone.RUBRIC.items()) + ".", ""]
         if row.get("justification untouched"):
             lines += ["Your justification is missing or still the template's text.", ""]
     return "\n".join(lines)
