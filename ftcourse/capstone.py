@@ -56,7 +56,7 @@ RUBRIC = {  # what the teacher reads the justification for; the grade table show
 }
 ASSIGNMENT = "10"  # the capstone comes after the lessons; its one exercise is 10.1
 EXERCISE = ASSIGNMENT + ".1"
-CALIBRATION = {  # test accuracy (mean, lowest, highest) over 8 secrets of the kind x seeds 0, 1, 2: benchmarks/capstone.py
+CALIBRATION = {  # test accuracy (mean, lowest, highest), 8 secrets of the kind x seeds 0-2: benchmarks/capstone.py
     ("shape", "scratch"): (0.310, 0.244, 0.374),
     ("shape", "fine-tune lab"): (0.712, 0.642, 0.776),
     ("shape", "fine-tune lab-colours"): (0.274, 0.208, 0.352),

@@ -901,6 +901,84 @@ def judge_masking(answer, inputs) -> str:
             f"{reference['masked']:.0%} / {reference['replaced']:.0%} / {reference['kept']:.0%}).")
 
 
+def _ask_lora_classifier(rng):
+    return {"num_classes": rng.randint(2, 6), "rank": rng.choice([2, 4, 8, 16]), "alpha": rng.choice([4, 8, 16, 32]),
+            "seed": rng.randrange(1_000_000)}
+
+
+def _answer_lora_classifier(fn, inputs):
+    """Hand a classifier built from the shipped text checkpoint to ``fn``; report what came back: its type, the
+    LoRA settings peft recorded, which parameters train, and whether it computes what the classifier did (LoRA
+    starts as the identity, B = 0)."""
+    from . import text
+
+    base = text.classifier("finetune", inputs["num_classes"], seed=inputs["seed"]).eval()
+    ids = torch.randint(5, base.config.vocab_size, (4, 12), generator=torch.Generator().manual_seed(inputs["seed"]))
+    with torch.no_grad():
+        before = base(input_ids=ids).logits.clone()
+    model = fn(base, inputs["rank"], inputs["alpha"])
+    config = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
+    try:
+        with torch.no_grad():
+            same = bool(torch.allclose(model.eval()(input_ids=ids).logits, before, atol=1e-5))
+    except Exception:  # not a model that takes input_ids
+        same = False
+    return {"type": type(model).__name__, "peft": config is not None,
+            "r": getattr(config, "r", None), "alpha": getattr(config, "lora_alpha", None),
+            "targets": sorted(getattr(config, "target_modules", None) or []) if config is not None else [],
+            "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad)
+            if hasattr(model, "named_parameters") else [], "same_output": same}
+
+
+def _lora_reference_names() -> list[str]:
+    """The trainable parameters of the course's own LoRA classifier (:func:`ftcourse.text.lora`): the same for every
+    rank, rate and number of classes, so built once."""
+    global _LORA_NAMES
+    if _LORA_NAMES is None:
+        from . import text
+
+        model = text.lora(text.classifier("finetune", 2))
+        _LORA_NAMES = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    return _LORA_NAMES
+
+
+_LORA_NAMES = None
+
+
+@_exercise("09.2", "lora_classifier", "LoRA through peft on query and value, the new head trained whole",
+           _ask_lora_classifier, _answer_lora_classifier, rounds=3)
+def judge_lora_classifier(answer, inputs) -> str:
+    if not isinstance(answer, dict) or not answer.get("peft"):
+        got = answer.get("type") if isinstance(answer, dict) else type(answer).__name__
+        _fail("09.2", f"your function returned a {str(got)[:60]}, not a peft model.",
+              "wrap the classifier with peft: get_peft_model(model, LoraConfig(...)), and return what it gives.")
+    if (answer["r"], answer["alpha"]) != (inputs["rank"], inputs["alpha"]):
+        _fail("09.2", f"the LoRA has r={answer['r']} and lora_alpha={answer['alpha']}; asked for r={inputs['rank']} "
+                      f"and alpha={inputs['alpha']}.", "LoraConfig(r=rank, lora_alpha=alpha, ...).")
+    if answer["targets"] != ["query", "value"]:
+        _fail("09.2", f"LoRA adapts {answer['targets']}.",
+              "Hu et al. adapt the attention's query and value projections: target_modules=['query', 'value'] "
+              "(BERT's names for them).")
+    reference = set(_lora_reference_names())
+    trainable = set(answer["trainable"])
+    head = sorted(n for n in reference - trainable if "modules_to_save" in n)
+    if head:
+        _fail("09.2", f"the new head does not train (e.g. {head[0]}).",
+              "the classifier and the pooler start random: train them whole with modules_to_save=['classifier', "
+              "'pooler'] (ftcourse.text.head_names(model)).")
+    if trainable != reference:
+        extra = sorted(trainable - reference)
+        example = extra[0] if extra else sorted(reference - trainable)[0]
+        _fail("09.2", f"the parameters that train are not LoRA's and the head's (e.g. {example}).",
+              "everything but the LoRA matrices and the new head stays frozen: get_peft_model does that; do not "
+              "set requires_grad yourself.")
+    if not answer["same_output"]:
+        _fail("09.2", "the model does not compute what the classifier did before training.",
+              "LoRA starts as the identity: B = 0 (peft's default, init_lora_weights=True), lora_dropout=0.0.")
+    return (f"LoRA of rank {inputs['rank']} (alpha {inputs['alpha']}) on query and value, the head trained whole: "
+            f"{len(reference)} trainable tensors, the same output as the classifier before training.")
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Lesson 08
 
@@ -1307,6 +1385,12 @@ def check_match_detections(match_detections) -> None:
     """08.3: ``match_detections(boxes, scores, truths)`` -> [True/False per detection, highest score first]: PASCAL
     VOC's greedy matching at IoU >= 0.5, each true box matched once."""
     return check("08.3", match_detections)
+
+
+def check_lora_classifier(lora_classifier) -> None:
+    """09.2: ``lora_classifier(model, rank, alpha)`` -> the classifier wrapped by ``peft``: LoRA of rank ``rank`` and
+    scale ``alpha`` on query and value, the new head (classifier and pooler) trained whole, the rest frozen."""
+    return check("09.2", lora_classifier)
 
 
 def check_mask_tokens(mask_tokens) -> None:

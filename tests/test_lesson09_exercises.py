@@ -1,11 +1,12 @@
-"""Lesson 09's exercise: BERT's masking by hand, judged against DataCollatorForLanguageModeling's statistics."""
+"""Lesson 09's exercises: BERT's masking by hand, judged against DataCollatorForLanguageModeling's statistics; LoRA
+on a classifier with peft, judged against the course's own recipe (text.lora)."""
 
 import random
 
 import pytest
 import torch
 
-from ftcourse import checks
+from ftcourse import checks, text
 
 
 def make(p_choose=0.15, p_mask=0.8, p_random_of_rest=0.5, skip_special=True, labels_everywhere=False,
@@ -57,3 +58,45 @@ def test_the_usual_masking_mistakes_fail_with_their_hint(wrong, message):
 def test_a_function_that_returns_one_tensor_is_told_what_to_return():
     with pytest.raises(checks.ExerciseFailed, match="should return two tensors"):
         verdict(lambda ids, special, mask_id, vocab, g: ids)
+
+
+def right_lora(model, rank, alpha, *, targets=("query", "value"), head=True, everything=False):
+    """Exercise 09.2's answer; the keywords give its usual slips."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
+                        modules_to_save=text.head_names(model) if head else None)
+    wrapped = get_peft_model(model, config)
+    if everything:
+        wrapped.requires_grad_(True)
+    return wrapped
+
+
+def test_a_right_lora_classifier_passes(capsys):
+    checks.check_lora_classifier(right_lora)
+    assert "PASSED exercise 09.2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("slip, hint", [
+    (dict(head=False), "modules_to_save=\\['classifier', 'pooler'\\]"),
+    (dict(targets=("query", "key", "value")), "query and value projections"),
+    (dict(everything=True), "do not set requires_grad yourself"),
+])
+def test_each_usual_lora_slip_gets_its_own_hint(slip, hint):
+    with pytest.raises(checks.ExerciseFailed, match=hint):
+        checks.check_lora_classifier(lambda model, rank, alpha: right_lora(model, rank, alpha, **slip))
+
+
+def test_a_lora_of_another_rank_or_no_peft_model_is_named():
+    with pytest.raises(checks.ExerciseFailed, match="LoraConfig\\(r=rank, lora_alpha=alpha"):
+        checks.check_lora_classifier(lambda model, rank, alpha: right_lora(model, 2 * rank, alpha))
+    with pytest.raises(checks.ExerciseFailed, match="wrap the classifier with peft"):
+        checks.check_lora_classifier(lambda model, rank, alpha: model)
+
+
+def test_the_reference_trains_what_text_lora_trains():
+    """09.2 teaches the course's own recipe: the learner's LoRA trains exactly text.lora's parameters."""
+    mine = right_lora(text.classifier("finetune", 3), 4, 8)
+    course = text.lora(text.classifier("finetune", 3), 4, 8)
+    assert ({n for n, p in mine.named_parameters() if p.requires_grad}
+            == {n for n, p in course.named_parameters() if p.requires_grad})
