@@ -27,6 +27,7 @@ its own process: nothing the student's code does to this module changes a grade.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import warnings
@@ -917,7 +918,7 @@ def _answer_lora_classifier(fn, inputs):
     with torch.no_grad():
         before = base(input_ids=ids).logits.clone()
     model = fn(base, inputs["rank"], inputs["alpha"])
-    config = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
+    config = getattr(model, "peft_config", {}).get("default")
     try:
         with torch.no_grad():
             same = bool(torch.allclose(model.eval()(input_ids=ids).logits, before, atol=1e-5))
@@ -930,19 +931,14 @@ def _answer_lora_classifier(fn, inputs):
             if hasattr(model, "named_parameters") else [], "same_output": same}
 
 
-def _lora_reference_names() -> list[str]:
+@functools.cache
+def _lora_reference_names() -> tuple[str, ...]:
     """The trainable parameters of the course's own LoRA classifier (:func:`ftcourse.text.lora`): the same for every
     rank, rate and number of classes, so built once."""
-    global _LORA_NAMES
-    if _LORA_NAMES is None:
-        from . import text
+    from . import text
 
-        model = text.lora(text.classifier("finetune", 2))
-        _LORA_NAMES = sorted(n for n, p in model.named_parameters() if p.requires_grad)
-    return _LORA_NAMES
-
-
-_LORA_NAMES = None
+    model = text.lora(text.classifier("finetune", 2))
+    return tuple(sorted(n for n, p in model.named_parameters() if p.requires_grad))
 
 
 @_exercise("09.2", "lora_classifier", "LoRA through peft on query and value, the new head trained whole",

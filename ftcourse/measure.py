@@ -431,18 +431,17 @@ def stage_changes(model, reference, images, *, stages=None):
     model.eval(), reference.eval()
     try:
         distances = weight_distance(model, reference, relative=True)
-        device = model_device(model)
-        x = reference.normalise(images.to(device))
+        images = images.to(model_device(model))
+        x, y = reference.normalise(images), model.normalise(images)  # the two networks' paths, one pass each
         changes = {}
         for name in reference.stage_names[:-1]:
             theirs = reference.stage(name)(x)
+            mine = model.stage(name)(y)
             if name in stages:
-                mine_alone = model.stage(name)(x)
-                mine = model.features(images.to(device), upto=name)
                 changes[name] = {"weights": distances[name],
-                                 "output CKA": cka(_pooled(theirs), mine),
-                                 "own CKA": cka(_pooled(theirs), _pooled(mine_alone))}
-            x = theirs
+                                 "output CKA": cka(_pooled(theirs), _pooled(mine)),
+                                 "own CKA": cka(_pooled(theirs), _pooled(model.stage(name)(x)))}
+            x, y = theirs, mine
     finally:
         for module, mode in modes:
             module.training = mode
