@@ -74,6 +74,7 @@ class History:
     wall_time: float = 0.0  # seconds, evaluation and checkpoints included
     diverged: dict | None = None  # {"step": ..., "lr": ...} of the first non-finite loss
     interrupted: bool = False
+    best_step: int | None = None  # with fit(keep_best=True): the step whose weights the model was given back
     config: dict = field(default_factory=dict)
 
     @property
@@ -135,7 +136,8 @@ class History:
 
 def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: int | None = None,
         lr: float = 0.05, optimizer: str = "sgd", schedule="cosine", weight_decay: float = 5e-4,
-        momentum: float = 0.9, batch_size: int = 128, params=None, augment: bool = False,
+        momentum: float = 0.9, batch_size: int = 128, params=None, layer_decay: float | None = None,
+        augment: bool | str = False, keep_best: bool = False,
         label_smoothing: float = 0.0, penalty=None, before_step=None, precision: str = "auto",
         channels_last: bool | None = None, seed: int = 0, checkpoint=None, resume: bool = False,
         checkpoint_every: int = 200, stop_at: int | None = None, progress: bool | None = None,
@@ -156,7 +158,17 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
         function ``f(step, total_steps) -> factor`` multiplying each group's base rate.
     params : ``None`` trains every parameter with ``requires_grad``; or a list of parameter groups
         ``[{"params": [...], "lr": ...}, ...]`` (layer-wise rates, see :mod:`ftcourse.transfer`).
-    augment : random crops (4 pixels) and horizontal flips on the device.
+    layer_decay : discriminative rates by stage, given as a factor instead of as groups: the head learns at ``lr``
+        and each stage below ``layer_decay`` times slower (:func:`stage_rate_groups`). Because the groups are built
+        from ``lr`` here, the rate can be tuned like any other (``timm`` calls the same knob ``layer_decay``).
+    augment : ``True`` for random crops (4 pixels) and horizontal flips on the device; ``"crop"`` for crops alone,
+        for images whose mirror image is another class (a mirrored 2 is no 2).
+    keep_best : give the model back the weights of its best validation check (the highest ``val_acc``, ties to the
+        lower ``val_loss``; with your own ``loss``, the lowest ``val_loss``) at the end of the run: early stopping
+        without stopping, as fastai's ``SaveModelCallback`` and Keras's ``ModelCheckpoint(save_best_only=True)``
+        do. Needs ``val``. Checks happen every ``sync_every`` steps and at the last step; ``history.best_step``
+        says which one won. The validation split then chooses the checkpoint as well as any rate tuned on it, so
+        report the test split, never the validation score.
     penalty : a function ``penalty(model) -> scalar tensor`` added to the loss (for example L2-SP).
     before_step : a function ``before_step(model, step)`` called before each step (for example gradual
         unfreezing); the model's train/eval modes are refreshed after it, so BatchNorm follows what it froze.
@@ -195,6 +207,14 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     train = as_data(train, "train", model, device, targets=targets)
     val = as_data(val, "val", model, device, targets=targets) if val is not None else None
     total_steps = _budget(steps, epochs, train, batch_size)
+    _check_augment(augment)
+    if keep_best and val is None:
+        raise ValueError("keep_best=True keeps the weights of the best validation check, so it needs validation data: "
+                         "fit(model, train, val, ...) or a Task as train.")
+    if layer_decay is not None:
+        if params is not None:
+            raise ValueError("Give either params (your own groups) or layer_decay (groups by stage), not both.")
+        params = stage_rate_groups(model, lr, layer_decay)
     for name, value in (("sync_every", sync_every), ("checkpoint_every", checkpoint_every)):
         _check_count(name, value)
     if stop_at is not None:
@@ -212,9 +232,11 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
     config = {"steps": total_steps, "lr": lr, "optimizer": optimizer, "schedule": describe(schedule_fn),
               "weight_decay": weight_decay, "momentum": momentum, "batch_size": batch_size, "augment": augment,
               "label_smoothing": label_smoothing, "penalty": describe(penalty), "before_step": describe(before_step),
-              "param_groups": stepper.group_sizes(), "seed": seed, "train_size": stream.dataset_size,
+              "param_groups": stepper.group_sizes(), "layer_decay": layer_decay, "keep_best": keep_best,
+              "seed": seed, "train_size": stream.dataset_size,
               "precision": stepper.precision, "device": device.type, "loss": describe(loss)}
     history = History(config=config)
+    best = {} if keep_best else None  # {"step", "score", "state"} of the best validation check so far
     step = saved_step = 0
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
@@ -222,10 +244,10 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
             raise FileExistsError(f"Checkpoint {checkpoint} already exists. Pass resume=True to continue that run, "
                                   f"or choose another path (or delete the file) to start afresh.")
         if checkpoint.exists():
-            history, step = _restore(checkpoint, model, stepper, stream, config)
+            history, step = _restore(checkpoint, model, stepper, stream, config, best)
             history.config = config  # where and how the run goes on from here
         else:  # step 0 is saved too: an interrupted first stretch resumes from the true start, not half-trained
-            _save_checkpoint(checkpoint, model, stepper, stream, history, 0)
+            _save_checkpoint(checkpoint, model, stepper, stream, history, 0, best)
         saved_step = step
     if progress is None:
         progress = (in_notebook() or sys.stderr.isatty()) and active_profile() != "quick"
@@ -250,7 +272,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
                 model.train()  # BatchNorm of stages frozen or unfrozen by the hook follows suit
             x, y = stream.next()
             if augment:
-                x = augment_batch(x, generator)
+                x = augment_batch(x, generator, flip=augment != "crop")
             stepper.set_lr(schedule_fn(step, total_steps))
             batch_loss, logits = stepper.step(x, y)
             # Bookkeeping stays on the device: no .item() here.
@@ -287,6 +309,9 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
                 outputs = predict(model, val.images, precision=stepper.precision)
                 history.val_loss.append(float(loss(outputs, val.targets)))
                 model.train()
+            if best is not None and (step % sync_every == 0 or step == total_steps):
+                # Only the regular checks compete, so that a run paused at any step keeps the same best.
+                _remember_if_best(best, model, history, step, classification=loss is None)
             if bar is not None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
@@ -296,7 +321,7 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
             if checkpoint is not None and (due_checkpoint or step == end):
                 history.wall_time += time.perf_counter() - started
                 started = time.perf_counter()
-                _save_checkpoint(checkpoint, model, stepper, stream, history, step)
+                _save_checkpoint(checkpoint, model, stepper, stream, history, step, best)
                 saved_step = step
             seconds_before = seconds
             segment_start = time.perf_counter()
@@ -308,6 +333,9 @@ def fit(model: nn.Module, train, val=None, *, steps: int | None = None, epochs: 
                       f" Call fit(..., checkpoint=..., resume=True) to continue.", stacklevel=2)
     finally:
         history.wall_time += time.perf_counter() - started
+        if best and not history.interrupted and (step == total_steps or history.diverged):
+            model.load_state_dict(best["state"])  # the run is over: back to its best validation check
+            history.best_step = best["step"]
         for module, mode in zip(model.modules(), modes):
             module.training = mode
         if bar is not None:
@@ -576,6 +604,30 @@ class Stepper:
         return loss.detach(), logits.detach()
 
 
+def stage_rate_groups(model: nn.Module, lr: float, decay: float) -> list[dict]:
+    """Discriminative (layer-wise) learning rates: one parameter group per stage, the head at ``lr`` and each stage
+    below it ``decay`` times slower. For stages counted down from the head, d = 0 (head), 1, 2, ... (stem)::
+
+        lr_d = lr / decay**d
+
+    Lower stages hold general features that the target needs least changed, so they get the smallest steps (Howard
+    & Ruder, "Universal language model fine-tuning for text classification", ACL 2018, who found ``decay=2.6``
+    best). Every parameter is in exactly one group, frozen ones included, so stages unfrozen later train at their
+    rate; the head's group comes first, so ``History.step_lr`` records the head's rate.
+    """
+    stage_names = getattr(model, "stage_names", None)
+    if not stage_names:
+        raise TypeError(f"Rates by stage need a model made of named stages (a ftcourse StagedNet: resnet(), "
+                        f"pretrained(), from_torchvision()); got {type(model).__name__}. Give params=[...] instead.")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not decay > 0 or not math.isfinite(decay):
+        raise ValueError(f"The layer decay must be a positive number (1 gives every stage the same rate; Howard & "
+                         f"Ruder use 2.6); got {decay!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    return [{"params": list(model.stage(name).parameters()), "lr": lr / decay**depth, "stage": name}
+            for depth, name in enumerate(reversed(stage_names))]
+
+
 def describe(thing) -> str | None:
     """A stable description of a schedule, penalty or hook, to compare two runs' settings by.
 
@@ -597,6 +649,19 @@ def _stored_channels_last(model: nn.Module) -> bool:
     """Whether the model's convolution weights are stored channels_last (as :class:`Stepper` leaves them)."""
     kernel = next((p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1), None)
     return kernel is not None and kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
+
+
+def _check_augment(augment) -> None:
+    if augment is not True and augment is not False and augment != "crop":
+        raise ValueError(f"augment must be True (crops and flips), 'crop' (crops only) or False, got {augment!r}.")
+
+
+def _remember_if_best(best: dict, model: nn.Module, history: History, step: int, *, classification: bool) -> None:
+    """Keep a copy of the weights (on their device) when this validation check beats every earlier one."""
+    score = (history.val_acc[-1], -history.val_loss[-1]) if classification else (-history.val_loss[-1],)
+    if any(math.isnan(v) for v in score) or (best and score <= best["score"]):
+        return
+    best.update(step=step, score=score, state={k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
 def _check_count(name: str, value) -> None:
@@ -698,13 +763,16 @@ def _found_divergence(history: History, start: int) -> bool:
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints: written atomically (see ftcourse.files), so a crash mid-write never leaves a broken one.
 
-def _save_checkpoint(path: Path, model, stepper: Stepper, stream: BatchStream, history: History, step: int) -> None:
+def _save_checkpoint(path: Path, model, stepper: Stepper, stream: BatchStream, history: History, step: int,
+                     best: dict | None = None) -> None:
     rng = {"data": stream.generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {"format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(),
              "optimizer": stepper.optimizer.state_dict(), "scaler": stepper.scaler.state_dict(),
              "stream": stream.state_dict(), "history": history.to_dict(), "rng": rng}
+    if best:
+        state["best"] = {"step": best["step"], "score": list(best["score"]), "state": best["state"]}
     try:
         save_state(path, state)
     except OSError as error:
@@ -714,10 +782,13 @@ def _save_checkpoint(path: Path, model, stepper: Stepper, stream: BatchStream, h
 
 # Settings that decide the result: a run resumed with any of them changed would be neither run.
 _MUST_MATCH = ("steps", "lr", "optimizer", "schedule", "weight_decay", "momentum", "batch_size", "augment",
-               "label_smoothing", "penalty", "before_step", "param_groups", "seed", "train_size")
+               "label_smoothing", "penalty", "before_step", "param_groups", "layer_decay", "keep_best", "seed",
+               "train_size")
+_ADDED_LATER = {"layer_decay": None, "keep_best": False}  # settings that older checkpoints do not record
 
 
-def _restore(path: Path, model, stepper: Stepper, stream: BatchStream, config: dict) -> tuple[History, int]:
+def _restore(path: Path, model, stepper: Stepper, stream: BatchStream, config: dict,
+             best: dict | None) -> tuple[History, int]:
     """Load a checkpoint into the run, after checking all of it: nothing is changed unless everything fits."""
     state = read_torch_file(path, "fit checkpoint", fix="Delete it to start the run afresh, or choose another "
                                                             "checkpoint path.")
@@ -730,6 +801,7 @@ def _restore(path: Path, model, stepper: Stepper, stream: BatchStream, config: d
         raise ValueError(f"{path} is an incomplete fit checkpoint (no {missing}). {fix}")
     _check_state_dict(path, state["model"], model.state_dict())
     saved = state["history"].get("config", {})
+    saved = {**_ADDED_LATER, **saved}
     different = {k: (saved.get(k), config[k]) for k in _MUST_MATCH if saved.get(k) != config[k]}
     if different:
         listing = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in different.items())
@@ -746,7 +818,14 @@ def _restore(path: Path, model, stepper: Stepper, stream: BatchStream, config: d
                       f"{config['device']} in {config['precision']}: the run continues correctly, but not "
                       f"bit-identically to an uninterrupted run (the data order's generator is re-seeded).",
                       stacklevel=3)
+    kept = state.get("best")
+    if best is not None and kept is not None:
+        _check_state_dict(path, kept["state"], model.state_dict())
     model.load_state_dict(state["model"])
+    if best is not None and kept is not None:
+        device = model_device(model)
+        best.update(step=kept["step"], score=tuple(kept["score"]),
+                    state={k: v.to(device) for k, v in kept["state"].items()})
     stepper.optimizer.load_state_dict(state["optimizer"])  # moves the optimiser's state to the parameters' device
     if stepper.precision == "fp16" and saved.get("precision") == "fp16":
         stepper.scaler.load_state_dict(state["scaler"])

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .models import StagedNet, stage_parameter_counts
-from .train import History, fit
+from .train import History, fit, stage_rate_groups
 
 
 def _check_model(model, caller: str) -> StagedNet:
@@ -115,19 +115,15 @@ def param_groups(model: StagedNet, lr: float, decay: float = 2.6) -> list[dict]:
     ``decay=2.6`` is the factor Howard & Ruder found best ("Universal language model fine-tuning for text
     classification", ACL 2018). Every parameter is in exactly one group, frozen ones included, so stages unfrozen
     later (:class:`GradualUnfreezing`) train at their rate. The head's group comes first, so ``History.step_lr``
-    records the head's rate. Use: ``fit(model, data, lr=lr, params=param_groups(model, lr))``.
+    records the head's rate. Use: ``fit(model, data, lr=lr, params=param_groups(model, lr))``, or, the same groups
+    built by ``fit`` from whatever rate it is given (so the rate can be tuned), ``fit(model, data, lr=lr,
+    layer_decay=2.6)``.
 
     >>> from ftcourse import models
     >>> [(g["stage"], round(g["lr"], 5)) for g in param_groups(models.resnet(10, blocks=(1, 1)), 0.01)]
     [('head', 0.01), ('layer2', 0.00385), ('layer1', 0.00148), ('stem', 0.00057)]
     """
-    model = _check_model(model, "param_groups")
-    if not lr > 0 or not decay > 0:
-        raise ValueError(f"param_groups needs lr > 0 and decay > 0 (decay=1 gives every stage the same rate; "
-                         f"Howard & Ruder use 2.6); got lr={lr}, decay={decay}.")
-    top_down = reversed(model.stage_names)
-    return [{"params": list(model.stage(name).parameters()), "lr": lr / decay**depth, "stage": name}
-            for depth, name in enumerate(top_down)]
+    return stage_rate_groups(_check_model(model, "param_groups"), lr, decay)
 
 
 class GradualUnfreezing:

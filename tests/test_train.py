@@ -391,3 +391,111 @@ def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
     assert env.cpu_has_native_bf16()
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "flags : fpu sse avx2 avx512f")
     assert not env.cpu_has_native_bf16()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# keep_best: the weights of the best validation check; layer_decay: rates by stage; augment="crop".
+
+def unlearning(learnable):
+    """A model that has learnt the problem, training data whose labels say the opposite, and the true validation
+    data: the longer it trains, the worse it validates, so the best check is an early one, not the last."""
+    images, labels = learnable
+    torch.manual_seed(0)
+    learnt = models.resnet(2, width=8, blocks=(1, 1))
+    fit(learnt, learnable, epochs=2, lr=0.05, batch_size=32)
+    return learnt.state_dict(), (images, 1 - labels), (images[:64], labels[:64])
+
+
+def fresh(state):
+    model = small_model()
+    model.load_state_dict(state)
+    return model
+
+
+def test_keep_best_gives_the_model_the_weights_of_its_best_validation_check(learnable):
+    start, flipped, val = unlearning(learnable)
+    model = fresh(start)
+    history = fit(model, flipped, val, steps=32, lr=0.02, batch_size=32, sync_every=4, keep_best=True)
+    scores = list(zip(history.val_acc, [-loss for loss in history.val_loss]))
+    best = scores.index(max(scores))  # the first of equal best checks
+    assert history.best_step == history.log_step[best] < history.log_step[-1]
+    assert history.val_acc[-1] < history.val_acc[best]
+    assert evaluate(model, val)["accuracy"] == pytest.approx(history.val_acc[best])
+
+    last = fresh(start)
+    plain = fit(last, flipped, val, steps=32, lr=0.02, batch_size=32, sync_every=4)
+    assert plain.best_step is None and plain.val_acc == history.val_acc  # the same run; only the weights kept differ
+    assert evaluate(last, val)["accuracy"] == pytest.approx(history.val_acc[-1])
+
+
+@pytest.mark.parametrize("stop_at", [6, 13], ids=["between two checks", "after the best check"])
+def test_keep_best_survives_a_pause_and_resumes_to_the_uninterrupted_result(learnable, tmp_path, stop_at):
+    start, flipped, val = unlearning(learnable)
+    settings = dict(steps=32, lr=0.02, batch_size=32, sync_every=4, seed=2, keep_best=True)
+    reference = fresh(start)
+    whole = fit(reference, flipped, val, **settings)
+
+    path = tmp_path / "run.pt"
+    fit(fresh(start), flipped, val, checkpoint=path, stop_at=stop_at, **settings)
+    assert "best" in torch.load(path, weights_only=True)
+    resumed = fresh(small_model(seed=7).state_dict())  # everything must come from the checkpoint
+    history = fit(resumed, flipped, val, checkpoint=path, resume=True, **settings)
+    assert history.best_step == whole.best_step < 32
+    assert same_weights(reference, resumed)
+
+
+def test_keep_best_needs_validation_data(learnable):
+    with pytest.raises(ValueError, match="keep_best=True .* needs validation data"):
+        fit(small_model(), learnable, steps=4, keep_best=True)
+
+
+def test_a_checkpoint_written_before_keep_best_and_layer_decay_existed_still_resumes(learnable, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(small_model(), learnable, steps=8, batch_size=32, checkpoint=path, stop_at=4)
+    state = torch.load(path, weights_only=True)
+    for name in ("keep_best", "layer_decay"):
+        del state["history"]["config"][name]
+    torch.save(state, path)
+    history = fit(small_model(), learnable, steps=8, batch_size=32, checkpoint=path, resume=True)
+    assert history.steps_done == 8
+
+
+def test_layer_decay_builds_the_stage_groups_from_the_rate_fit_is_given(learnable):
+    from ftcourse.transfer import param_groups
+
+    by_hand, by_decay = small_model(), small_model()
+    fit(by_hand, learnable, steps=8, lr=0.05, batch_size=32, params=param_groups(by_hand, 0.05, decay=3.0))
+    history = fit(by_decay, learnable, steps=8, lr=0.05, batch_size=32, layer_decay=3.0)
+    assert same_weights(by_hand, by_decay)
+    assert history.config["layer_decay"] == 3.0
+    assert [rate for _, rate in history.config["param_groups"]] == pytest.approx([0.05 / 3.0**d for d in range(4)])
+
+
+def test_layer_decay_is_refused_with_params_with_a_bad_factor_or_without_stages(learnable):
+    model = small_model()
+    with pytest.raises(ValueError, match="either params .* or layer_decay"):
+        fit(model, learnable, steps=2, params=[{"params": model.parameters()}], layer_decay=2.6)
+    with pytest.raises(ValueError, match="layer decay must be a positive number"):
+        fit(model, learnable, steps=2, layer_decay=0)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
+    with pytest.raises(TypeError, match="named stages"):
+        fit(plain, learnable, steps=2, layer_decay=2.6)
+
+
+def test_augment_crop_moves_images_but_never_mirrors_them(learnable, monkeypatch):
+    import ftcourse.train as train_module
+
+    flips = []
+    real = train_module.augment_batch
+
+    def spy(x, generator, **kwargs):
+        flips.append(kwargs.get("flip", True))
+        return real(x, generator, **kwargs)
+
+    monkeypatch.setattr(train_module, "augment_batch", spy)
+    crop = fit(small_model(), learnable, steps=4, batch_size=32, augment="crop")
+    assert flips == [False] * 4 and crop.config["augment"] == "crop"
+    fit(small_model(), learnable, steps=2, batch_size=32, augment=True)
+    assert flips[4:] == [True, True]
+    with pytest.raises(ValueError, match="augment must be True .* 'crop' .* or False"):
+        fit(small_model(), learnable, steps=2, augment="flip")
