@@ -23,12 +23,14 @@ run; each seed tunes for itself. Tuning costs a few runs instead of one (clearly
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from . import dense, efficient, lab, models, protocol, transfer
-from .data import Task
+from .data import Task, digits
+from .pretrain import RECIPE
 from .train import History, evaluate, fit, predict
 
 METHODS = ("scratch", "probe", "finetune")
@@ -249,6 +251,23 @@ def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 
                              "val_accuracy": result["val_accuracy"], "accuracy": result["accuracy"],
                              "runs": result["tuning_runs"]})
     return rows
+
+
+def pretrained_on_digits(steps: int = 200, *, device=None, folder=None) -> models.StagedNet:
+    """The course's ResNet (the lab checkpoint's configuration) pretrained on the handwritten digits 0-4: the
+    source for transfer to the digits 5-9 (Yosinski et al. 2014's A/B split on a small scale).
+
+    Trained with :func:`~ftcourse.train.fit` for ``steps`` steps of 64 at rate 0.1, without augmentation (a
+    mirrored digit is another digit, or none), from the random weights of ``torch.manual_seed(0)``. With a
+    ``folder`` the run is kept there as a checkpoint, so a second call (from any lesson) reads it back.
+    """
+    source = digits("source", device=device)
+    torch.manual_seed(0)
+    net = models.resnet(**{**RECIPE["model"], "num_classes": source.num_classes}).to(device or "cpu")
+    checkpoint = None if folder is None else Path(folder) / f"06_digits_source_{steps}steps.pt"
+    fit(net, source, steps=steps, lr=0.1, batch_size=64, augment=False, seed=0, checkpoint=checkpoint,
+        resume=checkpoint is not None)
+    return net
 
 
 def start_from(state: dict):

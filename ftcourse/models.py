@@ -202,6 +202,28 @@ def copy_model(model: StagedNet) -> StagedNet:
     return copy.deepcopy(model)
 
 
+def renormalised(model: StagedNet, mean, std) -> StagedNet:
+    """A copy of ``model`` that normalises its input with ``mean`` and ``std`` (one value per channel, for pixels in
+    [0, 1]) instead of the statistics it was pretrained with: what feeding a network the wrong preprocessing does.
+
+    A pretrained network has only ever seen inputs normalised one way; torchvision's ``weights.transforms()`` and
+    Hugging Face's ``AutoImageProcessor`` carry that way with the weights, and the course's networks apply it
+    themselves (:meth:`StagedNet.normalise`). ``mean=(0, 0, 0), std=(1, 1, 1)`` feeds the raw pixels in [0, 1].
+    """
+    values = {"mean": mean, "std": std}
+    for name, value in values.items():
+        value = torch.as_tensor(value, dtype=torch.float32).flatten()
+        if value.numel() != model.in_channels or not torch.isfinite(value).all() or (name == "std" and
+                                                                                         (value <= 0).any()):
+            raise ValueError(f"{name} must be {model.in_channels} finite numbers, one per channel"
+                             f"{' and each > 0' if name == 'std' else ''}; got {values[name]!r}.")
+        values[name] = value
+    copy_ = copy_model(model)
+    copy_.mean.copy_(values["mean"].view(1, -1, 1, 1))
+    copy_.std.copy_(values["std"].view(1, -1, 1, 1))
+    return copy_
+
+
 def replace_head(model: StagedNet, num_classes: int) -> StagedNet:
     """Give ``model`` a new, randomly initialised head with ``num_classes`` outputs (in place; returns the model).
 

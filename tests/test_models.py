@@ -114,3 +114,19 @@ def test_features_is_the_network_without_its_head_and_batchnorm_statistics_tell_
     features.train()(images.float() / 255)  # a training-mode pass updates the running statistics
     after = models.batchnorm_statistics(features)
     assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
+def test_renormalised_changes_only_the_input_statistics_of_a_copy():
+    from ftcourse.models import LAB_MEAN, renormalised
+
+    model = models.resnet(3, width=8, blocks=(1, 1)).eval()
+    raw = renormalised(model, (0, 0, 0), (1, 1, 1))
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    assert torch.equal(model.mean.flatten(), torch.tensor(LAB_MEAN))  # the original keeps its statistics
+    assert torch.allclose(raw.normalise(images), images.float() / 255)
+    assert not torch.allclose(raw(images), model(images))
+    assert torch.equal(raw.stem[0].weight, model.stem[0].weight)
+    with pytest.raises(ValueError, match="std must be 3 finite numbers, one per channel and each > 0"):
+        renormalised(model, (0, 0, 0), (1, 0, 1))
+    with pytest.raises(ValueError, match="mean must be 3 finite numbers"):
+        renormalised(model, (0.5, 0.5), (1, 1, 1))

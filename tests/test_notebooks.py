@@ -21,7 +21,7 @@ def test_there_are_lessons_solutions_and_exercises():
     assert folders == {"notebooks", "solutions", "exercises"}, NOTEBOOKS
     lessons = sorted(p.split("/")[1].split("_")[0] for p in NOTEBOOKS if p.startswith("notebooks/"))
     assignments = sorted(p.split("/")[1].split("_")[0] for p in NOTEBOOKS if p.startswith("solutions/"))
-    assert lessons == ["00", "01", "02", "03", "04", "04b", "05", "06", "07", "08", "09"], lessons
+    assert lessons == ["00", "01", "02", "03", "03b", "04", "04b", "05", "06", "07", "08", "09"], lessons
     assert assignments == ["01", "02", "03", "04", "05", "07", "08", "09", "10"], assignments  # 10: the capstone
 
 

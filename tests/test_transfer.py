@@ -193,9 +193,9 @@ def test_fit_uses_the_rate_of_each_group(learnable):
 
 
 def test_param_groups_reject_a_decay_or_lr_that_is_not_positive():
-    with pytest.raises(ValueError, match="decay > 0"):
+    with pytest.raises(ValueError, match="layer decay must be a positive number"):
         param_groups(small_model(), 0.1, decay=0)
-    with pytest.raises(ValueError, match="lr > 0"):
+    with pytest.raises(ValueError, match="lr must be a positive number"):
         param_groups(small_model(), -0.1)
 
 
