@@ -5,6 +5,8 @@ renders in Jupyter, in Colab and on the site, and changes with the course:
 
 - :func:`copy_and_new_head` -- fine-tuning starts from a copy of the pretrained network with a new head (lesson 01);
 - :func:`frozen_stages` -- which stages train in a linear probe, a partial fine-tune and a full one (lesson 02);
+- :func:`recipe_timeline` -- the practitioner's recipe over one budget of steps: the head first, then every stage
+  at its own rate, and the checkpoint kept (lesson 03b);
 - :func:`ntg_map` -- how to read a map of the negative-transfer gap (lesson 04);
 - :func:`lora` -- LoRA: a frozen weight plus a trained low-rank product B·A (lesson 07);
 - :func:`dense_heads` -- one backbone, three heads: a class, a class per pixel, boxes from centre heatmaps (lesson 08).
@@ -89,6 +91,51 @@ def frozen_stages():
                        Rectangle((0, 0), 1, 1, fc=TRAINED, ec="#34495e", label="fine-tuned"),
                        Rectangle((0, 0), 1, 1, fc=NEW, ec="#34495e", label="new head")],
               loc="lower center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
+def recipe_timeline(steps: int = 100, head_share: float = 0.25, decay: float = 2.6, check_every: int = 25,
+                    best_check: int = 2):
+    """The practitioner's recipe over one budget of ``steps`` optimiser steps (lesson 03b), one row per stage: for
+    the first ``head_share`` of the budget only the new head trains (its features frozen); then every stage trains,
+    each ``decay`` times slower than the stage above it (the bar's shade is its rate: lr / decay^d, d counted down
+    from the head); validation checks every ``check_every`` steps of that second phase, and the weights of the best
+    one (here the ``best_check``-th, an example) are the ones kept, not the last. Augmentation, the fourth
+    ingredient, changes the images of every step and so has no row."""
+    fig, ax = plt.subplots(figsize=(9.6, 3.6))
+    rows = ("head", *reversed(STAGES))
+    head_steps = round(steps * head_share)
+    for depth, name in enumerate(rows):
+        y = len(rows) - 1 - depth
+        if name == "head":
+            ax.add_patch(Rectangle((0, y + 0.15), head_steps, 0.7, facecolor=NEW, edgecolor="#34495e"))
+        else:
+            ax.add_patch(Rectangle((0, y + 0.15), head_steps, 0.7, facecolor=FROZEN, edgecolor="#34495e",
+                                   hatch="//"))
+        rate = 1 / decay**depth
+        ax.add_patch(Rectangle((head_steps, y + 0.15), steps - head_steps, 0.7, facecolor=TRAINED,
+                               alpha=0.25 + 0.75 * rate, edgecolor="#34495e"))
+        label = "lr" if depth == 0 else f"lr / {decay:g}" + (f"$^{depth}$" if depth > 1 else "")
+        ax.text(head_steps + (steps - head_steps) / 2, y + 0.5, label, ha="center", va="center", fontsize=8.5)
+    ax.text(head_steps / 2, len(rows) - 0.5, "head alone", ha="center", va="center", fontsize=8.5)
+    ax.text(head_steps / 2, (len(rows) - 1) / 2, "frozen", ha="center", va="center", fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    checks = list(range(head_steps + check_every, steps + 1, check_every))
+    if checks[-1] != steps:
+        checks.append(steps)
+    for k, step in enumerate(checks, start=1):
+        best = k == best_check
+        ax.plot([step, step], [-0.35, len(rows)], color="#27ae60" if best else "#7f8c8d",
+                linestyle="-" if best else ":", linewidth=2 if best else 1)
+        ax.text(step, -0.55, "kept" if best else "val check", ha="center", va="top", fontsize=8,
+                color="#27ae60" if best else "#7f8c8d", weight="bold" if best else "normal")
+    ax.set(xlim=(-2, steps + 2), ylim=(-1.1, len(rows) + 0.1), yticks=[len(rows) - 0.5 - i for i in
+                                                                             range(len(rows))],
+           yticklabels=rows, xlabel="optimiser step")
+    ax.spines[["top", "right", "left"]].set_visible(False)
+    ax.set_title("The recipe over one budget: the head first, then every stage at its own rate, the best check kept",
+                 fontsize=10)
+    fig.tight_layout()
     return fig
 
 

@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 from ftcourse import diagrams  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-WHERE = {"copy_and_new_head": "01", "frozen_stages": "02", "ntg_map": "04", "lora": "07", "dense_heads": "08"}
+WHERE = {"copy_and_new_head": "01", "frozen_stages": "02", "recipe_timeline": "03b", "ntg_map": "04", "lora": "07",
+         "dense_heads": "08"}
 
 
 @pytest.mark.parametrize("name", sorted(WHERE))

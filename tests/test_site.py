@@ -257,8 +257,9 @@ def test_every_lesson_runs_without_an_error_for_the_site(built):
 @pytest.mark.slow
 def test_every_page_loads_its_images_shows_no_error_renders_its_math_and_links_only_to_pages_that_exist(
         built, browser):
-    """... and logs no error in the browser's console, and shows each table after the text printed before it (a
-    caption moved away from its table misleads: lesson 07's "the rate each method chose" once stood above both)."""
+    """... and logs no error in the browser's console, shows every figure its lesson drew (the diagrams of the ideas
+    among them), and shows each table after the text printed before it (a caption moved away from its table
+    misleads: lesson 07's "the rate each method chose" once stood above both)."""
     pages = sorted(p for p in built.html.rglob("*.html") if "_static" not in p.parts)
     assert len(pages) >= len(LESSONS) + 3, pages  # the lessons, their exercises, the home, teachers and library pages
     anchors = {}
@@ -279,6 +280,15 @@ def test_every_page_loads_its_images_shows_no_error_renders_its_math_and_links_o
             problems.append(f"{name}: errors in the browser's console: {seen['console']}")
         if name.startswith("lessons/"):
             prepared = json.loads((built.html.parent.parent / "book" / "lessons" / f"{page.stem}.ipynb").read_text())
+            figures = [cell for cell in prepared["cells"] if any("image/png" in o.get("data", {})
+                                                                 for o in cell.get("outputs", []))]
+            loaded = sum(image["ok"] for image in seen["images"])
+            if loaded < len(figures):
+                problems.append(f"{name}: {len(figures)} cells drew a figure, but the page shows {loaded} images")
+            drawers = [cell for cell in prepared["cells"] if cell["cell_type"] == "code"
+                       and "diagrams." in "".join(cell["source"])]
+            if any(cell not in figures for cell in drawers):
+                problems.append(f"{name}: a diagram (ftcourse.diagrams) that did not become a figure on the page")
             shown = [[tuple(pair) for pair in cell] for cell in seen["outputs"]]
             for cell in prepared["cells"]:
                 order = printed_and_tables(cell)
