@@ -253,20 +253,22 @@ def compare(task_name: str, shots, *, methods=METHODS, seeds=(0,), steps: int = 
     return rows
 
 
-def pretrained_on_digits(steps: int = 200, *, device=None, folder=None) -> models.StagedNet:
+def pretrained_on_digits(steps: int = 200, *, device=None, folder=None, progress: bool | None = None
+                         ) -> models.StagedNet:
     """The course's ResNet (the lab checkpoint's configuration) pretrained on the handwritten digits 0-4: the
     source for transfer to the digits 5-9 (Yosinski et al. 2014's A/B split on a small scale).
 
     Trained with :func:`~ftcourse.train.fit` for ``steps`` steps of 64 at rate 0.1, without augmentation (a
     mirrored digit is another digit, or none), from the random weights of ``torch.manual_seed(0)``. With a
     ``folder`` the run is kept there as a checkpoint, so a second call (from any lesson) reads it back.
+    ``progress`` is fit's (a progress bar and a live loss plot in a notebook by default).
     """
     source = digits("source", device=device)
     torch.manual_seed(0)
     net = models.resnet(**{**RECIPE["model"], "num_classes": source.num_classes}).to(device or "cpu")
     checkpoint = None if folder is None else Path(folder) / f"06_digits_source_{steps}steps.pt"
     fit(net, source, steps=steps, lr=0.1, batch_size=64, augment=False, seed=0, checkpoint=checkpoint,
-        resume=checkpoint is not None)
+        resume=checkpoint is not None, progress=progress)
     return net
 
 
