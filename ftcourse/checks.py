@@ -1203,9 +1203,10 @@ def capstone_inputs(train) -> dict:
             "budget": capstone.BUDGET}
 
 
-def judge_capstone(answer, test, kind: str) -> tuple[float, str]:
+def judge_capstone(answer, test, kind: str, where: str = "") -> tuple[float, str]:
     """The test accuracy of the model the recipe returned on a target of ``kind``, and what it means (its share
-    of the points: :func:`ftcourse.capstone.score`). The network is the course's
+    of the points: :func:`ftcourse.capstone.score`); ``where`` names the target in a failure ("the shape practice
+    target"). The network is the course's
     (:func:`capstone.network`), built here; the answer only supplies its weights, each checked first: the same names,
     shapes and dtypes, dense, finite. A checkpoint that names another architecture scores zero with the reason."""
     from .train import evaluate
@@ -1243,7 +1244,8 @@ def judge_capstone(answer, test, kind: str) -> tuple[float, str]:
     accuracy = evaluate(model.eval(), test)["accuracy"]
     passing, full = capstone.MARKS[kind]
     if not accuracy >= passing:
-        _fail(capstone.EXERCISE, f"test accuracy {accuracy:.3f}; a {kind} target needs {passing:.3f}.",
+        _fail(capstone.EXERCISE, f"{f'on {where}, ' if where else ''}test accuracy {accuracy:.3f}; a {kind} target "
+                                 f"needs {passing:.3f}.",
               "which source learned what this target needs? Compare sources and rates on the training images "
               "first (lessons 04 and 05): the target may be about shapes or about colours.")
     return accuracy, (f"test accuracy {accuracy:.3f} on a {kind} target: {capstone.score(accuracy, kind):.0%} of the "
@@ -1273,11 +1275,7 @@ def check_capstone(recipe) -> None:
             _fail(capstone.EXERCISE,
                   f"the recipe trained on {counter.images:,} images; the budget is {capstone.BUDGET:,}.",
                   "steps x batch size (plus any probe or LR-finder steps) must stay within the budget.")
-        try:
-            _, what = judge_capstone(answer, test, kind)
-        except ExerciseFailed as failed:
-            raise ExerciseFailed(str(failed).replace("test accuracy", f"on the {kind} practice target, test "
-                                                                      f"accuracy", 1), failed.hint) from None
+        _, what = judge_capstone(answer, test, kind, where=f"the {kind} practice target")
         lines.append(f"  {kind} target: {what}, with {counter.images:,} of {capstone.BUDGET:,} images")
     print(f"PASSED exercise {capstone.EXERCISE} on both practice targets:\n" + "\n".join(lines) +
           "\nThe grader runs your recipe once, on a secret target of either kind.")
