@@ -68,15 +68,3 @@ def test_secrets_draw_targets_of_both_kinds_and_the_practice_has_one_of_each():
     for kind, secret in capstone.PRACTICE_SECRETS.items():
         assert capstone.definition(secret)["kind"] == kind
 
-
-def test_a_colour_target_packs_its_class_colours_into_neighbouring_hues_and_a_shape_target_spreads_them():
-    def gaps(hues):  # distances between neighbouring class colours round the wheel
-        ordered = sorted(hues)
-        return [round((b - a) % 1.0, 4) for a, b in zip(ordered, ordered[1:] + ordered[:1])]
-
-    for secret in range(30):
-        rule = capstone.definition(secret)
-        spacing = capstone.HUE_SPACING[rule["kind"]]
-        expected = [spacing] * (capstone.CLASSES - 1) + [round(1 - spacing * (capstone.CLASSES - 1), 4)]
-        assert sorted(gaps(rule["hues"])) == pytest.approx(sorted(expected), abs=2e-4), (secret, rule)
-    assert capstone.HUE_SPACING["colour"] < capstone.HUE_SPACING["shape"] == 1 / capstone.CLASSES
