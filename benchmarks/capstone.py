@@ -1,6 +1,7 @@
 """Calibrate the capstone's marks: test accuracy of scratch, each source, and recipes that choose the source.
 
-    python benchmarks/capstone.py [THREADS] [SECRETS]   # SECRETS (default 8) of each kind x seeds 0, 1, 2
+    python benchmarks/capstone.py [THREADS] [SECRETS] [KIND]   # SECRETS (default 8) of each kind (or of KIND only)
+                                                               # x seeds 0, 1, 2
 
 Each recipe gets the capstone's training images (5 per class) and its budget (100 steps of 32 images). "chosen by X" scores every shipped lab checkpoint
 with X on the 25 training images (free: no gradients) and fine-tunes the best, as the worked solution does. Prints
@@ -21,6 +22,7 @@ RECIPES = {  # name: (source checkpoint, a score to choose it by, or None for sc
     "scratch": (None, 0.05, 100),
     "fine-tune lab": ("lab", 0.01, 100),
     "fine-tune lab-colours": ("lab-colours", 0.01, 100),
+    "fine-tune lab-simclr": ("lab-simclr", 0.01, 100),
     "chosen by LogME": ("by logme", 0.01, 100),
     "chosen by LEEP": ("by leep", 0.01, 100),
 }
@@ -32,11 +34,11 @@ def secrets_of(kind: str, n: int = 3) -> list[int]:
     return [s for s in range(1, 100) if capstone.definition(s)["kind"] == kind][:n]
 
 
-def main(n_secrets=8, seeds=(0, 1, 2)):
-    results = {(kind, name): [] for kind in capstone.KINDS for name in RECIPES}
+def main(n_secrets=8, seeds=(0, 1, 2), kinds=tuple(capstone.KINDS)):
+    results = {(kind, name): [] for kind in kinds for name in RECIPES}
     chosen = {}
     start = time.perf_counter()
-    for kind in capstone.KINDS:
+    for kind in kinds:
         for secret in secrets_of(kind, n_secrets):
             train, test = capstone.target(secret)
             with torch.no_grad():
@@ -68,4 +70,4 @@ def main(n_secrets=8, seeds=(0, 1, 2)):
 
 if __name__ == "__main__":
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads())
-    main(int(sys.argv[2]) if len(sys.argv) > 2 else 8)
+    main(int(sys.argv[2]) if len(sys.argv) > 2 else 8, kinds=tuple(sys.argv[3:4]) or tuple(capstone.KINDS))

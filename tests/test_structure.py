@@ -11,8 +11,8 @@ layer or any layer below it (this table is the one the test checks):
     3  data                                      images as device tensors, augmentation, real datasets
     4  lab textlab                               the procedural source and target tasks, images and text
     5  train                                     the training engine: fit, evaluate, predict
-    6  rangetest transfer measure pretrain efficient dense protocol   tools built on the engine; dense tasks and heads; the fair-comparison protocol
-    7  experiments sweep capstone text           whole experiments and grids of them; the capstone's target; BERT
+    6  rangetest transfer measure selfsup pretrain efficient dense protocol   tools built on the engine; self-supervised pretraining; dense tasks and heads; the fair-comparison protocol
+    7  experiments recipe sweep capstone text    whole experiments and grids of them; the practitioner's recipe; the capstone's target; BERT
     8  tour widgets claims                       what the lessons show; claims checked on each run
     9  checks exercises                          exercise feedback, exercises generated from solutions
     10 grading.grade grading.worker grading.table grading.course_secret grading.gradescope site   the autograder, its sandboxed side, its tables, the course secret and its Gradescope bundle; the website
