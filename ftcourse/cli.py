@@ -113,7 +113,9 @@ def pretrain(args) -> int:
               f"on {device}")
         model, info = run_recipe(recipe, device=device, progress=None)
         digest = save_checkpoint(model, recipe, info, out)
-        print(f"source test accuracy {info['source_test_accuracy']:.3f}, {info['seconds']:.0f} s; "
+        score = (f"source test accuracy {info['source_test_accuracy']:.3f}" if "source_test_accuracy" in info else
+                 f"source probe accuracy {info['source_probe_accuracy']:.3f} (a linear probe; pretraining saw no label)")
+        print(f"{score}, {info['seconds']:.0f} s; "
               f"wrote {out} (sha256 {digest[:16]}...)\n"
               f"load it with: ftcourse.models.load_checkpoint({str(out)!r})")
     return 0

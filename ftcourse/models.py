@@ -433,6 +433,8 @@ _SHIPPED = {  # each made by the recipe of the same name in ftcourse.pretrain
     "lab-early": "the same, pretrained for 1 epoch instead of 10 (shipped)",
     "lab-textures": "the course ResNet pretrained on the lab's background textures instead of shapes (shipped)",
     "lab-colours": "the course ResNet pretrained on the lab's hue bins: it learned colour, not shape (shipped)",
+    "lab-simclr": "the course ResNet pretrained self-supervised (SimCLR-style, no labels) on the lab source images; "
+                  "its head is the identity on the features (shipped; see ftcourse.selfsup)",
 }
 SHIPPED = tuple(_SHIPPED)  # the names of the shipped checkpoints: the one list of them
 PRETRAINED = {  # every name pretrained() knows, and what it is
@@ -490,7 +492,7 @@ def _recorded_sha256(path: Path) -> str:
 
 def _remake(name: str, path: Path) -> str:
     return (f"Reinstall ftcourse, or make the checkpoint again with `ftcourse pretrain --source {name} --out {path}` "
-            f"(about 2 minutes on a CPU).")
+            f"(2 to 8 minutes on a CPU).")
 
 
 def _torchvision_resnet18() -> StagedNet:

@@ -8,10 +8,11 @@ The recipe: the course ResNet (width 16, four stages, a stride-2 stem) trained o
 random colours, plain backgrounds; 1,500 images per class) for 10 epochs of SGD with a cosine schedule and
 crop/flip augmentation. It takes about 2 minutes on a 2-core CPU and a few seconds on a GPU.
 
-Three more shipped checkpoints (:data:`RECIPES`, one per name in ``models.SHIPPED``) give lessons 04 and 05 several
+Four more shipped checkpoints (:data:`RECIPES`, one per name in ``models.SHIPPED``) give lessons 04 and 05 several
 sources to choose between: ``lab-early`` (the same source, 1 epoch), ``lab-textures`` (pretrained on background
-textures) and ``lab-colours`` (pretrained on hue bins). ``ftcourse pretrain --source all`` makes all four again
-(about 5 minutes on a CPU).
+textures), ``lab-colours`` (pretrained on hue bins) and ``lab-simclr`` (the source's images without their labels,
+self-supervised: :mod:`ftcourse.selfsup`; about 9 minutes on one CPU thread). ``ftcourse pretrain --source all``
+makes all five again (about 15 minutes on a CPU).
 
 Where the files go. Pretraining never writes into the installed package: by default ``ftcourse pretrain`` writes to
 your cache folder, :func:`user_checkpoint_dir` (``$FTCOURSE_HOME/checkpoints``, else
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from . import lab
+from . import lab, selfsup
 from .files import save_json, save_state
 from .models import CHECKPOINT_DIR, SHIPPED, resnet
 from .train import evaluate, fit, steps_per_epoch
@@ -44,8 +45,8 @@ RECIPE = {
 }
 
 # More pretrained sources, for comparing sources (lessons 04 and 05): the same network and training, on a different
-# source task or for less time. Each is shipped as checkpoints/NAME.pt and loaded by models.pretrained(NAME); the
-# names are those of models.SHIPPED, in the same order.
+# source task or for less time, or (lab-simclr) on the same images without their labels. Each is shipped as
+# checkpoints/NAME.pt and loaded by models.pretrained(NAME); the names are those of models.SHIPPED, in the same order.
 RECIPES = {
     "lab": RECIPE,
     # The same source, pretrained for 1 epoch instead of 10: a weaker version of the same features.
@@ -56,6 +57,23 @@ RECIPES = {
     # Pretrained on the shape's hue (8 hue bins; shape random): the one source that learned colour.
     "lab-colours": {**RECIPE, "model": {**RECIPE["model"], "num_classes": len(lab.HUES)},
                     "data": {**RECIPE["data"], "task": "hues"}},
+    # Self-supervised (ftcourse.selfsup): the same network and the same source images, without their labels,
+    # trained SimCLR-style to tell which two views come from one image. Its head is the identity on the 128
+    # features (num_classes = width * 2**3, the channels of layer4), set after training: there are no classes.
+    # Its settings were chosen by the source probe accuracy (a linear probe on the source's own labels, never a
+    # target's split), measured at 8 epochs on one CPU thread: colour strength 0.5 (the paper's CIFAR-10 value)
+    # 0.605, 1.0 0.921, 1.5 0.938; crops down to 8% of the area (the paper's ImageNet range) 0.583 where 25% gave
+    # 0.921; temperature 0.2 0.920 against 0.5's 0.921. The lab's colours are random and uniform, so two views that
+    # keep one hue are an easy shortcut: the colour distortion must be strong, and a crop must keep the shape. For
+    # scale: an untrained network's features give 0.459, the supervised lab's 1.000 (chance is 0.125).
+    "lab-simclr": {
+        "model": {**RECIPE["model"], "num_classes": RECIPE["model"]["width"] * 2 ** 3},
+        "data": {**RECIPE["data"]},
+        "fit": {"epochs": 30, "lr": 0.3, "batch_size": 256, "weight_decay": 5e-4, "momentum": 0.9, "warmup": 0.1,
+                "seed": 0},
+        "contrastive": {"temperature": 0.5, "projection_dim": 128, "crop_scale": [0.25, 1.0], "colour_strength": 1.0},
+        "init_seed": 0,
+    },
 }
 
 
@@ -76,7 +94,13 @@ def quick_version(recipe: dict) -> dict:
 
 
 def pretrain(recipe: dict = RECIPE, *, device=None, progress: bool | None = None):
-    """Run ``recipe``; returns ``(model, info)`` where ``info`` records the source accuracy and time taken."""
+    """Run ``recipe``; returns ``(model, info)`` where ``info`` records the source accuracy and time taken.
+
+    A recipe with a ``contrastive`` part is self-supervised and goes to :func:`ftcourse.selfsup.pretrain_contrastive`,
+    whose ``info`` records ``source_probe_accuracy`` (a linear probe on its features) instead: it has no classifier.
+    """
+    if "contrastive" in recipe:
+        return selfsup.pretrain_contrastive(recipe, device=device, progress=progress)
     start = time.perf_counter()
     device = torch.device(device or "cpu")
     data = recipe["data"]
@@ -103,7 +127,8 @@ def cost(name: str = "lab") -> dict:
         raise ValueError(f"Unknown shipped checkpoint {name!r}; the shipped ones are {list(SHIPPED)}.")
     record = json.loads((CHECKPOINT_DIR / f"{name}.json").read_text())
     recipe = record["recipe"]
-    train_size = recipe["data"]["n_per_class"] * recipe["model"]["num_classes"]
+    classes = lab.TASKS[recipe["data"].get("task", "source")][0]  # the source task's (not the head's: lab-simclr)
+    train_size = recipe["data"]["n_per_class"] * len(classes)
     batch_size = recipe["fit"]["batch_size"]
     steps = recipe["fit"]["epochs"] * steps_per_epoch(range(train_size), batch_size)
     return {"steps": steps, "images": steps * batch_size, "seconds": record["seconds"], "device": record["device"]}

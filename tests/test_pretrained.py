@@ -19,7 +19,9 @@ def test_the_shipped_lab_checkpoint_loads_and_knows_the_source_task():
     assert evaluate(model, lab.source(1, test_per_class=20).test)["accuracy"] > 0.95
 
 
-@pytest.mark.parametrize("name", models.SHIPPED)
+# lab-simclr learned without labels and has no classifier to test (its head is the identity on the features):
+# tests/test_selfsup.py checks it with a linear probe instead.
+@pytest.mark.parametrize("name", [n for n in models.SHIPPED if "contrastive" not in pretrain.RECIPES[n]])
 def test_every_shipped_checkpoint_loads_and_knows_its_own_source_task(name):
     model = models.pretrained(name)
     recipe = pretrain.RECIPES[name]
