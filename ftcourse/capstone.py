@@ -16,8 +16,11 @@ seeds (:data:`CALIBRATION`, ``benchmarks/capstone.py``): the source that does no
 colour target passed 1 run of 24, ``lab-colours`` on a shape one none); training from scratch fails the shape targets
 and earns most of the points on colour ones (colour is easy to learn from 25 images); always fine-tuning ``lab``, the
 obvious default, gets full marks on shape targets and fails colour ones; choosing the source on the 25 training
-images by LogME (lesson 05) and fine-tuning it gets full marks on all 48 runs (the full marks sit just below its
-lowest accuracy on each kind).
+images by LogME (lesson 05) among every shipped lab checkpoint and fine-tuning it gets full marks on all 48 runs
+(the full marks sit just below its lowest accuracy on each kind). The self-supervised ``lab-simclr`` passes every
+shape target and fails every colour one, like ``lab``. Packing a colour target's class colours closer together
+(hues 0.1 apart) was tried to make scratch fail: it lowered scratch (mean 0.645, up to 0.764) and the careful recipe
+(0.773, down to 0.654) alike, and no mark separated them, so the colour kind keeps its colours round the wheel.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ KINDS = {"shape": 0.8, "colour": 0.2}  # per kind of target: the share of a clas
 BUDGET = 3200  # training images a recipe may use: 100 steps of 32
 PRACTICE_SECRETS = {"shape": 2027, "colour": 2026}  # public: one practice target of each kind
 MARKS = {  # per kind of target: (the pass mark, half the points; the full mark, all of them) in test accuracy
-    "shape": (0.50, 0.63),
+    "shape": (0.50, 0.62),
     "colour": (0.60, 0.77),
 }
 JUSTIFICATION_TEMPLATE = (  # the capstone notebook's justification cell as handed out (tests/test_capstone.py)
@@ -60,11 +63,13 @@ CALIBRATION = {  # test accuracy (mean, lowest, highest), 8 secrets of the kind 
     ("shape", "scratch"): (0.310, 0.244, 0.374),
     ("shape", "fine-tune lab"): (0.712, 0.642, 0.776),
     ("shape", "fine-tune lab-colours"): (0.274, 0.208, 0.352),
-    ("shape", "chosen by LogME"): (0.699, 0.636, 0.774),  # the solution's recipe: it chose lab or lab-early
+    ("shape", "fine-tune lab-simclr"): (0.697, 0.600, 0.820),
+    ("shape", "chosen by LogME"): (0.681, 0.624, 0.744),  # the solution's recipe: it chose lab, lab-early or lab-simclr
     ("shape", "chosen by LEEP"): (0.647, 0.322, 0.744),  # chose lab-colours on one secret
     ("colour", "scratch"): (0.730, 0.660, 0.822),
     ("colour", "fine-tune lab"): (0.487, 0.364, 0.614),
     ("colour", "fine-tune lab-colours"): (0.815, 0.770, 0.848),
+    ("colour", "fine-tune lab-simclr"): (0.332, 0.272, 0.420),
     ("colour", "chosen by LogME"): (0.815, 0.770, 0.848),  # chose lab-colours on every secret
 }
 
