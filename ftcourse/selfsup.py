@@ -178,7 +178,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     """The normalised temperature-scaled cross-entropy (NT-Xent) of SimCLR, for N pairs of views.
 
     ``z1[k]`` and ``z2[k]`` are the projections of two views of image k, shape (N, d) each. Together they are 2N
-    vectors z_1..z_2N; with sim(u, v) = u.v / (|u| |v|) (cosine similarity) and temperature tau, the loss of the
+    vectors z_1..z_2N; with sim(u, v) = u.v / (‖u‖ ‖v‖) (cosine similarity) and temperature tau, the loss of the
     positive pair (i, j) is
 
         l(i, j) = -log( exp(sim(z_i, z_j) / tau) / sum over k != i of exp(sim(z_i, z_k) / tau) ),
