@@ -352,10 +352,8 @@ def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None =
         if remedy == "re-init top":
             transfer.reinit(model, ["layer3", "layer4"], seed=seed)
         if remedy == "LP-FT":  # the probe phase; the fine-tuning that follows is the common run
-            transfer.unfreeze(transfer.freeze(model), "head")
-            fit(model, task.train, steps=probe_steps, lr=DEFAULT_LR["probe"], batch_size=batch_size, augment=True,
-                seed=seed, progress=False)
-            transfer.unfreeze(model)
+            transfer.fit_head_first(model, task.train, steps=probe_steps, lr=DEFAULT_LR["probe"],
+                                    batch_size=batch_size, augment=True, seed=seed, progress=False)
         return None
 
     if remedy == "another source":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from . import experiments, models, transfer
 from .data import Task
-from .train import fit
 
 INGREDIENTS = {
     "augment": "random crops (and flips, where a mirror image keeps its class) while training",
@@ -70,12 +69,9 @@ def recipe_run(task: Task, ingredients=FULL, *, pretrained: models.StagedNet | N
     augment = ("crop" if not flip else True) if "augment" in ingredients else False
 
     def prepare(model):
-        if head_steps:  # the head alone, on frozen features; the run that follows trains everything from there
-            transfer.unfreeze(transfer.freeze(model), "head")
-            fit(model, task.train, steps=head_steps, lr=experiments.DEFAULT_LR["probe"], batch_size=batch_size,
-                augment=augment, seed=seed, progress=False)
-            transfer.unfreeze(model)
-        return None
+        # the head alone, on frozen features; the run that follows trains everything from there
+        transfer.fit_head_first(model, task.train, steps=head_steps, lr=experiments.DEFAULT_LR["probe"],
+                                batch_size=batch_size, augment=augment, seed=seed, progress=False)
 
     extra = {}
     if "discriminative rates" in ingredients:

@@ -241,11 +241,20 @@ def lp_ft(model: StagedNet, train, val=None, *, probe_steps: int, finetune_steps
     if {"checkpoint", "steps", "epochs", "lr"} & fit_kwargs.keys():
         raise ValueError("lp_ft runs fit twice: give probe_steps/finetune_steps and probe_lr/finetune_lr instead "
                          "of steps (or epochs) and lr, and no checkpoint (one file cannot hold two runs).")
-    unfreeze(freeze(model), "head")
-    probe = fit(model, train, val, steps=probe_steps, lr=probe_lr, **fit_kwargs)
-    unfreeze(model)
+    probe = fit_head_first(model, train, val, steps=probe_steps, lr=probe_lr, **fit_kwargs)
     finetune = fit(model, train, val, steps=finetune_steps, lr=finetune_lr, **fit_kwargs)
     return LPFTHistory(probe, finetune)
+
+
+def fit_head_first(model: StagedNet, train, val=None, *, steps: int, lr: float, **fit_kwargs) -> History:
+    """The first phase of LP-FT and of fastai's ``fine_tune``: train only the head, on frozen features, for ``steps``
+    steps at ``lr``; then unfreeze every stage, so that the fine-tuning that follows starts from a trained head.
+    ``fit_kwargs`` go to :func:`~ftcourse.train.fit`; returns its history."""
+    model = _check_model(model, "fit_head_first")
+    unfreeze(freeze(model), "head")
+    history = fit(model, train, val, steps=steps, lr=lr, **fit_kwargs)
+    unfreeze(model)
+    return history
 
 
 def reinit(model: StagedNet, stages, seed: int = 0) -> StagedNet:

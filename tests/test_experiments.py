@@ -4,7 +4,7 @@ and does what its name says), the copied-stages and shift runs. The tuning rule 
 import pytest
 import torch
 
-from ftcourse import experiments, lab, models, protocol
+from ftcourse import experiments, lab, models, protocol, transfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,7 +101,7 @@ def test_remedies_that_are_rates_refuse_another_rate_and_the_others_take_tuned(c
 def test_lp_ft_spends_half_the_budget_on_its_probe(conflict, monkeypatch):
     budgets = []
     real_fit = experiments.fit
-    monkeypatch.setattr(experiments, "fit", lambda *a, **k: budgets.append(k["steps"]) or real_fit(*a, **k))
+    monkeypatch.setattr(transfer, "fit", lambda *a, **k: budgets.append(k["steps"]) or real_fit(*a, **k))
     monkeypatch.setattr(protocol, "fit", lambda *a, **k: budgets.append(k["steps"]) or real_fit(*a, **k))
     experiments.remedy_run(conflict, "LP-FT", steps=6, batch_size=16)
     assert budgets == [3, 3]  # probe + fine-tuning = the 6 steps every remedy gets

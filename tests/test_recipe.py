@@ -4,7 +4,7 @@ refused; experiments.pretrained_on_digits trains once and then reads its checkpo
 import pytest
 import torch
 
-from ftcourse import experiments, lab, models, protocol, recipe
+from ftcourse import experiments, lab, models, protocol, recipe, transfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +23,7 @@ def small_source():
 def fit_calls(monkeypatch):
     """Every call of fit made by a recipe run, as (steps, keyword arguments)."""
     calls = []
-    for module in (recipe, protocol):
+    for module in (transfer, protocol):
         real = module.fit
         monkeypatch.setattr(module, "fit", lambda *a, _real=real, **k: calls.append(k) or _real(*a, **k))
     return calls
