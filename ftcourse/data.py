@@ -103,6 +103,11 @@ class Task:
     - ``val`` (validation) is what you *choose* on: a learning rate, a number of steps, a method, a source;
     - ``test`` gives the final number, once, for what was chosen. A choice made on ``test`` makes ``test`` part of
       the training, and its number is then too optimistic.
+
+    A task may carry other validation sets, by name, in ``also_val``: a tuning measures them at every check next to
+    ``val`` and never chooses on them. ``task.choosing_on(name)`` is the same task choosing on one of them instead
+    (``val_name`` says what ``val`` is called). Training does not look at validation, so both are the same training
+    runs, and the course's cache trains them once (lesson 04b asks what a scarce validation set changes this way).
     """
 
     name: str
@@ -110,6 +115,8 @@ class Task:
     val: ImageData = None  # required: the default is only there so that a missing split gets a clear error
     test: ImageData = None
     description: str = ""
+    also_val: dict = field(default_factory=dict)  # name -> ImageData: measured, never chosen on
+    val_name: str = "val"
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
@@ -120,6 +127,13 @@ class Task:
         if not (self.train.classes == self.val.classes == self.test.classes):
             raise ValueError(f"Task {self.name!r}: train, val and test must share one list of classes, got "
                              f"{self.train.classes}, {self.val.classes} and {self.test.classes}.")
+        for name, other in self.also_val.items():
+            if not isinstance(other, ImageData) or other.classes != self.train.classes:
+                raise ValueError(f"Task {self.name!r}: also_val[{name!r}] must be an ImageData with the task's "
+                                 f"classes {self.train.classes}.")
+        if self.val_name in self.also_val:
+            raise ValueError(f"Task {self.name!r}: val is called {self.val_name!r}, and so is a set of also_val; "
+                             f"give them different names.")
 
     @classmethod
     def split_val(cls, name: str, train: ImageData, test: ImageData, description: str = "", *,
@@ -142,14 +156,31 @@ class Task:
                 f"{len(self.test)} test; {self.description})")
 
     def to(self, device) -> Task:
-        return Task(self.name, self.train.to(device), self.val.to(device), self.test.to(device), self.description)
+        return Task(self.name, self.train.to(device), self.val.to(device), self.test.to(device), self.description,
+                    {name: other.to(device) for name, other in self.also_val.items()}, self.val_name)
+
+    def choosing_on(self, name: str) -> Task:
+        """The same task choosing on its validation set ``name`` (one of ``also_val``); ``val`` joins ``also_val``.
+
+        >>> from ftcourse import lab
+        >>> task = lab.target("related", 5, scarce_val=True)
+        >>> task.val_name, len(task.val), task.choosing_on("scarce").val_name, len(task.choosing_on("scarce").val)
+        ('generous', 250, 'scarce', 25)
+        """
+        if name not in self.also_val:
+            raise ValueError(f"Task {self.name!r} has no validation set {name!r}: it chooses on {self.val_name!r} "
+                             f"and also measures {sorted(self.also_val) or 'nothing else'}.")
+        others = {other: data for other, data in self.also_val.items() if other != name}
+        return Task(self.name, self.train, self.also_val[name], self.test, self.description,
+                    {**others, self.val_name: self.val}, name)
 
     def per_class(self, n: int, seed: int = 0) -> Task:
         """The same task with only ``n`` training images per class (a seeded draw), and the whole val and test sets.
 
         Real datasets come with all their labels; this makes the few-shot targets the course compares methods on.
         """
-        return Task(self.name, self.train.per_class(n, seed=seed), self.val, self.test, self.description)
+        return Task(self.name, self.train.per_class(n, seed=seed), self.val, self.test, self.description,
+                    dict(self.also_val), self.val_name)
 
     def fingerprint(self) -> str:
         """A sha256 of the name and of every image, label and class name of the three splits.
@@ -159,6 +190,17 @@ class Task:
         """
         parts = [self.name] + [split.fingerprint() for split in (self.train, self.val, self.test)]
         return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+
+    def training_fingerprint(self) -> str:
+        """A sha256 of the name, the training set and the test set: everything a training run and its test number
+        depend on. Validation is not in it: the cache of runs records a run's validation per validation set
+        (:mod:`ftcourse.protocol`), so choosing on another set reuses the same runs."""
+        parts = [self.name] + [split.fingerprint() for split in (self.train, self.test)]
+        return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+
+    def validation_sets(self) -> dict:
+        """Every validation set, by name: ``val`` (under ``val_name``) first, then ``also_val``."""
+        return {self.val_name: self.val, **self.also_val}
 
     def show(self, n: int = 32, ncols: int = 8):
         return self.train.show(n, ncols, title=f"{self.name}: {self.description}")

@@ -186,7 +186,9 @@ class ImageRecipe:
     """How :func:`ftcourse.protocol.tune` starts one image run of :func:`run`, and the run's name in the cache.
 
     The model is built (:func:`make_model`) and prepared once, to name the runs by what they start from; each rate
-    then trains a fresh copy, built the same way.
+    then trains a fresh copy, built the same way. A run is named by the task's training and test sets, not its
+    validation: each check measures every validation set the task carries (``task.also_val``) and the records keep
+    them by set, so a task choosing on another of its sets (``task.choosing_on``) reads the same runs.
     """
 
     can_pause = True
@@ -204,7 +206,10 @@ class ImageRecipe:
         self._first = self._build()
         model, extra = self._first
         presentation = ("progress", "live_plot", "sync_every", "checkpoint_every")
-        self.key = {"kind": "image", "task": task.fingerprint(), "start": protocol.starting_point(model),
+        self.validated_on = task.val.fingerprint()[:24]
+        self.also_val = {data.fingerprint()[:24]: data for data in task.also_val.values()}
+        self.also_validated = tuple(self.also_val)  # protocol.tune tests what choosing on each would choose
+        self.key = {"kind": "image", "task": task.training_fingerprint(), "start": protocol.starting_point(model),
                     "steps": steps, "extra": protocol.settings_key(extra),
                     "fit": protocol.settings_key({k: v for k, v in self.settings.items() if k not in presentation})}
 
@@ -222,7 +227,9 @@ class ImageRecipe:
 
     def _validate(self, model) -> dict:
         val = evaluate(model, self.task.val)
-        return {"val": val["accuracy"], "val_loss": val["loss"]}
+        also = {name: evaluate(model, data) for name, data in self.also_val.items()}
+        return {"val": val["accuracy"], "val_loss": val["loss"],
+                "also": {name: {"val": m["accuracy"], "val_loss": m["loss"]} for name, m in also.items()}}
 
     def _test(self, model) -> dict:
         return {"accuracy": evaluate(model, self.task.test)["accuracy"],

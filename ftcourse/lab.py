@@ -335,7 +335,8 @@ FIXED_SPLIT_SEED = 10_000  # the seed of the validation and test images every tr
 
 
 def target(name: str, shots: int = 20, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
-           relatedness: float = 1.0, val_seed: int = FIXED_SPLIT_SEED, device=None) -> Task:
+           relatedness: float = 1.0, val_seed: int = FIXED_SPLIT_SEED, scarce_val: bool = False,
+           device=None) -> Task:
     """A target task of the lab (see the module docstring) with ``shots`` training labels per class.
 
     The training images depend on ``seed``; the test set does not (it is the same for every seed, so results of
@@ -347,10 +348,23 @@ def target(name: str, shots: int = 20, *, val_per_class: int = 50, test_per_clas
     user has no such set: their validation labels are as scarce as their training labels, and drawn with them.
     ``val_per_class=shots, val_seed=seed`` says exactly that (Perez, Kiela & Cho, "True Few-Shot Learning
     with Language Models", NeurIPS 2021, show how much a generous validation set flatters few-shot results).
+
+    ``scarce_val=True`` keeps the generous set as ``val`` and carries that scarce set too (``task.also_val["scarce"]``):
+    a tuning measures both at every check, and ``task.choosing_on("scarce")`` chooses on the scarce one. The two
+    are then the same training runs, trained once (lesson 04 carries it, lesson 04b chooses on it).
     """
     train = make_images(name, shots, seed=seed, split="train", relatedness=relatedness, device=device)
     val = make_images(name, val_per_class, seed=val_seed, split="val", relatedness=relatedness, device=device)
     test = make_images(name, test_per_class, seed=FIXED_SPLIT_SEED, split="test", relatedness=relatedness,
                        device=device)
+    generous = val_per_class == 50 and val_seed == FIXED_SPLIT_SEED
+    also_val = {}
+    if scarce_val:
+        if not generous:
+            raise ValueError("scarce_val=True carries a scarce validation set next to the generous one; leave "
+                             "val_per_class and val_seed at their defaults (or ask for the scarce set alone with "
+                             "val_per_class=shots, val_seed=seed).")
+        also_val["scarce"] = make_images(name, shots, seed=seed, split="val", relatedness=relatedness, device=device)
     description = TASKS[name][1]  # a mixed task's name says its r
-    return Task(name if name != "mixed" else f"mixed r={relatedness:g}", train, val, test, description)
+    return Task(name if name != "mixed" else f"mixed r={relatedness:g}", train, val, test, description, also_val,
+                "generous" if generous else "val")

@@ -36,7 +36,9 @@ named by a hash of everything that decides it (the recipe's key: the task's data
 them train, every argument of the training loop, the seed; and the rate). The same run asked for by two lessons is
 trained once, an interrupted tuning resumes with what it learned, and a run's test metrics are kept once measured.
 The chosen run's weights are kept too when asked (``keep_model=True``), so a lesson never trains a run again to get
-its model back.
+its model back. Training never looks at validation, so a record keeps its validation **per validation set**
+(``Recipe.validated_on``, and the sets a task also measures): two lessons that choose on different sets share the
+training runs.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from .train import History, describe, fit
 DECIDE_AT = 0.3  # the share of the budget after which clearly worse rates stop (benchmarks/README.md validates it)
 MARGIN = 0.05  # "clearly worse": a validation metric more than this below the best rate's at that step
 EXPLODED = 3.0  # a loss above this many times a uniform guess's, ln(1/chance), with accuracy at chance: diverged
+RECORD_FORMAT = 2  # 2: validation kept per validation set
 
 
 class Trial(Protocol):
@@ -76,7 +79,8 @@ class Trial(Protocol):
         """Train up to step ``until`` of the budget (``None``: to the end), continuing where the last call stopped."""
 
     def validate(self) -> dict:
-        """``{"val": metric, "val_loss": loss, "diverged": bool}`` of the model now."""
+        """``{"val": metric, "val_loss": loss, "diverged": bool}`` of the model now, on the set the recipe chooses
+        on; and, where the task carries more validation sets, ``"also": {name: {"val": ..., "val_loss": ...}}``."""
 
     def finish(self) -> dict:
         """What the record of a finished run keeps besides validation: at least ``trainable`` and ``history``."""
@@ -92,6 +96,7 @@ class Recipe(Protocol):
     to the end)."""
 
     key: dict  # everything that decides a run except its rate (JSON values)
+    validated_on: str  # the name of the validation set it chooses on, as the records name it (optional: "val")
     chance: float | None  # the validation metric of a guess (accuracy), or None where that means nothing
     can_pause: bool
     test_names: tuple  # the names its runs' test() returns
@@ -219,8 +224,8 @@ class Tuned:
 
 def run_key(recipe_key: dict, lr: float) -> str:
     """The cache's name for one run: a sha256 of the recipe's key, the rate and the version of ftcourse."""
-    text = json.dumps({**recipe_key, "lr": float(lr), "ftcourse": ftcourse.__version__}, sort_keys=True,
-                      default=str)
+    text = json.dumps({**recipe_key, "lr": float(lr), "ftcourse": ftcourse.__version__, "record": RECORD_FORMAT},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -249,17 +254,11 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
     pause = None
     if decide_at is not None and len(grid) > 1 and recipe.can_pause:
         pause = max(1, min(steps - 1, round(decide_at * steps)))
-    tuning.try_rates(grid, pause, margin)
-    while True:
-        best = choose(tuning.trials())
-        if best["stopped_at"] is not None and not best["diverged"]:  # the runs kept all diverged after the pause
-            tuning.resume(best["lr"])
-            continue
-        beyond = next_rate(best["lr"], tuning.tried, ladder)
-        if beyond is None:
-            return tuning.outcome(keep_model, report)
-        progress.more(1)  # a run the experiment did not announce
-        tuning.try_rates([beyond], pause, margin)
+    tuning.choose_rate(grid, ladder, pause, margin)
+    outcome = tuning.outcome(keep_model, report)
+    for name in getattr(recipe, "also_validated", ()):
+        tuning.test_the_choice_on(name, grid, ladder, pause, margin)
+    return outcome
 
 
 def replicates(tune_one_seed, seeds) -> list:
@@ -355,11 +354,17 @@ def settings_key(settings: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # The steps of one tuning, and the cache of runs.
 
+class _WouldTrain(Exception):
+    """Raised by a tuning that may only read (:meth:`_Tuning.test_the_choice_on`) when it would have to train."""
+
+
 class _Tuning:
     """The runs of one tuning: their records (read from the cache or made now) and the trials still in memory."""
 
-    def __init__(self, recipe: Recipe, store: _Store, steps: int):
+    def __init__(self, recipe: Recipe, store: _Store, steps: int, on: str | None = None):
         self.recipe, self.store, self.steps = recipe, store, steps
+        self.on = on or getattr(recipe, "validated_on", "val")  # the validation set this tuning chooses on
+        self.reading_only = False  # set by test_the_choice_on: training raises _WouldTrain
         self.records: dict[float, dict] = {}  # lr -> record
         self.live: dict[float, Trial] = {}  # lr -> a run started in this call, its model in memory
         self.done: set[float] = set()  # the rates whose live run has trained to the end (or was loaded so)
@@ -374,32 +379,73 @@ class _Tuning:
             self.records[lr] = self.store.read(key) or {"key": key, "lr": lr, "checks": {}}
         return self.records[lr]
 
+    def choose_rate(self, grid, ladder, pause: int | None, margin: float) -> None:
+        """The protocol's steps 1-4 (the module's docstring): try the grid, stop the clearly worse, climb the ladder."""
+        self.try_rates(grid, pause, margin)
+        while True:
+            best = choose(self.trials())
+            if best["stopped_at"] is not None and not best["diverged"]:  # the runs kept all diverged after the pause
+                self.resume(best["lr"])
+                continue
+            beyond = next_rate(best["lr"], self.tried, ladder)
+            if beyond is None:
+                return
+            if not self.reading_only:
+                progress.more(1)  # a run the experiment did not announce
+            self.try_rates([beyond], pause, margin)
+
+    def test_the_choice_on(self, name: str, grid, ladder, pause: int | None, margin: float) -> None:
+        """Test now the run that a tuning choosing on the task's other validation set ``name`` would choose, when
+        every run that tuning needs is in the records and the one it chooses is in memory: that tuning (another
+        lesson's, on the same training runs) then trains nothing. Otherwise nothing happens here."""
+        other = _Tuning(self.recipe, self.store, self.steps, on=name)
+        other.records, other.live, other.done, other.reading_only = self.records, self.live, self.done, True
+        try:
+            other.choose_rate(grid, ladder, pause, margin)
+            best = choose(other.trials())
+            record = self.records[best["lr"]]
+            if not best["diverged"] and "test" not in record and best["lr"] in self.done:
+                record["test"] = self.live[best["lr"]].test()
+                self.store.write(record)
+        except _WouldTrain:
+            pass
+
     def trial(self, lr: float) -> Trial:
+        if self.reading_only:
+            raise _WouldTrain(lr)
         if lr not in self.live:
             self.live[lr] = self.recipe.start(lr)
             self.ran_now += 1
         return self.live[lr]
 
+    def mine(self, entry: dict) -> dict:
+        """A check or result of a record as this tuning sees it: the validation of the set it chooses on, with the
+        other things the entry keeps."""
+        return {**{k: v for k, v in entry.items() if k != "sets"}, **entry["sets"][self.on]}
+
     def checked(self, lr: float, pause: int) -> dict:
         """The validation at step ``pause``: from the record, or trained to there now (and saved)."""
         record = self.record(lr)
-        if str(pause) not in record["checks"]:
+        check = record["checks"].get(str(pause))
+        if check is None or self.on not in check["sets"]:  # not made, or not measured on this tuning's set
             trial = self.trial(lr)
             self._train(lr, trial, pause)
-            record["checks"][str(pause)] = {**self._validated(trial), "seconds": round(trial.seconds, 3)}
+            sets = {**(check or {}).get("sets", {}), **self._validated(trial)}
+            record["checks"][str(pause)] = {"sets": sets, "seconds": round(trial.seconds, 3)}
             self.store.write(record)
-        return record["checks"][str(pause)]
+        return self.mine(record["checks"][str(pause)])
 
     def finished(self, lr: float) -> dict:
         """The finished run's validation and what it keeps: from the record, or trained to the end now (and saved)."""
         record = self.record(lr)
-        if "result" not in record:
+        result = record.get("result")
+        if result is None or self.on not in result["sets"]:
             trial = self.trial(lr)
             self._train(lr, trial, None)
             self.done.add(lr)
-            record["result"] = {**self._validated(trial), **trial.finish()}
+            record["result"] = {**trial.finish(), "sets": {**(result or {}).get("sets", {}), **self._validated(trial)}}
             self.store.write(record)
-        return record["result"]
+        return self.mine(record["result"])
 
     def resume(self, lr: float) -> None:
         """Finish a run that was stopped early (from where it paused, or again from the start if it paused in an
@@ -416,10 +462,13 @@ class _Tuning:
         self.at[lr] = until
 
     def _validated(self, trial: Trial) -> dict:
+        """The trial's validation now, on every set it measures, by set: ``{name: {val, val_loss, diverged}}``."""
         measured = trial.validate()
-        flag = diverged(measured["val"], measured["val_loss"], flagged=measured.get("diverged", False),
-                        chance=self.recipe.chance)
-        return {"val": float(measured["val"]), "val_loss": float(measured["val_loss"]), "diverged": flag}
+        flagged = measured.get("diverged", False)
+        sets = {self.on: measured, **measured.get("also", {})}
+        return {name: {"val": float(m["val"]), "val_loss": float(m["val_loss"]),
+                       "diverged": diverged(m["val"], m["val_loss"], flagged=flagged, chance=self.recipe.chance)}
+                for name, m in sets.items()}
 
     def try_rates(self, rates, pause: int | None, margin: float) -> None:
         self.tried += rates
@@ -435,14 +484,15 @@ class _Tuning:
         for lr in rates:
             if lr not in self.stopped:
                 self.finished(lr)
-            progress.run_done(1)  # trained, stopped early, or read from the cache
+            if not self.reading_only:
+                progress.run_done(1)  # trained, stopped early, or read from the cache
 
     def trials(self) -> list[dict]:
         rows = []
         for lr in self.tried:
             record = self.records[lr]
             stopped_at = self.stopped.get(lr)
-            measured = record["checks"][str(stopped_at)] if stopped_at is not None else record["result"]
+            measured = self.mine(record["checks"][str(stopped_at)] if stopped_at is not None else record["result"])
             rows.append({"lr": lr, "val": measured["val"], "val_loss": measured["val_loss"],
                          "diverged": measured["diverged"], "stopped_at": stopped_at,
                          "seconds": measured.get("seconds", math.nan)})
@@ -457,7 +507,7 @@ class _Tuning:
         if best["stopped_at"] is not None:  # every run diverged before the decision: nothing was trained to test
             result, test = {**best, "trainable": None, "history": None}, {}
         else:
-            result = record["result"]
+            result = self.mine(record["result"])
             if best["diverged"]:
                 test = {}
             elif test is None or keep_model or lr in self.done or set(self.recipe_tests) - set(test):

@@ -273,6 +273,64 @@ def test_a_damaged_record_is_a_run_not_yet_made(tmp_path):
     assert protocol.tune(again, grid=[0.1], steps=100, cache=tmp_path).ran_now == 1
 
 
+class TwoSetRun(ArithmeticRun):
+    """A run measured on two validation sets, "a" and "b", whose curves differ."""
+
+    def validate(self):
+        measured = {name: self.recipe.curves[name](self.lr, self.step) for name in self.recipe.sets}
+        mine = measured[self.recipe.validated_on]
+        return {"val": mine[0], "val_loss": mine[1],
+                "also": {name: {"val": v, "val_loss": loss} for name, (v, loss) in measured.items()
+                         if name != self.recipe.validated_on}}
+
+
+class TwoSetRecipe(ArithmeticRecipe):
+    def __init__(self, validated_on, sets=("a", "b")):
+        super().__init__(None)
+        self.curves = {"a": flat({0.01: 0.5, 0.03: 0.86, 0.1: 0.9}.get),
+                       "b": flat({0.01: 0.7, 0.03: 0.88, 0.1: 0.8}.get)}
+        self.validated_on, self.sets = validated_on, sets
+        self.also_validated = tuple(name for name in sets if name != validated_on)
+
+    def start(self, lr):
+        return TwoSetRun(self, lr)
+
+
+def test_choosing_on_another_validation_set_reuses_the_runs_and_chooses_by_that_set(tmp_path):
+    """Lesson 04b chooses on a scarce set: the runs lesson 04 trained, measured on both sets, are not trained again."""
+    on_a = protocol.tune(TwoSetRecipe("a"), grid=[0.01, 0.03, 0.1], steps=100, cache=tmp_path)
+    recipe_b = TwoSetRecipe("b")
+    on_b = protocol.tune(recipe_b, grid=[0.01, 0.03, 0.1], steps=100, cache=tmp_path)
+    assert on_a.lr == 0.1 and on_b.lr == 0.03 and on_b.val == pytest.approx(0.88)
+    # 0.01 was stopped at the pause on set "a" and is clearly worse on "b" too, and the tuning on "a" tested the run
+    # that "b" chooses while it was in memory: nothing is trained for "b"
+    assert recipe_b.log == [] and on_b.ran_now == 0 and on_b.test == {"accuracy": pytest.approx(0.97)}
+    assert set(on_b.trials["lr"]) == {0.01, 0.03, 0.1} and on_b.trials.set_index("lr")["val"][0.1] == 0.8
+
+
+def test_a_validation_set_a_record_lacks_is_measured_by_training_the_run_again(tmp_path):
+    protocol.tune(TwoSetRecipe("a", sets=("a",)), grid=[0.01, 0.1], steps=100, cache=tmp_path)
+    recipe = TwoSetRecipe("b", sets=("a", "b"))
+    tuned = protocol.tune(recipe, grid=[0.01, 0.1], steps=100, cache=tmp_path)
+    assert tuned.lr == 0.1 and sorted(recipe.log) == [(0.01, 0, 30), (0.1, 0, 30), (0.1, 30, 100)]
+    again = TwoSetRecipe("a", sets=("a",))  # the records kept set "a" while measuring "b": nothing to train
+    assert protocol.tune(again, grid=[0.01, 0.1], steps=100, cache=tmp_path).ran_now == 0 and again.log == []
+
+
+def test_a_lab_task_choosing_on_its_scarce_set_trains_no_run_again(tmp_path):
+    generous = lab.target("conflict", 4, test_per_class=8, scarce_val=True)
+    kwargs = dict(steps=4, batch_size=8, lr="tuned", lr_grid=[0.01, 0.1], cache=tmp_path)
+    first = experiments.run(generous, "finetune", **kwargs)
+    scarce = experiments.run(generous.choosing_on("scarce"), "finetune", **kwargs)
+    alone = experiments.run(lab.target("conflict", 4, test_per_class=8, val_per_class=4, val_seed=0), "finetune",
+                            **{**kwargs, "cache": tmp_path / "alone"})
+    assert first["ran_now"] >= 2 and scarce["ran_now"] == 0
+    assert (scarce["lr"], scarce["val_accuracy"], scarce["accuracy"]) == (alone["lr"], alone["val_accuracy"],
+                                                                         alone["accuracy"])
+    plain = experiments.run(lab.target("conflict", 4, test_per_class=8), "finetune", **kwargs)
+    assert plain["ran_now"] == 0 and plain["lr"] == first["lr"]  # the set a lesson without scarce_val chooses on
+
+
 # --- real runs: images, dense tasks, text ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
