@@ -355,7 +355,7 @@ def settings_key(settings: dict) -> dict:
 # The steps of one tuning, and the cache of runs.
 
 class _WouldTrain(Exception):
-    """Raised by a tuning that may only read (:meth:`_Tuning.test_the_choice_on`) when it would have to train."""
+    """Raised by a tuning that may not start runs (:meth:`_Tuning.test_the_choice_on`) when it would have to."""
 
 
 class _Tuning:
@@ -364,7 +364,7 @@ class _Tuning:
     def __init__(self, recipe: Recipe, store: _Store, steps: int, on: str | None = None):
         self.recipe, self.store, self.steps = recipe, store, steps
         self.on = on or getattr(recipe, "validated_on", "val")  # the validation set this tuning chooses on
-        self.reading_only = False  # set by test_the_choice_on: training raises _WouldTrain
+        self.sibling = False  # set by test_the_choice_on: it may go on with runs in memory, never start one
         self.records: dict[float, dict] = {}  # lr -> record
         self.live: dict[float, Trial] = {}  # lr -> a run started in this call, its model in memory
         self.done: set[float] = set()  # the rates whose live run has trained to the end (or was loaded so)
@@ -390,16 +390,19 @@ class _Tuning:
             beyond = next_rate(best["lr"], self.tried, ladder)
             if beyond is None:
                 return
-            if not self.reading_only:
+            if not self.sibling:
                 progress.more(1)  # a run the experiment did not announce
             self.try_rates([beyond], pause, margin)
 
     def test_the_choice_on(self, name: str, grid, ladder, pause: int | None, margin: float) -> None:
-        """Test now the run that a tuning choosing on the task's other validation set ``name`` would choose, when
-        every run that tuning needs is in the records and the one it chooses is in memory: that tuning (another
-        lesson's, on the same training runs) then trains nothing. Otherwise nothing happens here."""
+        """Tune on the task's other validation set ``name`` too, as far as the runs in memory go: a rate this tuning
+        stopped at the pause that the other set would not stop goes on from its pause, and the run the other set
+        chooses is tested. That tuning (another lesson's, on the same training runs) then trains nothing again.
+        Where it needs a run this tuning never started (a rate further along the ladder), it stops there, and
+        trains that run when it is asked for."""
         other = _Tuning(self.recipe, self.store, self.steps, on=name)
-        other.records, other.live, other.done, other.reading_only = self.records, self.live, self.done, True
+        other.records, other.live, other.done, other.at = self.records, self.live, self.done, self.at
+        other.sibling = True
         try:
             other.choose_rate(grid, ladder, pause, margin)
             best = choose(other.trials())
@@ -411,7 +414,7 @@ class _Tuning:
             pass
 
     def trial(self, lr: float) -> Trial:
-        if self.reading_only:
+        if self.sibling and lr not in self.live:
             raise _WouldTrain(lr)
         if lr not in self.live:
             self.live[lr] = self.recipe.start(lr)
@@ -484,7 +487,7 @@ class _Tuning:
         for lr in rates:
             if lr not in self.stopped:
                 self.finished(lr)
-            if not self.reading_only:
+            if not self.sibling:
                 progress.run_done(1)  # trained, stopped early, or read from the cache
 
     def trials(self) -> list[dict]:

@@ -308,6 +308,17 @@ def test_choosing_on_another_validation_set_reuses_the_runs_and_chooses_by_that_
     assert set(on_b.trials["lr"]) == {0.01, 0.03, 0.1} and on_b.trials.set_index("lr")["val"][0.1] == 0.8
 
 
+def test_a_rate_stopped_on_one_set_that_the_other_set_keeps_goes_on_from_its_pause_in_the_same_call(tmp_path):
+    recipe_a = TwoSetRecipe("a")
+    recipe_a.curves["b"] = flat({0.01: 0.9, 0.03: 0.88, 0.1: 0.8}.get)  # on "b" the smallest rate leads
+    protocol.tune(recipe_a, grid=[0.01, 0.03, 0.1], steps=100, cache=tmp_path)
+    assert (0.01, 30, 100) in recipe_a.log  # stopped on "a" at step 30; "b" keeps it: it went on from there
+    recipe_b = TwoSetRecipe("b")
+    recipe_b.curves = recipe_a.curves
+    on_b = protocol.tune(recipe_b, grid=[0.01, 0.03, 0.1], steps=100, cache=tmp_path, ladder=())
+    assert on_b.lr == 0.01 and recipe_b.log == [] and on_b.test == {"accuracy": pytest.approx(0.99)}
+
+
 def test_a_validation_set_a_record_lacks_is_measured_by_training_the_run_again(tmp_path):
     protocol.tune(TwoSetRecipe("a", sets=("a",)), grid=[0.01, 0.1], steps=100, cache=tmp_path)
     recipe = TwoSetRecipe("b", sets=("a", "b"))
