@@ -208,7 +208,7 @@ class ImageRecipe:
         presentation = ("progress", "live_plot", "sync_every", "checkpoint_every")
         self.validated_on = task.val.fingerprint()[:24]
         self.also_val = {data.fingerprint()[:24]: data for data in task.also_val.values()}
-        self.also_validated = tuple(self.also_val)  # protocol.tune tests what choosing on each would choose
+        self.also_validated = tuple(self.also_val)  # protocol.tune tunes on each of them too
         self.key = {"kind": "image", "task": task.training_fingerprint(), "start": protocol.starting_point(model),
                     "steps": steps, "extra": protocol.settings_key(extra),
                     "fit": protocol.settings_key({k: v for k, v in self.settings.items() if k not in presentation})}

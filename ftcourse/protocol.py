@@ -37,8 +37,9 @@ them train, every argument of the training loop, the seed; and the rate). The sa
 trained once, an interrupted tuning resumes with what it learned, and a run's test metrics are kept once measured.
 The chosen run's weights are kept too when asked (``keep_model=True``), so a lesson never trains a run again to get
 its model back. Training never looks at validation, so a record keeps its validation **per validation set**
-(``Recipe.validated_on``, and the sets a task also measures): two lessons that choose on different sets share the
-training runs.
+(``Recipe.validated_on``): a recipe whose task carries more sets (``Recipe.also_validated``) measures each of them
+at every check, and :func:`tune` then also tunes on each, with the runs still in memory, so that a later tuning
+choosing on one of those sets (another lesson's) finds every run it needs already made.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class Recipe(Protocol):
 
     key: dict  # everything that decides a run except its rate (JSON values)
     validated_on: str  # the name of the validation set it chooses on, as the records name it (optional: "val")
+    also_validated: tuple  # the names of the other sets its trials measure (optional: none)
     chance: float | None  # the validation metric of a guess (accuracy), or None where that means nothing
     can_pause: bool
     test_names: tuple  # the names its runs' test() returns
@@ -256,8 +258,8 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
         pause = max(1, min(steps - 1, round(decide_at * steps)))
     tuning.choose_rate(grid, ladder, pause, margin)
     outcome = tuning.outcome(keep_model, report)
-    for name in getattr(recipe, "also_validated", ()):
-        tuning.test_the_choice_on(name, grid, ladder, pause, margin)
+    for name in getattr(recipe, "also_validated", ()):  # the task's other validation sets: see _Tuning.tune_on
+        tuning.tune_on(name, grid, ladder, pause, margin)
     return outcome
 
 
@@ -354,17 +356,13 @@ def settings_key(settings: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # The steps of one tuning, and the cache of runs.
 
-class _WouldTrain(Exception):
-    """Raised by a tuning that may not start runs (:meth:`_Tuning.test_the_choice_on`) when it would have to."""
-
-
 class _Tuning:
     """The runs of one tuning: their records (read from the cache or made now) and the trials still in memory."""
 
     def __init__(self, recipe: Recipe, store: _Store, steps: int, on: str | None = None):
         self.recipe, self.store, self.steps = recipe, store, steps
         self.on = on or getattr(recipe, "validated_on", "val")  # the validation set this tuning chooses on
-        self.sibling = False  # set by test_the_choice_on: it may go on with runs in memory, never start one
+        self.sibling = False  # a tuning on another validation set of the task (tune_on): not on the progress bar
         self.records: dict[float, dict] = {}  # lr -> record
         self.live: dict[float, Trial] = {}  # lr -> a run started in this call, its model in memory
         self.done: set[float] = set()  # the rates whose live run has trained to the end (or was loaded so)
@@ -394,28 +392,18 @@ class _Tuning:
                 progress.more(1)  # a run the experiment did not announce
             self.try_rates([beyond], pause, margin)
 
-    def test_the_choice_on(self, name: str, grid, ladder, pause: int | None, margin: float) -> None:
-        """Tune on the task's other validation set ``name`` too, as far as the runs in memory go: a rate this tuning
-        stopped at the pause that the other set would not stop goes on from its pause, and the run the other set
-        chooses is tested. That tuning (another lesson's, on the same training runs) then trains nothing again.
-        Where it needs a run this tuning never started (a rate further along the ladder), it stops there, and
-        trains that run when it is asked for."""
+    def tune_on(self, name: str, grid, ladder, pause: int | None, margin: float) -> None:
+        """The same tuning, choosing on the task's other validation set ``name``, with the runs in memory: a rate
+        this tuning stopped at the pause that the other set keeps goes on from its pause, a rate further along the
+        ladder is tried, and the run it chooses is tested. All of it lands in the records, so that a tuning that
+        chooses on ``name`` (another lesson's, on the same training runs) trains nothing again."""
         other = _Tuning(self.recipe, self.store, self.steps, on=name)
         other.records, other.live, other.done, other.at = self.records, self.live, self.done, self.at
         other.sibling = True
-        try:
-            other.choose_rate(grid, ladder, pause, margin)
-            best = choose(other.trials())
-            record = self.records[best["lr"]]
-            if not best["diverged"] and "test" not in record and best["lr"] in self.done:
-                record["test"] = self.live[best["lr"]].test()
-                self.store.write(record)
-        except _WouldTrain:
-            pass
+        other.choose_rate(grid, ladder, pause, margin)
+        other.outcome(keep_model=False)
 
     def trial(self, lr: float) -> Trial:
-        if self.sibling and lr not in self.live:
-            raise _WouldTrain(lr)
         if lr not in self.live:
             self.live[lr] = self.recipe.start(lr)
             self.ran_now += 1

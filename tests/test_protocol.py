@@ -319,6 +319,19 @@ def test_a_rate_stopped_on_one_set_that_the_other_set_keeps_goes_on_from_its_pau
     assert on_b.lr == 0.01 and recipe_b.log == [] and on_b.test == {"accuracy": pytest.approx(0.99)}
 
 
+def test_a_ladder_rate_only_the_other_set_needs_is_trained_in_the_first_call(tmp_path):
+    recipe_a = TwoSetRecipe("a")  # "a" chooses 0.1 below the top of the ladder; "b" climbs down it to 0.003
+    curves = {"a": flat(lambda lr: {0.01: 0.5, 0.03: 0.86, 0.1: 0.9, 0.3: 0.7}.get(lr, 0.3)),
+              "b": flat(lambda lr: {0.001: 0.9, 0.003: 0.95, 0.01: 0.9, 0.03: 0.88}.get(lr, 0.3))}
+    recipe_a.curves = curves
+    first = protocol.tune(recipe_a, grid=[0.01, 0.03, 0.1], ladder=experiments.LR_LADDER, steps=100, cache=tmp_path)
+    assert first.lr == 0.1 and any(lr == 0.003 for lr, _, _ in recipe_a.log)
+    recipe_b = TwoSetRecipe("b")
+    recipe_b.curves = curves
+    on_b = protocol.tune(recipe_b, grid=[0.01, 0.03, 0.1], ladder=experiments.LR_LADDER, steps=100, cache=tmp_path)
+    assert recipe_b.log == [] and (on_b.lr, on_b.runs) == (0.003, 5)  # 0.001 was tried too: 0.003 needs a neighbour
+
+
 def test_a_validation_set_a_record_lacks_is_measured_by_training_the_run_again(tmp_path):
     protocol.tune(TwoSetRecipe("a", sets=("a",)), grid=[0.01, 0.1], steps=100, cache=tmp_path)
     recipe = TwoSetRecipe("b", sets=("a", "b"))
