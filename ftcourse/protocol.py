@@ -259,7 +259,7 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
     tuning.choose_rate(grid, ladder, pause, margin)
     outcome = tuning.outcome(keep_model, report)
     for name in getattr(recipe, "also_validated", ()):  # the task's other validation sets: see _Tuning.tune_on
-        tuning.tune_on(name, grid, ladder, pause, margin)
+        outcome.ran_now += tuning.tune_on(name, grid, ladder, pause, margin)
     return outcome
 
 
@@ -392,16 +392,18 @@ class _Tuning:
                 progress.more(1)  # a run the experiment did not announce
             self.try_rates([beyond], pause, margin)
 
-    def tune_on(self, name: str, grid, ladder, pause: int | None, margin: float) -> None:
+    def tune_on(self, name: str, grid, ladder, pause: int | None, margin: float) -> int:
         """The same tuning, choosing on the task's other validation set ``name``, with the runs in memory: a rate
         this tuning stopped at the pause that the other set keeps goes on from its pause, a rate further along the
         ladder is tried, and the run it chooses is tested. All of it lands in the records, so that a tuning that
-        chooses on ``name`` (another lesson's, on the same training runs) trains nothing again."""
+        chooses on ``name`` (another lesson's, on the same training runs) trains nothing again. Returns how many
+        runs it started."""
         other = _Tuning(self.recipe, self.store, self.steps, on=name)
         other.records, other.live, other.done, other.at = self.records, self.live, self.done, self.at
         other.sibling = True
         other.choose_rate(grid, ladder, pause, margin)
         other.outcome(keep_model=False)
+        return other.ran_now
 
     def trial(self, lr: float) -> Trial:
         if lr not in self.live:
