@@ -8,7 +8,7 @@ leader's, or any rate, that are more than a margin below it -- and prints, per r
 the full grid's rate, the largest test difference when it did not, and the optimiser steps it spent against the
 full grid's. A rule that needs a rate the replay did not train says so.
 
-    python benchmarks/early_stopping_replay.py                 # 88 tunings, seeds 0-2: about 15 minutes on 2 cores
+    python benchmarks/early_stopping_replay.py                 # 88 tunings, seeds 0-2: about 25 minutes on 2 cores
     python benchmarks/early_stopping_replay.py --seeds 0 --out replay.json
 """
 
