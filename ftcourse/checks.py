@@ -375,14 +375,20 @@ def _answer_train_mode(fn, inputs):
             "statistics_moved": {n: not torch.equal(before[n], m.running_mean) for n, m in batchnorms.items()}}
 
 
+@functools.lru_cache(maxsize=128)
+def _resnet_names(layers: tuple, num_classes: int) -> tuple[tuple, tuple]:
+    """The parameter names and BatchNorm names of :func:`torchvision_resnet` with these ``layers``: built on the
+    meta device (names only, no weights), once per architecture."""
+    with torch.device("meta"):
+        reference = torchvision_resnet(layers, num_classes)
+    return tuple(n for n, _ in reference.named_parameters()), tuple(_batchnorms(reference))
+
+
 @_exercise("02.2", "train_mode", "training mode for a torchvision ResNet with frozen children, BatchNorm included",
            _ask_train_mode, _answer_train_mode, rounds=2)
 def judge_train_mode(answer, inputs) -> str:
     frozen = set(inputs["frozen"])
-    with torch.device("meta"):  # the names only: no weights to draw
-        reference = torchvision_resnet(inputs["layers"], inputs["num_classes"])
-    names = [n for n, _ in reference.named_parameters()]
-    batchnorms = list(_batchnorms(reference))
+    names, batchnorms = _resnet_names(tuple(inputs["layers"]), inputs["num_classes"])
 
     def is_frozen(name):
         return name.split(".")[0] in frozen

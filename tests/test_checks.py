@@ -317,7 +317,7 @@ def solution_functions() -> dict:
     return namespace
 
 
-@pytest.mark.slow  # about a minute: 300 questions of each exercise, answered and judged
+@pytest.mark.slow  # about three minutes on 2 cores: 300 questions of each exercise, answered and judged
 def test_a_guessed_answer_passes_an_exercise_with_probability_below_one_percent():
     """For each exercise: the solution answers 300 questions; each of its five most frequent answers is then
     judged, as a constant, on all 300; the best passes a share at most GUESS. All ``rounds`` questions must pass,
