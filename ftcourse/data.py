@@ -198,10 +198,6 @@ class Task:
         parts = [self.name] + [split.fingerprint() for split in (self.train, self.test)]
         return hashlib.sha256(" ".join(parts).encode()).hexdigest()
 
-    def validation_sets(self) -> dict:
-        """Every validation set, by name: ``val`` (under ``val_name``) first, then ``also_val``."""
-        return {self.val_name: self.val, **self.also_val}
-
     def show(self, n: int = 32, ncols: int = 8):
         return self.train.show(n, ncols, title=f"{self.name}: {self.description}")
 

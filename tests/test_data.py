@@ -127,3 +127,17 @@ def test_fingerprints_change_with_any_pixel_and_stay_for_equal_data():
     again.val.images[0, 0, 0, 0] ^= 1
     assert task.fingerprint() != again.fingerprint()
     assert task.per_class(3).fingerprint() != task.fingerprint()
+
+
+def test_a_task_refuses_bad_validation_sets_and_says_what_to_do():
+    from ftcourse import lab
+
+    task = lab.target("related", 5, scarce_val=True, test_per_class=2)
+    with pytest.raises(ValueError, match="no validation set 'tiny'.*also measures \\['scarce'\\]"):
+        task.choosing_on("tiny")
+    with pytest.raises(ValueError, match="leave val_per_class and val_seed at their defaults"):
+        lab.target("related", 5, val_per_class=5, scarce_val=True)
+    with pytest.raises(ValueError, match="must be an ImageData"):
+        data.Task("x", task.train, task.val, task.test, "", {"s": "not data"})
+    with pytest.raises(ValueError, match="give them different names"):
+        data.Task("x", task.train, task.val, task.test, "", {"val": task.val})
