@@ -4,8 +4,11 @@ Runs the lessons of a checkout (this one, or an older one given with ``--repo``)
 as ``ftcourse site`` does (two kernels side by side, one thread each), with every ``fit`` and ``Trainer.train``
 recorded by ``benchmarks/runlog/sitecustomize.py``. Prints, per lesson: its wall time, how many training runs it
 made and the optimiser steps they took, and how many of those runs the course had already made (the same starting
-weights, data and settings: trained twice). All lessons share one fresh cache folder, as they do on a learner's
-machine, so a run that an earlier lesson made and cached is not counted again. Lessons of one number (04 and 04b)
+weights, data and settings: trained twice, in another lesson or in the same one), and for each of those where both
+were asked for (the notebook line and the library calls); a repeat marked "timing" is the 12 steps on random images
+with which a lesson's cost estimate measures this machine's speed (``experiments.measured_seconds_per_step``). All
+lessons share one fresh cache folder, as they do on a learner's machine, so a run that an earlier lesson made and
+cached is read back, not trained again. Lessons of one number (04 and 04b)
 run one after the other, as a learner runs them: the second reuses the first's runs.
 
     python benchmarks/course_runs.py                       # this checkout
@@ -79,13 +82,19 @@ def main():
             args.keep.mkdir(parents=True, exist_ok=True)
             for executed in logs.glob("*.ipynb"):
                 shutil.copy(executed, args.keep / executed.name)
-    seen = collections.Counter()
+    seen = {}  # key -> (lesson, entry) of the run's first making
+    repeats = []
     print(f"{'lesson':<34}{'seconds':>8}{'runs':>6}{'steps':>8}{'again':>7}{'claims':>8}{'failed':>8}"
           "  (again: runs the course had made)")
     for result in results:  # in the lessons' order: a repeat counts against the later lesson
         fresh = [e for e in result["entries"] if not e["resumed"]]
-        again = sum(1 for e in fresh if seen[e["key"]])
-        seen.update(e["key"] for e in fresh)
+        again = 0
+        for e in fresh:
+            if e["key"] in seen:
+                again += 1
+                repeats.append((seen[e["key"]], (result["lesson"], e)))
+            else:
+                seen[e["key"]] = (result["lesson"], e)
         result.update(runs=len(fresh), steps=sum(e["steps"] for e in result["entries"]), again=again)
         flag = "" if result["ok"] else "  FAILED: " + result["error"].strip().splitlines()[-1][:100]
         print(f"{result['lesson']:<34}{result['seconds']:>8.0f}{result['runs']:>6}{result['steps']:>8}"
@@ -94,6 +103,12 @@ def main():
             print(f"    {line}")
     print(f"{'all':<34}{sum(r['seconds'] for r in results):>8.0f}{sum(r['runs'] for r in results):>6}"
           f"{sum(r['steps'] for r in results):>8}{sum(r['again'] for r in results):>7}")
+    for (first_lesson, first), (lesson, again) in repeats:  # where each run made twice was asked for, both times
+        timing = "experiments.measured_seconds_per_step" in again.get("where", [])  # a cost estimate's 12 steps
+        print(f"again{' (timing)' if timing else ''}: {lesson} (lr {again.get('lr')}, {again['steps']} steps) "
+              f"made first by {first_lesson}")
+        for label, entry in (("first", first), ("again", again)):
+            print(f"    {label}: " + " > ".join(entry.get("where", [])))
     print(f"wall {wall:.0f} s with {args.jobs} kernels of {threads} thread(s); the cache held {cache_bytes / 1e6:.1f} MB")
     if args.out:
         for result in results:

@@ -22,6 +22,7 @@ run; each seed tunes for itself. Tuning costs a few runs instead of one (clearly
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -186,7 +187,9 @@ class ImageRecipe:
     """How :func:`ftcourse.protocol.tune` starts one image run of :func:`run`, and the run's name in the cache.
 
     The model is built (:func:`make_model`) and prepared once, to name the runs by what they start from; each rate
-    then trains a fresh copy, built the same way. A run is named by the task's training and test sets, not its
+    then trains a copy of it (``copy.deepcopy`` of the model and of what ``prepare`` returned, so that a penalty or a
+    schedule built on the model points at the copy): a ``prepare`` that trains (a head first, LP-FT's probe) trains
+    once per tuning, not once per rate. A run is named by the task's training and test sets, not its
     validation: each check measures every validation set the task carries (``task.also_val``) and the records keep
     them by set, so a task choosing on another of its sets (``task.choosing_on``) reads the same runs.
     """
@@ -204,6 +207,7 @@ class ImageRecipe:
         self.chance = 1 / task.num_classes
         self.test_names = ("accuracy", *(f"{name}_accuracy" for name in self.also_test))
         self._first = self._build()
+        self._prepared = copy.deepcopy(self._first)  # what every later rate starts from, untouched by training
         model, extra = self._first
         presentation = ("progress", "live_plot", "sync_every", "checkpoint_every")
         self.validated_on = task.val.fingerprint()[:24]
@@ -220,8 +224,8 @@ class ImageRecipe:
         return model, extra
 
     def start(self, lr: float) -> protocol.FitTrial:
-        model, extra = self._first if self._first is not None else self._build()
-        self._first = None  # the model built to name the runs trains the first rate; later rates build their own
+        model, extra = self._first if self._first is not None else copy.deepcopy(self._prepared)
+        self._first = None  # the model built to name the runs trains the first rate; later rates train copies
         return protocol.FitTrial(model, self.task.train, steps=self.steps, lr=lr, validate=self._validate,
                                  test=self._test, **{**self.settings, **extra})
 

@@ -324,18 +324,19 @@ def make_images(task: str, n_per_class: int, *, seed: int = 0, split: str = "tra
     return ImageData(images, labels, list(classes))
 
 
-def source(shots: int = 600, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
-           device=None) -> Task:
+FIXED_SPLIT_SEED = 10_000  # the seed of the validation and test images every training seed shares
+GENEROUS_VAL_PER_CLASS = 50  # the default validation set: ten times the fewest training labels of the lessons
+
+
+def source(shots: int = 600, *, val_per_class: int = GENEROUS_VAL_PER_CLASS, test_per_class: int = 100,
+           seed: int = 0, device=None) -> Task:
     """The pretraining task: 8 shapes, colour random (so it carries no information), plain backgrounds."""
     return target("source", shots, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
                   device=device)
 
 
-FIXED_SPLIT_SEED = 10_000  # the seed of the validation and test images every training seed shares
-
-
-def target(name: str, shots: int = 20, *, val_per_class: int = 50, test_per_class: int = 100, seed: int = 0,
-           relatedness: float = 1.0, val_seed: int = FIXED_SPLIT_SEED, scarce_val: bool = False,
+def target(name: str, shots: int = 20, *, val_per_class: int = GENEROUS_VAL_PER_CLASS, test_per_class: int = 100,
+           seed: int = 0, relatedness: float = 1.0, val_seed: int = FIXED_SPLIT_SEED, scarce_val: bool = False,
            device=None) -> Task:
     """A target task of the lab (see the module docstring) with ``shots`` training labels per class.
 
@@ -357,7 +358,7 @@ def target(name: str, shots: int = 20, *, val_per_class: int = 50, test_per_clas
     val = make_images(name, val_per_class, seed=val_seed, split="val", relatedness=relatedness, device=device)
     test = make_images(name, test_per_class, seed=FIXED_SPLIT_SEED, split="test", relatedness=relatedness,
                        device=device)
-    generous = val_per_class == 50 and val_seed == FIXED_SPLIT_SEED
+    generous = val_per_class == GENEROUS_VAL_PER_CLASS and val_seed == FIXED_SPLIT_SEED
     also_val = {}
     if scarce_val:
         if not generous:

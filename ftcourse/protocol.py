@@ -27,6 +27,9 @@ The rule, step by step:
    narrow, not that the edge is best.
 5. **The test split is looked at once**, for the chosen run, never to choose.
 
+A single rate (``grid=[lr]``) is validated at the same pause and trained on, never stopped: its record then holds
+the check a later tuning of that recipe reads, so the run is not trained again.
+
 **Each seed is a whole replicate.** A seed draws its own training set and tunes its own rate: no seed borrows
 another's choice (:func:`replicates`). Otherwise the other seeds repeat one seed's choice, and a claim can rest on
 that one choice.
@@ -237,7 +240,7 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
     metrics of that one run; see the module's docstring for the rule.
 
     ``steps`` is the recipe's budget (the step ``decide_at`` refers to); ``decide_at=None`` (or a recipe whose runs
-    cannot pause, or a grid of one rate) trains every rate to the end. ``cache`` is a folder where each run's record
+    cannot pause) trains every rate to the end without a pause; a grid of one rate pauses there only to validate. ``cache`` is a folder where each run's record
     is saved as it pauses and ends, and read back next time. ``keep_model=True`` returns the chosen run's model and,
     with a cache, keeps its weights there, so that the next call returns it without training. ``report`` names
     rates of the grid whose test metrics a lesson shows on purpose (a conventional rate, say): they are trained to the
@@ -254,7 +257,7 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
         raise ValueError(f"decide_at must be a share of the budget between 0 and 1 (or None), got {decide_at!r}.")
     tuning = _Tuning(recipe, _Store(cache), steps)
     pause = None
-    if decide_at is not None and len(grid) > 1 and recipe.can_pause:
+    if decide_at is not None and recipe.can_pause:  # one rate too: its record then has the check a tuning reads
         pause = max(1, min(steps - 1, round(decide_at * steps)))
     tuning.choose_rate(grid, ladder, pause, margin)
     outcome = tuning.outcome(keep_model, report)
@@ -278,11 +281,20 @@ def replicates(tune_one_seed, seeds) -> list:
 def keeps_model(method: str, seed, keep_models, seeds) -> bool:
     """Whether a comparison keeps the chosen run's weights in the cache: for the methods in ``keep_models`` (those a
     lesson looks at as models afterwards), on the first of ``seeds`` only, so that the cache holds one model per
-    method, not one per replicate.
+    method, not one per replicate. ``keep_models`` may also map a method to ``"first seed"`` or ``"every seed"``,
+    for a lesson that measures every replicate's network.
 
     >>> keeps_model("lora", 3, ["lora"], [3, 4]), keeps_model("lora", 4, ["lora"], [3, 4])
     (True, False)
+    >>> keeps_model("lora", 4, {"lora": "every seed"}, [3, 4])
+    True
     """
+    if isinstance(keep_models, dict):
+        wrong = {m: which for m, which in keep_models.items() if which not in ("first seed", "every seed")}
+        if wrong:
+            raise ValueError(f"keep_models maps a method to 'first seed' or 'every seed', got {wrong}.")
+        which = keep_models.get(method)
+        return which == "every seed" or (which == "first seed" and seed == list(seeds)[0])
     return method in keep_models and seed == list(seeds)[0]
 
 
@@ -472,7 +484,7 @@ class _Tuning:
             healthy = {lr: c for lr, c in at_pause.items() if not c["diverged"]}
             leader = choose([{"lr": lr, **c} for lr, c in healthy.items()]) if healthy else None
             for lr in rates:
-                if clearly_worse(lr, at_pause[lr], leader, margin):
+                if len(self.tried) > 1 and clearly_worse(lr, at_pause[lr], leader, margin):  # one rate never stops
                     self.stopped[lr] = pause
         for lr in rates:
             if lr not in self.stopped:

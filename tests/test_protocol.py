@@ -246,6 +246,19 @@ def test_a_run_stopped_early_is_finished_when_a_later_call_asks_for_it_alone(tmp
     assert alone.log == [(0.01, 0, 100)] and result.lr == 0.01 and result.test == {"accuracy": pytest.approx(0.99)}
 
 
+def test_a_single_rate_records_its_check_at_the_pause_so_a_later_tuning_does_not_train_it_again(tmp_path):
+    """Lesson 03 trains fine-tuning at 0.3 alone; lesson 07 tunes a grid holding 0.3 on the same run."""
+    curve = flat({0.1: 0.8, 0.3: 0.9}.get)
+    alone = ArithmeticRecipe(curve)
+    protocol.tune(alone, grid=[0.3], steps=100, cache=tmp_path)
+    assert alone.log == [(0.3, 0, 30), (0.3, 30, 100)]  # validated at the pause, never stopped there
+    tuning = ArithmeticRecipe(curve)
+    tuned = protocol.tune(tuning, grid=[0.1, 0.3], steps=100, cache=tmp_path)
+    assert tuned.lr == 0.3 and all(lr != 0.3 for lr, _, _ in tuning.log) and tuning.tested == []
+    worse = ArithmeticRecipe(flat(0.2))
+    assert protocol.tune(worse, grid=[0.3], steps=100).lr == 0.3 and worse.log[-1] == (0.3, 30, 100)
+
+
 def test_a_model_asked_for_is_always_the_finished_run_never_one_paused_for_the_decision(tmp_path):
     curve = flat({0.01: 0.5, 0.1: 0.9}.get)
     protocol.tune(ArithmeticRecipe(curve), grid=[0.01, 0.1], steps=100, decide_at=None, cache=tmp_path)

@@ -10,6 +10,7 @@ functions before any other module imports them, so it works on any version of ft
 import hashlib
 import json
 import os
+from pathlib import Path
 
 PATH = os.environ.get("FTCOURSE_RUN_LOG")
 
@@ -24,6 +25,24 @@ def _digest(*parts) -> str:
 def _tensor_bytes(tensor) -> bytes:
     tensor = tensor.detach().to("cpu").contiguous()
     return f"{tensor.dtype}{tuple(tensor.shape)}".encode() + tensor.reshape(-1).view(-1).numpy().tobytes()
+
+
+def _where() -> list[str]:
+    """The calls that led to this run, outermost first: the notebook's line and the library functions, so that a run
+    made twice can be traced to the two places that asked for it."""
+    import linecache
+    import sys
+
+    chain, frame = [], sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if "ipykernel" in code.co_filename or code.co_filename.startswith("<ipython"):
+            line = linecache.getline(code.co_filename, frame.f_lineno).strip()
+            chain.append(f"cell: {line[:90]}")
+        elif "ftcourse" in code.co_filename:
+            chain.append(f"{Path(code.co_filename).stem}.{code.co_name}")
+        frame = frame.f_back
+    return chain[::-1]
 
 
 def _log(entry: dict) -> None:
@@ -62,7 +81,7 @@ if PATH:
             before = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
         history = real_fit(model, train_data, val, **kwargs)
         _log({"kind": "fit", "key": _digest(start, trainable, data_key, settings), "resumed": resumed,
-              "steps": history.steps_done - before})
+              "steps": history.steps_done - before, "lr": kwargs.get("lr"), "where": _where()})
         return history
 
     train.fit = fit
@@ -74,14 +93,15 @@ if PATH:
 
         def trainer_train(self, *args, **kwargs):
             state = self.model.state_dict()
-            start = _digest(*(_tensor_bytes(state[k]) for k in sorted(state)))
+            start = _digest(*(_tensor_bytes(state[k]) for k in sorted(state)),  # and which of them train
+                            " ".join(n for n, p in self.model.named_parameters() if p.requires_grad))
             data = _digest(*(_tensor_bytes(example["input_ids"]) for example in self.train_dataset))
             a = self.args
             settings = (a.learning_rate, a.max_steps, a.per_device_train_batch_size, a.seed, a.warmup_steps,
                         str(a.lr_scheduler_type), a.weight_decay)
             result = real_train(self, *args, **kwargs)
             _log({"kind": "trainer", "key": _digest(start, data, settings), "resumed": False,
-                  "steps": int(self.state.global_step)})
+                  "steps": int(self.state.global_step), "lr": a.learning_rate, "where": _where()})
             return result
 
         transformers.Trainer.train = trainer_train
