@@ -109,6 +109,21 @@ def test_lp_ft_spends_half_the_budget_on_its_probe(conflict, monkeypatch):
     assert budgets == [3, 3, 3]
 
 
+def test_a_prepared_start_is_prepared_once_per_tuning_and_every_rate_trains_a_copy_of_it(conflict, monkeypatch):
+    """LP-FT's probe trains the head once for the whole tuning, not once per rate; and a later rate, which starts
+    from a copy of the prepared model, trains exactly as a run built afresh at that rate alone does (L2-SP: the
+    copied penalty pulls the copy, not the first rate's model)."""
+    probes = []
+    real_fit = transfer.fit
+    monkeypatch.setattr(transfer, "fit", lambda *a, **k: probes.append(k["steps"]) or real_fit(*a, **k))
+    tuned = experiments.remedy_run(conflict, "LP-FT", lr="tuned", lr_grid=[0.01, 0.1], steps=6, batch_size=16)
+    assert probes == [3] and len(tuned["tuning"]) >= 2
+    common = dict(lr_grid=[0.01, 0.1], steps=4, batch_size=16)
+    rates = experiments.remedy_run(conflict, "L2-SP", lr="tuned", **common)["tuning"].set_index("lr")
+    alone = experiments.remedy_run(conflict, "L2-SP", lr=0.1, steps=4, batch_size=16)
+    assert rates.loc[0.1, "val_accuracy"] == alone["val_accuracy"]
+
+
 def test_a_shift_run_reports_in_distribution_and_shifted_accuracy(tmp_path):
     result = experiments.shift_run("related", "LP-FT", shots=2, steps=2, lr_grid=[0.05], val_per_class=4,
                                    test_per_class=4, cache=tmp_path)
