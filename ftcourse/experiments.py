@@ -364,7 +364,7 @@ def remedy_run(task: Task, remedy: str, *, pretrained: models.StagedNet | None =
             transfer.reinit(model, ["layer3", "layer4"], seed=seed)
         if remedy == "LP-FT":  # the probe phase; the fine-tuning that follows is the common run
             transfer.fit_head_first(model, task.train, steps=probe_steps, lr=DEFAULT_LR["probe"],
-                                    batch_size=batch_size, augment=True, seed=seed, progress=False)
+                                    batch_size=batch_size, augment=True, seed=seed, progress=False, cache=cache)
         return None
 
     if remedy == "another source":

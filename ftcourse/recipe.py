@@ -71,7 +71,7 @@ def recipe_run(task: Task, ingredients=FULL, *, pretrained: models.StagedNet | N
     def prepare(model):
         # the head alone, on frozen features; the run that follows trains everything from there
         transfer.fit_head_first(model, task.train, steps=head_steps, lr=experiments.DEFAULT_LR["probe"],
-                                batch_size=batch_size, augment=augment, seed=seed, progress=False)
+                                batch_size=batch_size, augment=augment, seed=seed, progress=False, cache=cache)
 
     extra = {}
     if "discriminative rates" in ingredients:

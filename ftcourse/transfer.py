@@ -17,13 +17,17 @@ Every function works on a :class:`~ftcourse.models.StagedNet` and talks in its s
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .models import StagedNet, stage_parameter_counts
-from .train import History, fit, stage_rate_groups
+from .files import save_state
+from .models import StagedNet, fingerprint, read_torch_file, stage_parameter_counts
+from .train import History, describe, fit, stage_rate_groups
 
 
 def _check_model(model, caller: str) -> StagedNet:
@@ -246,15 +250,48 @@ def lp_ft(model: StagedNet, train, val=None, *, probe_steps: int, finetune_steps
     return LPFTHistory(probe, finetune)
 
 
-def fit_head_first(model: StagedNet, train, val=None, *, steps: int, lr: float, **fit_kwargs) -> History:
+def fit_head_first(model: StagedNet, train, val=None, *, steps: int, lr: float, cache=None,
+                   **fit_kwargs) -> History:
     """The first phase of LP-FT and of fastai's ``fine_tune``: train only the head, on frozen features, for ``steps``
     steps at ``lr``; then unfreeze every stage, so that the fine-tuning that follows starts from a trained head.
-    ``fit_kwargs`` go to :func:`~ftcourse.train.fit`; returns its history."""
+    ``fit_kwargs`` go to :func:`~ftcourse.train.fit`; returns its history.
+
+    With ``cache`` (a folder), the phase is trained once per computation: what it changed (the head's weights) and
+    its history are saved under a sha256 of everything that decides them -- the starting weights, the training data,
+    ``steps``, ``lr`` and every argument of ``fit`` -- and read back the next time the same phase is asked for, by
+    any recipe or lesson (a file that cannot be read is trained again)."""
     model = _check_model(model, "fit_head_first")
     unfreeze(freeze(model), "head")
+    path = _head_first_path(cache, model, train, val, steps, lr, fit_kwargs) if cache is not None else None
+    if path is not None and path.exists():
+        try:
+            saved = read_torch_file(path, "head-first phase")
+            model.load_state_dict(saved["changed"], strict=False)
+            unfreeze(model)
+            return History.from_dict(saved["history"])
+        except (ValueError, KeyError, RuntimeError, TypeError):
+            pass  # damaged or foreign: train it again, and write it anew
+    before = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     history = fit(model, train, val, steps=steps, lr=lr, **fit_kwargs)
     unfreeze(model)
+    if path is not None:
+        changed = {name: tensor.detach().to("cpu").clone() for name, tensor in model.state_dict().items()
+                   if not torch.equal(tensor, before[name])}
+        save_state(path, {"changed": changed, "history": history.to_dict()})
     return history
+
+
+def _head_first_path(cache, model, train, val, steps, lr, fit_kwargs) -> Path | None:
+    """Where :func:`fit_head_first` keeps a phase: named by the computation, or None for data it cannot name."""
+    named = [getattr(data, "fingerprint", None) for data in (train, val) if data is not None]
+    if any(fingerprint is None for fingerprint in named):
+        return None
+    trainable = " ".join(name for name, p in model.named_parameters() if p.requires_grad)
+    settings = {name: describe(value) if callable(value) or not isinstance(value, (bool, int, float, str, type(None)))
+                else value for name, value in sorted(fit_kwargs.items()) if name != "progress"}
+    text = json.dumps({"start": fingerprint(model), "trainable": trainable, "data": [f() for f in named],
+                       "steps": steps, "lr": float(lr), "fit": settings}, sort_keys=True, default=str)
+    return Path(cache) / "head_first" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
 
 
 def reinit(model: StagedNet, stages, seed: int = 0) -> StagedNet:

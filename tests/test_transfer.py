@@ -354,3 +354,30 @@ def test_reinit_is_deterministic_for_a_seed_and_leaves_the_global_random_state()
     assert not same(snapshot(a.layer1), snapshot(c.layer1))
     with pytest.raises(ValueError, match="reinit needs the stages"):
         reinit(a, None)
+
+
+def test_a_head_first_phase_with_a_cache_is_trained_once_and_read_back_exactly(tmp_path, monkeypatch):
+    """Two recipes (or two lessons) that share a "head first" phase: the second reads the head the first trained."""
+    from ftcourse import lab, transfer
+
+    task = lab.target("related", 4, test_per_class=4)
+    settings = dict(steps=3, lr=0.05, batch_size=8, augment=True, seed=1, progress=False, cache=tmp_path)
+    first = small_model(num_classes=task.num_classes)
+    transfer.fit_head_first(first, task.train, **settings)
+    calls = []
+    real_fit = transfer.fit
+    monkeypatch.setattr(transfer, "fit", lambda *a, **k: calls.append(k) or real_fit(*a, **k))
+    second = small_model(num_classes=task.num_classes)
+    history = transfer.fit_head_first(second, task.train, **settings)
+    assert calls == [] and history.steps_done == 3
+    assert models.fingerprint(second) == models.fingerprint(first)
+    assert all(p.requires_grad for p in second.parameters())  # unfrozen afterwards, as when it trains
+    other = small_model(num_classes=task.num_classes)
+    transfer.fit_head_first(other, task.train, **{**settings, "lr": 0.01})  # another rate: another phase
+    assert len(calls) == 1
+    assert len(list((tmp_path / "head_first").glob("*.pt"))) == 2
+    for saved in (tmp_path / "head_first").glob("*.pt"):
+        saved.write_bytes(b"damaged")
+    again = small_model(num_classes=task.num_classes)
+    transfer.fit_head_first(again, task.train, **settings)  # a damaged file is a phase not yet trained
+    assert len(calls) == 2 and models.fingerprint(again) == models.fingerprint(first)
