@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import ftcourse
+
 from .files import save_state
 from .models import StagedNet, fingerprint, read_torch_file, stage_parameter_counts
 from .train import History, describe, fit, stage_rate_groups
@@ -263,14 +265,12 @@ def fit_head_first(model: StagedNet, train, val=None, *, steps: int, lr: float, 
     model = _check_model(model, "fit_head_first")
     unfreeze(freeze(model), "head")
     path = _head_first_path(cache, model, train, val, steps, lr, fit_kwargs) if cache is not None else None
-    if path is not None and path.exists():
-        try:
-            saved = read_torch_file(path, "head-first phase")
-            model.load_state_dict(saved["changed"], strict=False)
-            unfreeze(model)
-            return History.from_dict(saved["history"])
-        except (ValueError, KeyError, RuntimeError, TypeError):
-            pass  # damaged or foreign: train it again, and write it anew
+    saved = _read_head_first(path, model) if path is not None and path.exists() else None
+    if saved is not None:
+        changed, history = saved
+        model.load_state_dict(changed, strict=False)
+        unfreeze(model)
+        return history
     before = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     history = fit(model, train, val, steps=steps, lr=lr, **fit_kwargs)
     unfreeze(model)
@@ -287,11 +287,27 @@ def _head_first_path(cache, model, train, val, steps, lr, fit_kwargs) -> Path | 
     if any(fingerprint is None for fingerprint in named):
         return None
     trainable = " ".join(name for name, p in model.named_parameters() if p.requires_grad)
-    settings = {name: describe(value) if callable(value) or not isinstance(value, (bool, int, float, str, type(None)))
-                else value for name, value in sorted(fit_kwargs.items()) if name != "progress"}
+    plain = (bool, int, float, str, type(None))
+    settings = {name: value if isinstance(value, plain) else describe(value)
+                for name, value in sorted(fit_kwargs.items()) if name != "progress"}
     text = json.dumps({"start": fingerprint(model), "trainable": trainable, "data": [f() for f in named],
-                       "steps": steps, "lr": float(lr), "fit": settings}, sort_keys=True, default=str)
+                       "steps": steps, "lr": float(lr), "fit": settings, "ftcourse": ftcourse.__version__},
+                      sort_keys=True, default=str)
     return Path(cache) / "head_first" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
+
+
+def _read_head_first(path: Path, model) -> tuple[dict, History] | None:
+    """A saved phase, ``(changed tensors, history)``, whose tensors fit ``model`` (names, shapes, dtypes); None for a
+    damaged or foreign file, which is then trained again and written anew (nothing of it touches the model)."""
+    try:
+        saved = read_torch_file(path, "head-first phase")
+        changed, state = saved["changed"], model.state_dict()
+        fits = isinstance(changed, dict) and all(
+            name in state and isinstance(t, torch.Tensor) and t.shape == state[name].shape
+            and t.dtype == state[name].dtype for name, t in changed.items())
+        return (changed, History.from_dict(saved["history"])) if fits else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def reinit(model: StagedNet, stages, seed: int = 0) -> StagedNet:

@@ -381,3 +381,8 @@ def test_a_head_first_phase_with_a_cache_is_trained_once_and_read_back_exactly(t
     again = small_model(num_classes=task.num_classes)
     transfer.fit_head_first(again, task.train, **settings)  # a damaged file is a phase not yet trained
     assert len(calls) == 2 and models.fingerprint(again) == models.fingerprint(first)
+    for saved in (tmp_path / "head_first").glob("*.pt"):  # a foreign file: tensors that do not fit the model
+        torch.save({"changed": {"head.weight": torch.zeros(1)}, "history": {}}, saved)
+    foreign = small_model(num_classes=task.num_classes)
+    transfer.fit_head_first(foreign, task.train, **settings)
+    assert len(calls) == 3 and models.fingerprint(foreign) == models.fingerprint(first)
