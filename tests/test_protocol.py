@@ -451,3 +451,12 @@ def test_a_paused_text_run_ends_exactly_where_an_unpaused_one_does(method):
     paused.train(until=None)
     assert paused.validate() == whole.validate() != at_pause
     assert paused.test() == whole.test()
+
+
+def test_keep_models_as_a_mapping_keeps_every_seed_or_the_first_and_refuses_anything_else():
+    keep = {"finetune": "every seed", "scratch": "first seed"}
+    assert [protocol.keeps_model("finetune", s, keep, [0, 1]) for s in (0, 1)] == [True, True]
+    assert [protocol.keeps_model("scratch", s, keep, [0, 1]) for s in (0, 1)] == [True, False]
+    assert not protocol.keeps_model("probe", 0, keep, [0, 1])
+    with pytest.raises(ValueError, match="'first seed' or 'every seed'"):
+        protocol.keeps_model("finetune", 0, {"finetune": "all"}, [0, 1])
