@@ -240,8 +240,8 @@ def tune(recipe: Recipe, *, grid, ladder=(), steps: int, decide_at: float | None
     metrics of that one run; see the module's docstring for the rule.
 
     ``steps`` is the recipe's budget (the step ``decide_at`` refers to); ``decide_at=None`` (or a recipe whose runs
-    cannot pause) trains every rate to the end without a pause; a grid of one rate pauses there only to validate. ``cache`` is a folder where each run's record
-    is saved as it pauses and ends, and read back next time. ``keep_model=True`` returns the chosen run's model and,
+    cannot pause) trains every rate to the end without a pause; a grid of one rate pauses there only to validate.
+    ``cache`` is a folder where each run's record is saved as it pauses and ends, and read back next time. ``keep_model=True`` returns the chosen run's model and,
     with a cache, keeps its weights there, so that the next call returns it without training. ``report`` names
     rates of the grid whose test metrics a lesson shows on purpose (a conventional rate, say): they are trained to the
     end even when stopped early, and tested, without taking part in the choice (``Tuned.reported``).

@@ -271,7 +271,7 @@ def fit_head_first(model: StagedNet, train, val=None, *, steps: int, lr: float, 
         model.load_state_dict(changed, strict=False)
         unfreeze(model)
         return history
-    before = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    before = {name: t.detach().clone() for name, t in model.state_dict().items()} if path is not None else None
     history = fit(model, train, val, steps=steps, lr=lr, **fit_kwargs)
     unfreeze(model)
     if path is not None:
